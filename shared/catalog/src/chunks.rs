@@ -1,0 +1,130 @@
+//! The chunk index: which chunks a tenant already stored, and where.
+
+use crate::{Catalog, Error, Result};
+use std::collections::{HashMap, HashSet};
+use vaultline_types::{ChunkId, Name, PackId, SnapshotId};
+
+/// A chunk's location, as recorded when its pack was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub pack: PackId,
+    pub offset: u64,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+/// A chunk of a pack being recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredChunk {
+    pub id: ChunkId,
+    pub offset: u64,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+fn bytes32(v: Vec<u8>) -> Result<[u8; 32]> {
+    v.try_into()
+        .map_err(|_| Error::Conflict("catalog id is not 32 bytes".into()))
+}
+
+impl Catalog {
+    /// Which of `ids` the tenant already has stored (the dedup lookup).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn existing_chunks(
+        &self,
+        tenant: &Name,
+        ids: &[ChunkId],
+    ) -> Result<HashSet<ChunkId>> {
+        let ids: Vec<&[u8]> = ids.iter().map(|id| id.0.as_slice()).collect();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM chunks WHERE tenant = $1 AND id = ANY($2)",
+                &[&tenant.as_str(), &ids],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok(ChunkId(bytes32(r.get(0))?)))
+            .collect()
+    }
+
+    /// Locations of `ids`; chunks not stored are absent from the map.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn chunk_locations(
+        &self,
+        tenant: &Name,
+        ids: &[ChunkId],
+    ) -> Result<HashMap<ChunkId, ChunkLocation>> {
+        let ids: Vec<&[u8]> = ids.iter().map(|id| id.0.as_slice()).collect();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, pack, pack_offset, length, raw_length FROM chunks WHERE tenant = $1 AND id = ANY($2)",
+                &[&tenant.as_str(), &ids],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    ChunkId(bytes32(r.get(0))?),
+                    ChunkLocation {
+                        pack: PackId(bytes32(r.get(1))?),
+                        offset: r.get::<_, i64>(2) as u64,
+                        length: r.get::<_, i32>(3) as u32,
+                        raw_length: r.get::<_, i32>(4) as u32,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Records a stored pack, its chunks and the batch it came from, in one
+    /// transaction. Idempotent: a chunk already indexed keeps its first
+    /// location; a batch already recorded keeps its first pack.
+    ///
+    /// # Errors
+    /// When the transaction fails.
+    pub async fn record_pack(
+        &self,
+        tenant: &Name,
+        snapshot: &SnapshotId,
+        batch: u32,
+        pack: &PackId,
+        size: u64,
+        chunks: &[StoredChunk],
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let t = tenant.as_str();
+        let p = pack.0.as_slice();
+        tx.execute(
+            "INSERT INTO packs (tenant, id, size, blobs) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&t, &p, &(size as i64), &(chunks.len() as i32)],
+        )
+        .await?;
+        let ids: Vec<&[u8]> = chunks.iter().map(|c| c.id.0.as_slice()).collect();
+        let offsets: Vec<i64> = chunks.iter().map(|c| c.offset as i64).collect();
+        let lengths: Vec<i32> = chunks.iter().map(|c| c.length as i32).collect();
+        let raw: Vec<i32> = chunks.iter().map(|c| c.raw_length as i32).collect();
+        tx.execute(
+            "INSERT INTO chunks (tenant, id, pack, pack_offset, length, raw_length)
+             SELECT $1, u.id, $2, u.o, u.l, u.r FROM unnest($3::bytea[], $4::int8[], $5::int4[], $6::int4[]) AS u(id, o, l, r)
+             ON CONFLICT DO NOTHING",
+            &[&t, &p, &ids, &offsets, &lengths, &raw],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO snapshot_batches (tenant, snapshot, batch, pack) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&t, &snapshot.as_str(), &(batch as i32), &p],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! vaultline-catalog: the PostgreSQL index of tenants, sources, snapshots,
+//! packs, chunks, executions and the audit trail. The repository is the truth;
+//! this is an index that makes lookups cheap.
+
+mod audit;
+mod chunks;
+mod snapshots;
+mod tenants;
+
+pub use audit::{AuditEvent, audit_hash};
+pub use chunks::{ChunkLocation, StoredChunk};
+pub use snapshots::{SnapshotRow, SnapshotStatus};
+pub use tenants::{SourceRow, TenantKeyRow};
+
+use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};
+use std::time::Duration;
+
+/// Errors of the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be reached or a query failed at the transport level.
+    #[error("catalog unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed.
+    #[error("catalog query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    /// A lookup found nothing.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with what exists.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl Error {
+    /// True when retrying may help: the database is down or a transaction
+    /// was chosen as a serialisation or deadlock victim.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unavailable(_) => true,
+            Error::Query(e) => {
+                e.is_closed()
+                    || e.code().is_none()
+                    || e.code().is_some_and(|c| {
+                        c == &tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                            || c == &tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                            || c.code().starts_with("08")
+                            || c.code().starts_with("57")
+                    })
+            }
+            Error::NotFound(_) | Error::Conflict(_) => false,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+/// Result of the catalog.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Migrations embedded in the binary, applied in order.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+
+/// A pool of catalog connections.
+#[derive(Clone)]
+pub struct Catalog {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Catalog")
+    }
+}
+
+impl Catalog {
+    /// Creates a pool for a `postgres://` URL. Connects lazily.
+    ///
+    /// # Errors
+    /// When the URL cannot be parsed.
+    pub fn connect(url: &str) -> Result<Self> {
+        let mut config = deadpool_postgres::Config::new();
+        config.url = Some(url.to_owned());
+        let mut pool = PoolConfig::new(16);
+        // Bounded waits: a dead database must turn /health/ready red, not hang it.
+        pool.timeouts = Timeouts {
+            wait: Some(Duration::from_secs(10)),
+            create: Some(Duration::from_secs(5)),
+            recycle: Some(Duration::from_secs(5)),
+        };
+        config.pool = Some(pool);
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1), tokio_postgres::NoTls)
+            .map_err(|e| Error::Unavailable(format!("invalid catalog URL: {e}")))?;
+        Ok(Catalog { pool })
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Applies the embedded migrations that are missing. Safe to run from
+    /// several processes at once (an advisory lock serialises them).
+    ///
+    /// # Errors
+    /// When the database is unreachable or a migration fails.
+    pub async fn migrate(&self) -> Result<Vec<i32>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock(7261636)", &[])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version INTEGER PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let applied: Vec<i32> = tx
+            .query("SELECT version FROM schema_migrations", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut newly = Vec::new();
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await?;
+            newly.push(*version);
+        }
+        tx.commit().await?;
+        Ok(newly)
+    }
+
+    /// Checks the database answers (for `/health/ready`).
+    ///
+    /// # Errors
+    /// When it does not within the pool's timeouts.
+    pub async fn ping(&self) -> Result<()> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}

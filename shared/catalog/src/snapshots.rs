@@ -1,0 +1,375 @@
+//! Snapshot lifecycle: extracting → extracted → stored → verified (or corrupt,
+//! failed), and expired once retention forgets it.
+
+use crate::{Catalog, Error, Result};
+use time::OffsetDateTime;
+use vaultline_types::{Name, PackId, SnapshotId, TriggerKind};
+
+/// Where a snapshot is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotStatus {
+    Extracting,
+    Extracted,
+    Stored,
+    Verified,
+    Corrupt,
+    Failed,
+    Expired,
+}
+
+impl SnapshotStatus {
+    /// Name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotStatus::Extracting => "extracting",
+            SnapshotStatus::Extracted => "extracted",
+            SnapshotStatus::Stored => "stored",
+            SnapshotStatus::Verified => "verified",
+            SnapshotStatus::Corrupt => "corrupt",
+            SnapshotStatus::Failed => "failed",
+            SnapshotStatus::Expired => "expired",
+        }
+    }
+
+    fn parse(value: &str) -> Self {
+        match value {
+            "extracting" => SnapshotStatus::Extracting,
+            "extracted" => SnapshotStatus::Extracted,
+            "stored" => SnapshotStatus::Stored,
+            "verified" => SnapshotStatus::Verified,
+            "corrupt" => SnapshotStatus::Corrupt,
+            "expired" => SnapshotStatus::Expired,
+            _ => SnapshotStatus::Failed,
+        }
+    }
+
+    /// True once the snapshot will not move on by itself.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            SnapshotStatus::Verified
+                | SnapshotStatus::Corrupt
+                | SnapshotStatus::Failed
+                | SnapshotStatus::Expired
+        )
+    }
+}
+
+impl std::fmt::Display for SnapshotStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A snapshot as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotRow {
+    pub tenant: Name,
+    pub id: SnapshotId,
+    pub source: Name,
+    pub status: SnapshotStatus,
+    pub trigger: String,
+    pub key_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub batches_total: Option<i32>,
+    pub files: i64,
+    pub bytes_read: i64,
+    pub bytes_new: i64,
+    pub bytes_stored: i64,
+    pub source_digest: Option<String>,
+    pub manifest_digest: Option<String>,
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str = "tenant, id, source, status, trigger, key_id, started_at, finished_at, batches_total, \
+                       files, bytes_read, bytes_new, bytes_stored, source_digest, manifest_digest, error";
+
+fn row(r: &tokio_postgres::Row) -> Result<SnapshotRow> {
+    let bad =
+        |e: vaultline_types::IdError| Error::Conflict(format!("catalog holds an invalid id: {e}"));
+    Ok(SnapshotRow {
+        tenant: Name::new(r.get::<_, String>(0)).map_err(bad)?,
+        id: SnapshotId::parse(r.get(1)).map_err(bad)?,
+        source: Name::new(r.get::<_, String>(2)).map_err(bad)?,
+        status: SnapshotStatus::parse(r.get(3)),
+        trigger: r.get(4),
+        key_id: r.get(5),
+        started_at: r.get(6),
+        finished_at: r.get(7),
+        batches_total: r.get(8),
+        files: r.get(9),
+        bytes_read: r.get(10),
+        bytes_new: r.get(11),
+        bytes_stored: r.get(12),
+        source_digest: r.get(13),
+        manifest_digest: r.get(14),
+        error: r.get(15),
+    })
+}
+
+impl Catalog {
+    /// Records that a snapshot began. Idempotent: a redelivered trigger gets
+    /// the row that exists.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn begin_snapshot(
+        &self,
+        tenant: &Name,
+        source: &Name,
+        id: &SnapshotId,
+        trigger: TriggerKind,
+        request_id: Option<&str>,
+        key_id: &str,
+    ) -> Result<SnapshotRow> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO snapshots (tenant, id, source, status, trigger, request_id, key_id)
+                 VALUES ($1, $2, $3, 'extracting', $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &tenant.as_str(),
+                    &id.as_str(),
+                    &source.as_str(),
+                    &trigger.as_str(),
+                    &request_id,
+                    &key_id,
+                ],
+            )
+            .await?;
+        self.snapshot(tenant, id).await
+    }
+
+    /// One snapshot of a tenant.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when absent.
+    pub async fn snapshot(&self, tenant: &Name, id: &SnapshotId) -> Result<SnapshotRow> {
+        let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE tenant = $1 AND id = $2");
+        let r = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&tenant.as_str(), &id.as_str()])
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("unknown snapshot {id} of tenant {tenant}")))?;
+        row(&r)
+    }
+
+    /// A snapshot by id alone (ids are unique in practice; the newest wins).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when absent.
+    pub async fn find_snapshot(&self, id: &SnapshotId) -> Result<SnapshotRow> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM snapshots WHERE id = $1 ORDER BY started_at DESC LIMIT 1"
+        );
+        let r = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&id.as_str()])
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("unknown snapshot {id}")))?;
+        row(&r)
+    }
+
+    /// The snapshot a request created, if it exists yet.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn snapshot_by_request(&self, request_id: &str) -> Result<Option<SnapshotRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE request_id = $1");
+        let r = self.client().await?.query_opt(&sql, &[&request_id]).await?;
+        r.as_ref().map(row).transpose()
+    }
+
+    /// Snapshots, newest first, optionally of one tenant and source.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn snapshots(
+        &self,
+        tenant: Option<&Name>,
+        source: Option<&Name>,
+    ) -> Result<Vec<SnapshotRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM snapshots
+             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR source = $2)
+             ORDER BY started_at DESC, id DESC"
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &sql,
+                &[&tenant.map(Name::as_str), &source.map(Name::as_str)],
+            )
+            .await?;
+        rows.iter().map(row).collect()
+    }
+
+    /// Records the end of extraction. Idempotent.
+    ///
+    /// # Errors
+    /// When the query fails.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_extracted(
+        &self,
+        tenant: &Name,
+        id: &SnapshotId,
+        batches: u32,
+        files: u64,
+        bytes_read: u64,
+        bytes_new: u64,
+        source_digest: &str,
+    ) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE snapshots SET status = 'extracted', extracted_at = coalesce(extracted_at, now()),
+                     batches_total = $3, files = $4, bytes_read = $5, bytes_new = $6, source_digest = $7
+                 WHERE tenant = $1 AND id = $2 AND status = 'extracting'",
+                &[
+                    &tenant.as_str(),
+                    &id.as_str(),
+                    &(batches as i32),
+                    &(files as i64),
+                    &(bytes_read as i64),
+                    &(bytes_new as i64),
+                    &source_digest,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// How many batches of a snapshot have a stored pack.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn batches_stored(&self, tenant: &Name, id: &SnapshotId) -> Result<i64> {
+        let r = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM snapshot_batches WHERE tenant = $1 AND snapshot = $2",
+                &[&tenant.as_str(), &id.as_str()],
+            )
+            .await?;
+        Ok(r.get(0))
+    }
+
+    /// Records the stored manifest and the packs it references. Returns false
+    /// when another handler already did (at-least-once delivery).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn mark_stored(
+        &self,
+        tenant: &Name,
+        id: &SnapshotId,
+        manifest_digest: &str,
+        manifest_size: u64,
+        packs: &[PackId],
+        bytes_stored: u64,
+    ) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let pack_ids: Vec<&[u8]> = packs.iter().map(|p| p.0.as_slice()).collect();
+        tx.execute(
+            "INSERT INTO snapshot_packs (tenant, snapshot, pack) SELECT $1, $2, unnest($3::bytea[])
+             ON CONFLICT DO NOTHING",
+            &[&tenant.as_str(), &id.as_str(), &pack_ids],
+        )
+        .await?;
+        let updated = tx
+            .execute(
+                "UPDATE snapshots SET status = 'stored', stored_at = now(), manifest_digest = $3,
+                     manifest_size = $4, bytes_stored = $5
+                 WHERE tenant = $1 AND id = $2 AND status = 'extracted'",
+                &[
+                    &tenant.as_str(),
+                    &id.as_str(),
+                    &manifest_digest,
+                    &(manifest_size as i64),
+                    &(bytes_stored as i64),
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+
+    /// Packs a snapshot references, with their sizes.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn snapshot_packs(
+        &self,
+        tenant: &Name,
+        id: &SnapshotId,
+    ) -> Result<Vec<(PackId, u64)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT p.id, p.size FROM snapshot_packs sp JOIN packs p ON p.tenant = sp.tenant AND p.id = sp.pack
+                 WHERE sp.tenant = $1 AND sp.snapshot = $2 ORDER BY p.id",
+                &[&tenant.as_str(), &id.as_str()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id: Vec<u8> = r.get(0);
+                let id = PackId(
+                    id.try_into()
+                        .map_err(|_| Error::Conflict("pack id is not 32 bytes".into()))?,
+                );
+                Ok((id, r.get::<_, i64>(1) as u64))
+            })
+            .collect()
+    }
+
+    /// Moves a snapshot to a final status. `verified` only from `stored`;
+    /// `failed` never overwrites a verified or expired snapshot. Returns
+    /// whether the row changed.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn finish_snapshot(
+        &self,
+        tenant: &Name,
+        id: &SnapshotId,
+        status: SnapshotStatus,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let from: &[&str] = match status {
+            SnapshotStatus::Verified | SnapshotStatus::Corrupt => &["stored"],
+            SnapshotStatus::Failed => &["extracting", "extracted", "stored"],
+            SnapshotStatus::Expired => &["verified", "corrupt", "failed"],
+            _ => return Err(Error::Conflict(format!("{status} is not a final status"))),
+        };
+        let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+        let updated = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE snapshots SET status = $3, error = coalesce($4, error),
+                     finished_at = coalesce(finished_at, now()),
+                     verified_at = CASE WHEN $3 = 'verified' THEN now() ELSE verified_at END
+                 WHERE tenant = $1 AND id = $2 AND status = ANY($5)",
+                &[
+                    &tenant.as_str(),
+                    &id.as_str(),
+                    &status.as_str(),
+                    &error,
+                    &from,
+                ],
+            )
+            .await?;
+        Ok(updated == 1)
+    }
+}

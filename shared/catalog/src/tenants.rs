@@ -1,0 +1,222 @@
+//! Tenants, their keys, and sources.
+
+use crate::{Catalog, Error, Result};
+use vaultline_types::Name;
+
+/// A tenant key as stored. `wrapped_identity` is opaque without the KEK.
+#[derive(Clone)]
+pub struct TenantKeyRow {
+    pub key_id: String,
+    pub recipient: String,
+    pub wrapped_identity: Vec<u8>,
+    pub chunk_key: [u8; 32],
+}
+
+impl std::fmt::Debug for TenantKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantKeyRow")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A source as stored.
+#[derive(Debug, Clone)]
+pub struct SourceRow {
+    pub tenant: Name,
+    pub name: Name,
+    pub kind: String,
+    pub config: serde_json::Value,
+    pub retention: serde_json::Value,
+}
+
+impl Catalog {
+    /// Creates a tenant with its first key.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the tenant exists.
+    pub async fn create_tenant(
+        &self,
+        tenant: &Name,
+        key_id: &str,
+        recipient: &str,
+        wrapped_identity: &[u8],
+        chunk_key: &[u8; 32],
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO tenants (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(Error::Conflict(format!("tenant {tenant} already exists")));
+        }
+        tx.execute(
+            "INSERT INTO tenant_keys (tenant, key_id, recipient, wrapped_identity, chunk_key)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &tenant.as_str(),
+                &key_id,
+                &recipient,
+                &wrapped_identity,
+                &chunk_key.as_slice(),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Tenant names.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn tenants(&self) -> Result<Vec<Name>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT name FROM tenants ORDER BY name", &[])
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Name::new(r.get::<_, String>(0)).ok())
+            .collect())
+    }
+
+    /// The key new snapshots of `tenant` use.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant.
+    pub async fn active_key(&self, tenant: &Name) -> Result<TenantKeyRow> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT key_id, recipient, wrapped_identity, chunk_key FROM tenant_keys
+                 WHERE tenant = $1 AND active",
+                &[&tenant.as_str()],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("unknown tenant {tenant}")))?;
+        key_row(&row)
+    }
+
+    /// A specific key of `tenant` (old snapshots keep their key after rotation).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when absent.
+    pub async fn key(&self, tenant: &Name, key_id: &str) -> Result<TenantKeyRow> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT key_id, recipient, wrapped_identity, chunk_key FROM tenant_keys
+                 WHERE tenant = $1 AND key_id = $2",
+                &[&tenant.as_str(), &key_id],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("tenant {tenant} has no key {key_id}")))?;
+        key_row(&row)
+    }
+
+    /// Adds a source.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant, [`Error::Conflict`] when the source exists.
+    pub async fn add_source(
+        &self,
+        tenant: &Name,
+        name: &Name,
+        kind: &str,
+        config: &serde_json::Value,
+        retention: &serde_json::Value,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        if client
+            .query_opt("SELECT 1 FROM tenants WHERE name = $1", &[&tenant.as_str()])
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!("unknown tenant {tenant}")));
+        }
+        let inserted = client
+            .execute(
+                "INSERT INTO sources (tenant, name, kind, config, retention) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING",
+                &[&tenant.as_str(), &name.as_str(), &kind, config, retention],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(Error::Conflict(format!(
+                "source {tenant}/{name} already exists"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A source of a tenant.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant or source.
+    pub async fn source(&self, tenant: &Name, name: &Name) -> Result<SourceRow> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT kind, config, retention FROM sources WHERE tenant = $1 AND name = $2",
+                &[&tenant.as_str(), &name.as_str()],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("unknown source {tenant}/{name}")))?;
+        Ok(SourceRow {
+            tenant: tenant.clone(),
+            name: name.clone(),
+            kind: row.get(0),
+            config: row.get(1),
+            retention: row.get(2),
+        })
+    }
+
+    /// Every source, or those of one tenant.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn sources(&self, tenant: Option<&Name>) -> Result<Vec<SourceRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT tenant, name, kind, config, retention FROM sources
+                 WHERE $1::text IS NULL OR tenant = $1 ORDER BY tenant, name",
+                &[&tenant.map(Name::as_str)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(SourceRow {
+                    tenant: Name::new(r.get::<_, String>(0)).ok()?,
+                    name: Name::new(r.get::<_, String>(1)).ok()?,
+                    kind: r.get(2),
+                    config: r.get(3),
+                    retention: r.get(4),
+                })
+            })
+            .collect())
+    }
+}
+
+fn key_row(row: &tokio_postgres::Row) -> Result<TenantKeyRow> {
+    let chunk_key: Vec<u8> = row.get(3);
+    Ok(TenantKeyRow {
+        key_id: row.get(0),
+        recipient: row.get(1),
+        wrapped_identity: row.get(2),
+        chunk_key: chunk_key
+            .try_into()
+            .map_err(|_| Error::Conflict("stored chunk key is not 32 bytes".into()))?,
+    })
+}

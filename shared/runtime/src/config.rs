@@ -1,0 +1,231 @@
+//! Configuration: `vaultline.toml` < `VAULTLINE_*` environment < command-line
+//! flags. Secrets are given by reference (a file path), never inline.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration of a vaultline process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub catalog: CatalogConfig,
+    pub repository: RepositoryConfig,
+    pub staging: StagingConfig,
+    pub keys: KeysConfig,
+    pub admin: AdminConfig,
+    /// Per-stage knobs, keyed by stage name.
+    pub stages: BTreeMap<String, StageSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `postgres://user@host:port/db`. May carry a password; redacted in Debug.
+    pub url: String,
+}
+
+impl std::fmt::Debug for CatalogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = match self.url.split_once('@') {
+            Some((creds, host)) if creds.contains(':') && creds.matches(':').count() > 1 => {
+                format!(
+                    "{}:<redacted>@{host}",
+                    creds.rsplit_once(':').map(|c| c.0).unwrap_or(creds)
+                )
+            }
+            _ => self.url.clone(),
+        };
+        f.debug_struct("CatalogConfig")
+            .field("url", &redacted)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// Directory of the filesystem repository.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StagingConfig {
+    /// Directory for claim-check data between stages.
+    pub path: PathBuf,
+    /// Staged items older than this are swept.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KeysConfig {
+    /// File holding the key-encryption key (an age identity). The variable
+    /// `VAULTLINE_KEK` may hold the key itself instead.
+    pub kek_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of /metrics and /health; port 0 picks a free one.
+    pub listen: String,
+}
+
+/// Knobs of one stage.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StageSettings {
+    /// Messages handled at once (≤ the consumer's max_ack_pending).
+    pub concurrency: Option<usize>,
+    /// Overrides the consumer definition's max_deliver.
+    pub max_deliver: Option<i64>,
+    /// Overrides the consumer definition's retry backoff, e.g. `["1s", "5s"]`.
+    #[serde(with = "humantime_serde::option")]
+    pub ack_wait: Option<Duration>,
+    pub backoff: Option<Vec<String>>,
+    /// zstd level (packager).
+    pub zstd_level: Option<i32>,
+    /// Target bytes of new data per batch and pack (extractor).
+    pub batch_bytes: Option<u64>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+        }
+    }
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            url: "postgres://postgres@127.0.0.1:5432/vaultline".into(),
+        }
+    }
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            path: "/var/lib/vaultline/repository".into(),
+        }
+    }
+}
+
+impl Default for StagingConfig {
+    fn default() -> Self {
+        StagingConfig {
+            path: "/var/lib/vaultline/staging".into(),
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats: NatsConfig::default(),
+            catalog: CatalogConfig::default(),
+            repository: RepositoryConfig::default(),
+            staging: StagingConfig::default(),
+            keys: KeysConfig::default(),
+            admin: AdminConfig::default(),
+            stages: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads `file` (when given and present), then `VAULTLINE_*` variables with
+    /// `__` between levels, e.g. `VAULTLINE_NATS__URL`.
+    ///
+    /// # Errors
+    /// On unknown keys, bad values, or a named file that does not exist.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        use figment::providers::{Env, Format, Toml};
+        let mut figment = figment::Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // Only nested keys (`A__B`) are configuration: VAULTLINE_KEK and friends are not.
+        figment = figment.merge(Env::prefixed("VAULTLINE_").filter_map(|key| {
+            key.as_str()
+                .contains("__")
+                .then(|| key.as_str().replace("__", ".").replace('_', "-").into())
+        }));
+        figment.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Settings of one stage (defaults when absent).
+    pub fn stage(&self, stage: vaultline_types::StageName) -> StageSettings {
+        self.stages.get(stage.as_str()).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_parse_and_unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("vaultline-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vaultline.toml");
+        std::fs::write(&file, "[nats]\nurl = \"nats://h:1\"\n[staging]\nttl = \"2h\"\n[stages.packager]\nzstd-level = 5\n").unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.nats.url, "nats://h:1");
+        assert_eq!(config.staging.ttl, Duration::from_secs(7200));
+        assert_eq!(
+            config
+                .stage(vaultline_types::StageName::Packager)
+                .zstd_level,
+            Some(5)
+        );
+        std::fs::write(&file, "[nats]\nurll = 1\n").unwrap();
+        assert!(
+            Config::load(Some(&file))
+                .unwrap_err()
+                .to_string()
+                .contains("urll")
+        );
+        let debug = format!(
+            "{:?}",
+            CatalogConfig {
+                url: "postgres://u:secret@h/db".into()
+            }
+        );
+        assert!(!debug.contains("secret"), "{debug}");
+    }
+}

@@ -1,0 +1,425 @@
+//! The runner: the only code that speaks the JetStream protocol. It pulls,
+//! decodes, calls the stage, publishes outputs (awaiting each PubAck) before
+//! acking the input, naks transient failures with backoff, dead-letters
+//! poison and exhausted messages, and records every stage metric.
+
+use crate::Deps;
+use crate::metrics::{MetricName, count, observe};
+use crate::stage::{Cx, ErrorClass, Inbound, Outgoing, SnapshotRef, Stage, StageError};
+use async_nats::HeaderMap;
+use async_nats::jetstream::AckKind;
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::Digest;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use vaultline_bus::{ConsumerOverrides, JsMessage, RetryPolicy};
+use vaultline_types::{SnapshotFailed, StageName, headers};
+
+/// Runs `S` until `shutdown` flips, then finishes the work in flight.
+pub async fn run<S: Stage>(stage: Arc<S>, deps: Arc<Deps>, mut shutdown: watch::Receiver<bool>) {
+    let settings = deps.config.stage(S::NAME);
+    let backoff = settings
+        .backoff
+        .as_ref()
+        .and_then(|items| vaultline_bus::parse_backoff(&items.join(",")).ok());
+    let overrides = ConsumerOverrides {
+        max_deliver: settings.max_deliver,
+        backoff,
+        ack_wait: settings.ack_wait,
+    };
+    let concurrency = settings.concurrency.unwrap_or(match S::NAME {
+        StageName::Packager => 2,
+        StageName::Auditor => 8,
+        _ => 4,
+    });
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = JoinSet::new();
+    tracing::info!(stage = %S::NAME, concurrency, "Stage started.");
+
+    'connect: while !*shutdown.borrow() {
+        let consumer = async {
+            deps.bus.ensure_stream().await?;
+            deps.bus.ensure_consumer(S::NAME, &overrides).await
+        }
+        .await;
+        let (consumer, policy) = match consumer {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(stage = %S::NAME, %error, "Consumer unavailable; retrying.");
+                wait_or_shutdown(&mut shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let pulled = consumer
+            .stream()
+            .max_messages_per_batch(concurrency)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        let mut messages = match pulled {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(stage = %S::NAME, %error, "Pull subscription failed; retrying.");
+                wait_or_shutdown(&mut shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            while tasks.try_join_next().is_some() {}
+            // Take a permit before pulling, so no more messages wait in our
+            // buffer than we can handle (their ack timers are running).
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                _ = shutdown.changed() => break 'connect,
+            };
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = shutdown.changed() => break 'connect,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let (stage, deps, policy) = (stage.clone(), deps.clone(), policy.clone());
+                    tasks.spawn(async move {
+                        handle_one(&*stage, deps, &policy, message).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(stage = %S::NAME, %error, "Pull failed; resubscribing.");
+                    wait_or_shutdown(&mut shutdown, Duration::from_millis(500)).await;
+                    continue 'connect;
+                }
+                None => continue 'connect,
+            }
+        }
+    }
+    // Finish what we hold; anything cut off is redelivered after ack_wait.
+    while tasks.join_next().await.is_some() {}
+    tracing::info!(stage = %S::NAME, "Stage stopped.");
+}
+
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, delay: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+fn header<'a>(message: &'a JsMessage, name: &str) -> Option<&'a str> {
+    message.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+fn stage_labels(stage: StageName) -> [(&'static str, String); 1] {
+    [("stage", stage.as_str().to_owned())]
+}
+
+fn outcome_labels(stage: StageName, outcome: &'static str) -> [(&'static str, String); 2] {
+    [
+        ("stage", stage.as_str().to_owned()),
+        ("outcome", outcome.to_owned()),
+    ]
+}
+
+async fn handle_one<S: Stage>(
+    stage: &S,
+    deps: Arc<Deps>,
+    policy: &RetryPolicy,
+    message: JsMessage,
+) {
+    let started = Instant::now();
+    let (delivered, input_key) = match message.info() {
+        Ok(info) => (
+            info.delivered,
+            format!("{}:{}", info.stream, info.stream_sequence),
+        ),
+        Err(_) => (1, format!("core:{}", message.subject)),
+    };
+    // A publisher's own Nats-Msg-Id is the best identity; the stream sequence is the fallback.
+    let input_key = header(&message, headers::MSG_ID)
+        .map(str::to_owned)
+        .unwrap_or(input_key);
+    if delivered > 1 {
+        count(MetricName::StageRedeliveries, &stage_labels(S::NAME), 1);
+    }
+    let traceparent = header(&message, headers::TRACEPARENT)
+        .map(str::to_owned)
+        .unwrap_or_else(|| new_traceparent(&input_key));
+    let cx = Cx {
+        delivered,
+        emitter: Emitter {
+            deps: deps.clone(),
+            stage: S::NAME,
+            input_key: input_key.clone(),
+            traceparent,
+            next: AtomicU32::new(0),
+        },
+        snapshot: Mutex::new(None),
+    };
+
+    let content_type = header(&message, headers::CONTENT_TYPE);
+    let input = match S::Input::decode(&message.subject, content_type, &message.payload) {
+        Ok(input) => input,
+        Err(error) => {
+            let error = StageError::permanent("decode", error);
+            give_up(S::NAME, &cx, &message, policy, error, None).await;
+            return;
+        }
+    };
+    let (tenant, source, snapshot) = input.ids();
+    let failure_ref = tenant.zip(snapshot).map(|(tenant, snapshot)| SnapshotRef {
+        tenant: tenant.clone(),
+        source: source.cloned(),
+        snapshot: snapshot.clone(),
+    });
+    let span = tracing::info_span!(
+        "stage",
+        stage = S::NAME.as_str(),
+        tenant = tenant.map(|t| t.as_str()).unwrap_or("-"),
+        snapshot = snapshot.map(|s| s.as_str()).unwrap_or("-"),
+        msg_id = %input_key,
+        delivered,
+    );
+    let outcome = with_progress(&message, policy.ack_wait, stage.handle(&cx, input))
+        .instrument(span.clone())
+        .await;
+    observe(
+        MetricName::StageHandleDuration,
+        &stage_labels(S::NAME),
+        started.elapsed().as_secs_f64(),
+    );
+
+    let _entered = span.enter();
+    match outcome {
+        Ok(outputs) => {
+            for out in outputs {
+                if let Err(error) = cx.emitter.publish_next(out).await {
+                    retry_or_give_up(S::NAME, &cx, &message, policy, error, failure_ref).await;
+                    return;
+                }
+            }
+            // double_ack: the server confirms, so an ack lost in a failover
+            // cannot make us believe the input is done when it is not.
+            if let Err(error) = message.double_ack().await {
+                tracing::warn!(%error, "Ack not confirmed; the message may be redelivered.");
+            }
+            count(
+                MetricName::StageMessages,
+                &outcome_labels(S::NAME, "done"),
+                1,
+            );
+        }
+        Err(error) => retry_or_give_up(S::NAME, &cx, &message, policy, error, failure_ref).await,
+    }
+}
+
+async fn retry_or_give_up(
+    stage: StageName,
+    cx: &Cx,
+    message: &JsMessage,
+    policy: &RetryPolicy,
+    error: StageError,
+    failure_ref: Option<SnapshotRef>,
+) {
+    if error.class == ErrorClass::Transient && cx.delivered < policy.max_deliver {
+        let delay = policy.delay(cx.delivered);
+        count(
+            MetricName::StageErrors,
+            &[
+                ("stage", stage.as_str().to_owned()),
+                ("error_type", error.error_type.to_owned()),
+            ],
+            1,
+        );
+        tracing::warn!(error_type = error.error_type, %error, ?delay, "Transient failure; will retry.");
+        let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+        count(
+            MetricName::StageMessages,
+            &outcome_labels(stage, "retried"),
+            1,
+        );
+    } else {
+        give_up(stage, cx, message, policy, error, failure_ref).await;
+    }
+}
+
+/// Dead-letters the message with its error, reports the snapshot failed, then
+/// terminates it. If the dead letter cannot be published the message is nak'd
+/// instead: losing it silently is worse than seeing it again.
+async fn give_up(
+    stage: StageName,
+    cx: &Cx,
+    message: &JsMessage,
+    policy: &RetryPolicy,
+    error: StageError,
+    failure_ref: Option<SnapshotRef>,
+) {
+    count(
+        MetricName::StageErrors,
+        &[
+            ("stage", stage.as_str().to_owned()),
+            ("error_type", error.error_type.to_owned()),
+        ],
+        1,
+    );
+    let error_text = one_line(&error.message);
+    let mut dead = HeaderMap::new();
+    if let Some(original) = message.headers.as_ref() {
+        for (name, values) in original.iter() {
+            if AsRef::<str>::as_ref(name) != headers::MSG_ID {
+                for value in values {
+                    dead.append(name.clone(), value.clone());
+                }
+            }
+        }
+    }
+    dead.insert(
+        headers::MSG_ID,
+        format!("dlq-{}", digest_hex(&cx.emitter.input_key, "dlq")).as_str(),
+    );
+    dead.insert(headers::ERROR, error_text.as_str());
+    dead.insert(headers::ERROR_TYPE, error.error_type);
+    dead.insert(headers::ORIGINAL_SUBJECT, message.subject.as_str());
+    dead.insert(headers::STAGE, stage.as_str());
+    let subject = vaultline_types::dead_letter_subject(stage);
+    if let Err(publish_error) = cx
+        .emitter
+        .deps
+        .bus
+        .publish(subject, dead, message.payload.clone())
+        .await
+    {
+        tracing::error!(%publish_error, %error, "Cannot dead-letter; will retry the message.");
+        let _ = message
+            .ack_with(AckKind::Nak(Some(policy.delay(cx.delivered))))
+            .await;
+        return;
+    }
+    count(MetricName::DeadLetters, &stage_labels(stage), 1);
+    tracing::error!(error_type = error.error_type, %error, "Gave up; message dead-lettered.");
+
+    let failure_ref = cx
+        .snapshot
+        .lock()
+        .expect("snapshot lock")
+        .clone()
+        .or(failure_ref);
+    if let Some(SnapshotRef {
+        tenant,
+        source,
+        snapshot,
+    }) = failure_ref
+    {
+        let failed = SnapshotFailed {
+            tenant,
+            source,
+            snapshot,
+            stage,
+            error_type: error.error_type.to_owned(),
+            error: error_text,
+        };
+        let out = Outgoing::event(&failed);
+        let id = format!("failed-{}", digest_hex(&cx.emitter.input_key, "failed"));
+        if let Err(publish_error) = cx.emitter.publish_with_id(out, id).await {
+            tracing::error!(%publish_error, "Cannot publish the snapshot failure.");
+        }
+    }
+    let _ = message.ack_with(AckKind::Term).await;
+    count(
+        MetricName::StageMessages,
+        &outcome_labels(stage, "dead_letter"),
+        1,
+    );
+}
+
+fn one_line(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    line.chars().take(1000).collect()
+}
+
+/// Extends the ack deadline while the handler works, so a long extraction is
+/// not redelivered to a second worker halfway through.
+async fn with_progress<F: std::future::Future>(
+    message: &JsMessage,
+    ack_wait: Duration,
+    work: F,
+) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    let period = (ack_wait / 2).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticker.tick() => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
+fn digest_hex(input_key: &str, salt: &str) -> String {
+    let digest = sha2::Sha256::digest(format!("{input_key}/{salt}").as_bytes());
+    hex_lower(&digest[..16])
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_traceparent(input_key: &str) -> String {
+    let digest = sha2::Sha256::digest(input_key.as_bytes());
+    format!(
+        "00-{}-{}-01",
+        hex_lower(&digest[..16]),
+        hex_lower(&digest[16..24])
+    )
+}
+
+/// Publishes a delivery's outputs with deterministic ids: the n-th output of
+/// input X always has the same Nats-Msg-Id, so a redelivered input produces
+/// duplicates the stream drops.
+pub(crate) struct Emitter {
+    deps: Arc<Deps>,
+    stage: StageName,
+    input_key: String,
+    traceparent: String,
+    next: AtomicU32,
+}
+
+impl Emitter {
+    pub(crate) async fn publish_next(&self, out: Outgoing) -> Result<(), StageError> {
+        let index = self.next.fetch_add(1, Ordering::SeqCst);
+        let id = digest_hex(&self.input_key, &index.to_string());
+        self.publish_with_id(out, id).await
+    }
+
+    async fn publish_with_id(&self, out: Outgoing, id: String) -> Result<(), StageError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(headers::MSG_ID, id.as_str());
+        headers.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_MSGPACK);
+        headers.insert(headers::KIND, out.kind.as_str());
+        headers.insert(headers::STAGE, self.stage.as_str());
+        headers.insert(headers::TENANT, out.tenant.as_str());
+        if let Some(source) = &out.source {
+            headers.insert(headers::SOURCE, source.as_str());
+        }
+        if let Some(snapshot) = &out.snapshot {
+            headers.insert(headers::SNAPSHOT, snapshot.as_str());
+        }
+        headers.insert(headers::TRACEPARENT, self.traceparent.as_str());
+        let payload: Bytes = out.payload;
+        self.deps
+            .bus
+            .publish(out.subject, headers, payload)
+            .await
+            .map_err(StageError::from)
+    }
+}

@@ -1,0 +1,213 @@
+//! The Stage contract. A stage is one method that turns an input into outputs
+//! or an error; it never acks, naks or publishes by hand (see [`crate::runner`]).
+
+use crate::Deps;
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use vaultline_types::{DecodeError, Message, Name, SnapshotId, StageName};
+
+/// How the runner treats an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retry later: nak with the consumer's backoff until max_deliver.
+    Transient,
+    /// Retrying cannot help: dead-letter now and mark the snapshot failed.
+    Permanent,
+}
+
+/// A stage's failure: its class, a fixed `error_type` label and one sentence.
+#[derive(Debug, Clone)]
+pub struct StageError {
+    pub class: ErrorClass,
+    /// Bounded label for metrics (`decode`, `catalog`, `storage`, `source`, …).
+    pub error_type: &'static str,
+    pub message: String,
+}
+
+impl StageError {
+    /// A failure worth retrying.
+    pub fn transient(error_type: &'static str, message: impl std::fmt::Display) -> Self {
+        StageError {
+            class: ErrorClass::Transient,
+            error_type,
+            message: message.to_string(),
+        }
+    }
+
+    /// A failure retrying cannot fix.
+    pub fn permanent(error_type: &'static str, message: impl std::fmt::Display) -> Self {
+        StageError {
+            class: ErrorClass::Permanent,
+            error_type,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for StageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<vaultline_catalog::Error> for StageError {
+    fn from(e: vaultline_catalog::Error) -> Self {
+        let class = if e.is_transient() {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        };
+        StageError {
+            class,
+            error_type: "catalog",
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<vaultline_storage::Error> for StageError {
+    fn from(e: vaultline_storage::Error) -> Self {
+        let class = if e.is_transient() {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        };
+        StageError {
+            class,
+            error_type: "storage",
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<vaultline_format::Error> for StageError {
+    fn from(e: vaultline_format::Error) -> Self {
+        match e {
+            vaultline_format::Error::Io(io) => StageError::transient("io", io),
+            other => StageError::permanent("format", other),
+        }
+    }
+}
+
+impl From<vaultline_bus::Error> for StageError {
+    fn from(e: vaultline_bus::Error) -> Self {
+        StageError::transient("bus", e)
+    }
+}
+
+impl From<tokio::task::JoinError> for StageError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StageError::permanent("panic", format!("worker task failed: {e}"))
+    }
+}
+
+/// What a handler returns.
+pub type Outcome = Result<Vec<Outgoing>, StageError>;
+
+/// An event to publish, already encoded.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub subject: String,
+    /// `kind/version`, for the Vaultline-Kind header.
+    pub kind: String,
+    pub payload: Bytes,
+    pub tenant: Name,
+    pub source: Option<Name>,
+    pub snapshot: Option<SnapshotId>,
+}
+
+impl Outgoing {
+    /// Encodes an event for publishing on its own subject.
+    pub fn event<M: Message>(event: &M) -> Self {
+        Outgoing {
+            subject: event.subject(),
+            kind: format!("{}/{}", M::KIND, M::VERSION),
+            payload: Bytes::from(vaultline_types::encode(event)),
+            tenant: event.tenant().clone(),
+            source: event.source().cloned(),
+            snapshot: event.snapshot().cloned(),
+        }
+    }
+}
+
+/// A stage's input: decoded by the runner from subject, content type and payload.
+pub trait Inbound: Sized + Send + 'static {
+    /// Decodes and checks the input against its subject.
+    ///
+    /// # Errors
+    /// When the payload or subject is invalid; the message is then dead-lettered.
+    fn decode(
+        subject: &str,
+        content_type: Option<&str>,
+        payload: &[u8],
+    ) -> Result<Self, DecodeError>;
+    /// Ids for logs, headers and failure events.
+    fn ids(&self) -> (Option<&Name>, Option<&Name>, Option<&SnapshotId>);
+}
+
+impl<M: Message> Inbound for M {
+    fn decode(
+        subject: &str,
+        content_type: Option<&str>,
+        payload: &[u8],
+    ) -> Result<Self, DecodeError> {
+        let mut message: M = vaultline_types::decode(content_type, payload)?;
+        message.bind_subject(subject)?;
+        Ok(message)
+    }
+    fn ids(&self) -> (Option<&Name>, Option<&Name>, Option<&SnapshotId>) {
+        (Some(self.tenant()), self.source(), self.snapshot())
+    }
+}
+
+/// One stage of the pipeline.
+pub trait Stage: Sized + Send + Sync + 'static {
+    /// Metric label, durable consumer and config section.
+    const NAME: StageName;
+    /// What the stage consumes.
+    type Input: Inbound;
+    /// Builds the stage from the process's shared dependencies.
+    fn new(deps: Arc<Deps>) -> impl Future<Output = Result<Self, StageError>> + Send;
+    /// Handles one input. Must be idempotent: the same input may arrive again
+    /// after a crash, a timeout or a lost ack.
+    fn handle(&self, cx: &Cx, input: Self::Input) -> impl Future<Output = Outcome> + Send;
+}
+
+/// The snapshot a failure belongs to, when the input alone does not say.
+#[derive(Debug, Clone)]
+pub struct SnapshotRef {
+    pub tenant: Name,
+    pub source: Option<Name>,
+    pub snapshot: SnapshotId,
+}
+
+/// Per-delivery context handed to a handler.
+pub struct Cx {
+    /// Delivery count of this message (1 on first delivery).
+    pub delivered: i64,
+    pub(crate) emitter: crate::runner::Emitter,
+    pub(crate) snapshot: Mutex<Option<SnapshotRef>>,
+}
+
+impl Cx {
+    /// Publishes an output now, before the handler returns (for stages that
+    /// stream batches). The runner still owns ids and acks: outputs get
+    /// deterministic Nats-Msg-Ids in emission order.
+    ///
+    /// # Errors
+    /// Transient when no stream acknowledged the output.
+    pub async fn emit(&self, out: Outgoing) -> Result<(), StageError> {
+        self.emitter.publish_next(out).await
+    }
+
+    /// Names the snapshot this delivery works on, so a permanent failure marks
+    /// it failed even when the input did not carry its id (the trigger).
+    pub fn set_snapshot(&self, tenant: Name, source: Option<Name>, snapshot: SnapshotId) {
+        *self.snapshot.lock().expect("snapshot lock") = Some(SnapshotRef {
+            tenant,
+            source,
+            snapshot,
+        });
+    }
+}

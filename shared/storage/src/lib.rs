@@ -1,0 +1,75 @@
+//! vaultline-storage: where bytes live. The repository (packs and manifests,
+//! long-lived) and staging (claim-check data between stages, with a TTL).
+
+mod repository;
+mod staging;
+
+pub use repository::{ObjectKey, Repository};
+pub use staging::Staging;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An object or staged item that should exist does not.
+    #[error("{what} {key} not found")]
+    NotFound {
+        /// Kind of thing looked up.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// A disk or filesystem error, with the path it happened on.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key that would leave its root.
+    #[error("invalid key {0:?}")]
+    InvalidKey(String),
+}
+
+impl Error {
+    /// True when retrying may help (a full disk or a flaky mount), false for
+    /// a missing object or a bad key.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Io { .. })
+    }
+}
+
+/// Result of the storage layer.
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn io_err(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.display().to_string();
+    move |source| Error::Io { op, path, source }
+}
+
+/// Rejects keys that are empty, absolute or climb out with `..`.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidKey(key.to_owned()))
+    }
+}
+
+/// A unique suffix for temporary files, so concurrent writers never share one.
+pub(crate) fn temp_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("OS random source");
+    format!(".tmp-{}", hex::encode(bytes))
+}

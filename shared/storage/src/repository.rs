@@ -1,0 +1,272 @@
+//! The repository backend. On one node: a local directory. Objects are
+//! immutable once written and become visible only complete (write to a
+//! temporary name, fsync, rename).
+
+use crate::{Result, check_key, io_err, temp_suffix};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use vaultline_types::{Name, PackId, SnapshotId};
+
+/// Object keys of the repository layout (`schemas/repository-format.md`).
+pub struct ObjectKey;
+
+impl ObjectKey {
+    /// `tenants/<tenant>/packs/<first two hex>/<pack id>`
+    pub fn pack(tenant: &Name, pack: &PackId) -> String {
+        let hex = pack.to_hex();
+        format!("tenants/{tenant}/packs/{}/{hex}", &hex[..2])
+    }
+    /// `tenants/<tenant>/snapshots/<snapshot id>`
+    pub fn manifest(tenant: &Name, snapshot: &SnapshotId) -> String {
+        format!("tenants/{tenant}/snapshots/{snapshot}")
+    }
+    /// `tenants/<tenant>/keys/<key id>.json`
+    pub fn tenant_key(tenant: &Name, key_id: &str) -> String {
+        format!("tenants/{tenant}/keys/{key_id}.json")
+    }
+}
+
+/// A repository backend. An enum rather than a trait object: the set of
+/// backends is closed and known (fs now, S3 with the data-path work).
+#[derive(Debug, Clone)]
+pub enum Repository {
+    /// A directory on a local filesystem.
+    Fs(FsRepository),
+}
+
+/// Local-directory backend.
+#[derive(Debug, Clone)]
+pub struct FsRepository {
+    root: PathBuf,
+}
+
+impl Repository {
+    /// Opens (and creates) a directory repository.
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub async fn open_dir(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        tokio::fs::create_dir_all(&root)
+            .await
+            .map_err(io_err("create repository", &root))?;
+        Ok(Repository::Fs(FsRepository { root }))
+    }
+
+    /// A short description for logs and health output.
+    pub fn describe(&self) -> String {
+        match self {
+            Repository::Fs(fs) => format!("file://{}", fs.root.display()),
+        }
+    }
+
+    /// Stores the file at `local` under `key`. Idempotent: an object already
+    /// present with the same size is left alone (keys of packs are their digest).
+    ///
+    /// # Errors
+    /// When reading `local` or writing the object fails.
+    pub async fn put_file(&self, key: &str, local: &Path) -> Result<u64> {
+        check_key(key)?;
+        match self {
+            Repository::Fs(fs) => fs.put_file(key, local).await,
+        }
+    }
+
+    /// Stores `bytes` under `key`, replacing nothing that is already complete.
+    ///
+    /// # Errors
+    /// When writing fails.
+    pub async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        check_key(key)?;
+        match self {
+            Repository::Fs(fs) => fs.put_bytes(key, bytes).await,
+        }
+    }
+
+    /// Reads a whole object.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] when absent.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        check_key(key)?;
+        match self {
+            Repository::Fs(fs) => {
+                let path = fs.root.join(key);
+                tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| not_found_or(e, "object", key, &path))
+            }
+        }
+    }
+
+    /// Reads `length` bytes at `offset` of an object.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] when absent; an I/O error when the range is past its end.
+    pub async fn get_range(&self, key: &str, offset: u64, length: u32) -> Result<Vec<u8>> {
+        check_key(key)?;
+        match self {
+            Repository::Fs(fs) => {
+                let path = fs.root.join(key);
+                let mut file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| not_found_or(e, "object", key, &path))?;
+                file.seek(std::io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(io_err("seek", &path))?;
+                let mut buf = vec![0u8; length as usize];
+                file.read_exact(&mut buf)
+                    .await
+                    .map_err(io_err("read", &path))?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Size of an object, or `None` when absent.
+    ///
+    /// # Errors
+    /// On I/O errors other than absence.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>> {
+        check_key(key)?;
+        match self {
+            Repository::Fs(fs) => {
+                let path = fs.root.join(key);
+                match tokio::fs::metadata(&path).await {
+                    Ok(meta) => Ok(Some(meta.len())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io_err("stat", &path)(e)),
+                }
+            }
+        }
+    }
+
+    /// Deletes an object; deleting an absent object succeeds.
+    ///
+    /// # Errors
+    /// On I/O errors other than absence.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        match self {
+            Repository::Fs(fs) => {
+                let path = fs.root.join(key);
+                match tokio::fs::remove_file(&path).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(io_err("delete", &path)(e))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Checks the backend answers (used by `/health/ready`).
+    ///
+    /// # Errors
+    /// When the root is not a readable directory.
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Repository::Fs(fs) => {
+                let _entries = tokio::fs::read_dir(&fs.root)
+                    .await
+                    .map_err(io_err("list", &fs.root))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn not_found_or(e: std::io::Error, what: &'static str, key: &str, path: &Path) -> crate::Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        crate::Error::NotFound {
+            what,
+            key: key.to_owned(),
+        }
+    } else {
+        io_err("read", path)(e)
+    }
+}
+
+impl FsRepository {
+    async fn put_file(&self, key: &str, local: &Path) -> Result<u64> {
+        let target = self.root.join(key);
+        let size = tokio::fs::metadata(local)
+            .await
+            .map_err(io_err("stat", local))?
+            .len();
+        if let Ok(existing) = tokio::fs::metadata(&target).await
+            && existing.len() == size
+        {
+            return Ok(size);
+        }
+        let temp = self.temp_for(&target).await?;
+        tokio::fs::copy(local, &temp)
+            .await
+            .map_err(io_err("copy to", &temp))?;
+        self.commit(&temp, &target).await?;
+        Ok(size)
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let target = self.root.join(key);
+        let temp = self.temp_for(&target).await?;
+        tokio::fs::write(&temp, bytes)
+            .await
+            .map_err(io_err("write", &temp))?;
+        self.commit(&temp, &target).await
+    }
+
+    async fn temp_for(&self, target: &Path) -> Result<PathBuf> {
+        let parent = target.parent().expect("object keys have a parent");
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(io_err("create directory", parent))?;
+        let mut name = target
+            .file_name()
+            .expect("object keys have a name")
+            .to_os_string();
+        name.push(temp_suffix());
+        Ok(parent.join(name))
+    }
+
+    /// fsync, then rename: a reader sees the whole object or none of it, even
+    /// after a power cut.
+    async fn commit(&self, temp: &Path, target: &Path) -> Result<()> {
+        let file = tokio::fs::File::open(temp)
+            .await
+            .map_err(io_err("open", temp))?;
+        file.sync_all().await.map_err(io_err("fsync", temp))?;
+        if let Err(e) = tokio::fs::rename(temp, target).await {
+            let _ = tokio::fs::remove_file(temp).await;
+            return Err(io_err("rename", target)(e));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn objects_round_trip_and_puts_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open_dir(dir.path().join("repo")).await.unwrap();
+        let local = dir.path().join("pack");
+        std::fs::write(&local, b"0123456789").unwrap();
+        assert_eq!(repo.put_file("a/b/c", &local).await.unwrap(), 10);
+        assert_eq!(repo.put_file("a/b/c", &local).await.unwrap(), 10);
+        assert_eq!(repo.get_range("a/b/c", 3, 4).await.unwrap(), b"3456");
+        assert_eq!(repo.size("a/b/c").await.unwrap(), Some(10));
+        assert!(repo.get_range("a/b/c", 8, 4).await.is_err());
+        repo.delete("a/b/c").await.unwrap();
+        assert!(matches!(
+            repo.get("a/b/c").await,
+            Err(crate::Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            repo.get("../x").await,
+            Err(crate::Error::InvalidKey(_))
+        ));
+    }
+}

@@ -1,0 +1,330 @@
+//! The events of the pipeline, one struct per subject, in pipeline order.
+//! The table in `schemas/subjects.md` lists the same subjects for people.
+
+use crate::ids::{Name, PackId, SnapshotId};
+use crate::{DecodeError, StageName};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Every subject vaultline uses starts with this.
+pub const SUBJECT_PREFIX: &str = "vaultline";
+
+/// An event bound to its subject and schema version.
+pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Event kind, also the subject's middle part (e.g. `pack.staged`).
+    const KIND: &'static str;
+    /// Schema version, bumped on incompatible change.
+    const VERSION: u16 = 1;
+    /// The subject this event is published on.
+    fn subject(&self) -> String {
+        format!("{SUBJECT_PREFIX}.{}.{}", Self::KIND, self.tenant())
+    }
+    /// Tenant of the event.
+    fn tenant(&self) -> &Name;
+    /// Source of the event, when it has one.
+    fn source(&self) -> Option<&Name>;
+    /// Snapshot of the event, when it has one.
+    fn snapshot(&self) -> Option<&SnapshotId>;
+    /// Checks the decoded event against the subject it arrived on. The default
+    /// requires the subject to be the event's own.
+    ///
+    /// # Errors
+    /// When the subject and payload disagree (e.g. a tenant spoofed in the body).
+    fn bind_subject(&mut self, subject: &str) -> Result<(), DecodeError> {
+        let expected = self.subject();
+        if subject == expected {
+            Ok(())
+        } else {
+            Err(DecodeError::Subject(format!(
+                "payload belongs on {expected} but arrived on {subject}"
+            )))
+        }
+    }
+}
+
+/// Subject filter matching every instance of `M`.
+pub fn subject_filter<M: Message>() -> String {
+    format!("{SUBJECT_PREFIX}.{}.>", M::KIND)
+}
+
+/// Dead-letter subject of a stage.
+pub fn dead_letter_subject(stage: StageName) -> String {
+    format!("{SUBJECT_PREFIX}.dlq.{stage}")
+}
+
+/// How a backup was started; recorded in the execution history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// By the scheduler.
+    Scheduled,
+    /// By `vaultline backup`.
+    Manual,
+    /// By anyone else publishing the trigger (e.g. `nats pub`).
+    #[default]
+    External,
+}
+
+impl TriggerKind {
+    /// Lower-case name as stored in the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Scheduled => "scheduled",
+            TriggerKind::Manual => "manual",
+            TriggerKind::External => "external",
+        }
+    }
+}
+
+macro_rules! ids {
+    ($ty:ty) => {
+        fn tenant(&self) -> &Name {
+            &self.tenant
+        }
+        fn source(&self) -> Option<&Name> {
+            Some(&self.source)
+        }
+        fn snapshot(&self) -> Option<&SnapshotId> {
+            Some(&self.snapshot)
+        }
+    };
+}
+
+/// `vaultline.backup.request.<tenant>.<source>`: start a backup. A person may
+/// publish `{}`; tenant and source then come from the subject.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupRequested {
+    /// Filled from the subject when absent; must match it when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Name>,
+    /// Filled from the subject when absent; must match it when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Name>,
+    /// Caller's id for this request; names the snapshot deterministically so
+    /// `vaultline backup --wait` can follow it. Defaults to the stream sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Who triggered it; `external` when absent.
+    pub trigger: TriggerKind,
+}
+
+impl BackupRequested {
+    /// Tenant, present once the subject was bound.
+    pub fn tenant_name(&self) -> &Name {
+        self.tenant.as_ref().expect("bind_subject sets the tenant")
+    }
+    /// Source, present once the subject was bound.
+    pub fn source_name(&self) -> &Name {
+        self.source.as_ref().expect("bind_subject sets the source")
+    }
+    /// Subject of a trigger for `tenant`'s `source`.
+    pub fn subject_for(tenant: &Name, source: &Name) -> String {
+        format!("{SUBJECT_PREFIX}.{}.{tenant}.{source}", Self::KIND)
+    }
+}
+
+impl Message for BackupRequested {
+    const KIND: &'static str = "backup.request";
+    fn subject(&self) -> String {
+        Self::subject_for(self.tenant_name(), self.source_name())
+    }
+    fn tenant(&self) -> &Name {
+        self.tenant_name()
+    }
+    fn source(&self) -> Option<&Name> {
+        self.source.as_ref()
+    }
+    fn snapshot(&self) -> Option<&SnapshotId> {
+        None
+    }
+    fn bind_subject(&mut self, subject: &str) -> Result<(), DecodeError> {
+        let prefix = format!("{SUBJECT_PREFIX}.{}.", Self::KIND);
+        let rest = subject.strip_prefix(&prefix).ok_or_else(|| {
+            DecodeError::Subject(format!("{subject} is not a backup request subject"))
+        })?;
+        let (tenant, source) = rest.split_once('.').ok_or_else(|| {
+            DecodeError::Subject(format!(
+                "{subject} lacks a source: publish on vaultline.backup.request.<tenant>.<source>"
+            ))
+        })?;
+        let tenant = Name::new(tenant).map_err(|e| DecodeError::Subject(format!("tenant: {e}")))?;
+        let source = Name::new(source).map_err(|e| DecodeError::Subject(format!("source: {e}")))?;
+        for (field, given, actual) in [
+            ("tenant", &self.tenant, &tenant),
+            ("source", &self.source, &source),
+        ] {
+            if given.as_ref().is_some_and(|g| g != actual) {
+                return Err(DecodeError::Subject(format!(
+                    "the body's {field} does not match the subject {subject}"
+                )));
+            }
+        }
+        self.tenant = Some(tenant);
+        self.source = Some(source);
+        Ok(())
+    }
+}
+
+/// `vaultline.snapshot.started.<tenant>`: the extractor began a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotStarted {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    pub trigger: TriggerKind,
+}
+impl Message for SnapshotStarted {
+    const KIND: &'static str = "snapshot.started";
+    ids!(SnapshotStarted);
+}
+
+/// `vaultline.data.extracted.<tenant>`: a batch of new chunks is staged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataExtracted {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    /// Batch number within the snapshot, from 0.
+    pub batch: u32,
+    /// Staging key of the batch (claim check).
+    pub staged: String,
+    /// Number of chunks in the batch.
+    pub chunks: u32,
+    /// Raw bytes in the batch.
+    pub bytes: u64,
+}
+impl Message for DataExtracted {
+    const KIND: &'static str = "data.extracted";
+    ids!(DataExtracted);
+}
+
+/// `vaultline.snapshot.extracted.<tenant>`: the source was read to its end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotExtracted {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    /// How many `data.extracted` batches the snapshot has.
+    pub batches: u32,
+    /// Staging key of the manifest draft.
+    pub manifest: String,
+    pub files: u64,
+    pub bytes_read: u64,
+    pub bytes_new: u64,
+}
+impl Message for SnapshotExtracted {
+    const KIND: &'static str = "snapshot.extracted";
+    ids!(SnapshotExtracted);
+}
+
+/// `vaultline.pack.staged.<tenant>`: a batch became an encrypted pack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackStaged {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    pub batch: u32,
+    pub pack: PackId,
+    /// Staging key of the pack; its index sits beside it with `.idx`.
+    pub staged: String,
+    pub size: u64,
+}
+impl Message for PackStaged {
+    const KIND: &'static str = "pack.staged";
+    ids!(PackStaged);
+}
+
+/// `vaultline.pack.stored.<tenant>`: a pack is in the repository and the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackStored {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    pub pack: PackId,
+    pub size: u64,
+}
+impl Message for PackStored {
+    const KIND: &'static str = "pack.stored";
+    ids!(PackStored);
+}
+
+/// `vaultline.snapshot.stored.<tenant>`: every pack and the manifest are stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotStored {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    pub packs: u32,
+    pub bytes_stored: u64,
+}
+impl Message for SnapshotStored {
+    const KIND: &'static str = "snapshot.stored";
+    ids!(SnapshotStored);
+}
+
+/// `vaultline.snapshot.verified.<tenant>`: stored bytes match their digests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotVerified {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    /// 1: stored digests; 2: decrypted and reassembled.
+    pub level: u8,
+    pub objects: u32,
+}
+impl Message for SnapshotVerified {
+    const KIND: &'static str = "snapshot.verified";
+    ids!(SnapshotVerified);
+}
+
+/// `vaultline.snapshot.corrupt.<tenant>`: verification found damage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotCorrupt {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    pub level: u8,
+    /// What is damaged, e.g. `pack 3f2a… digest mismatch`.
+    pub reason: String,
+}
+impl Message for SnapshotCorrupt {
+    const KIND: &'static str = "snapshot.corrupt";
+    ids!(SnapshotCorrupt);
+}
+
+/// `vaultline.snapshot.expired.<tenant>`: retention forgot a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotExpired {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    /// The policy rule that decided.
+    pub rule: String,
+}
+impl Message for SnapshotExpired {
+    const KIND: &'static str = "snapshot.expired";
+    ids!(SnapshotExpired);
+}
+
+/// `vaultline.snapshot.failed.<tenant>`: a stage gave up on a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotFailed {
+    pub tenant: Name,
+    pub source: Option<Name>,
+    pub snapshot: SnapshotId,
+    pub stage: StageName,
+    pub error_type: String,
+    pub error: String,
+}
+impl Message for SnapshotFailed {
+    const KIND: &'static str = "snapshot.failed";
+    fn tenant(&self) -> &Name {
+        &self.tenant
+    }
+    fn source(&self) -> Option<&Name> {
+        self.source.as_ref()
+    }
+    fn snapshot(&self) -> Option<&SnapshotId> {
+        Some(&self.snapshot)
+    }
+}
