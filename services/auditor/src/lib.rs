@@ -1,1 +1,162 @@
-//! placeholder
+//! auditor — consumes every event; appends it to the tenant's hash-chained
+//! audit trail, keeps the execution history, and marks snapshots failed when a
+//! stage gave up on them.
+
+use std::sync::Arc;
+use vaultline_catalog::{AuditEvent, SnapshotStatus};
+use vaultline_runtime::{Cx, Deps, HeaderMap, Inbound, Outcome, Stage, StageError};
+use vaultline_types::{DecodeError, Name, SnapshotFailed, SnapshotId, StageName, headers};
+
+/// Any vaultline message, as the auditor sees it.
+pub struct AnyEvent {
+    subject: String,
+    kind: String,
+    tenant: Option<Name>,
+    source: Option<Name>,
+    snapshot: Option<SnapshotId>,
+    msg_id: Option<String>,
+    payload: serde_json::Value,
+    failed: Option<SnapshotFailed>,
+}
+
+impl Inbound for AnyEvent {
+    /// Never fails: garbage is recorded as garbage (the dead letters of other
+    /// stages are exactly that), so nothing escapes the trail.
+    fn decode(
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+    ) -> Result<Self, DecodeError> {
+        let header = |name: &str| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        let content_type = header(headers::CONTENT_TYPE);
+        let value: serde_json::Value = vaultline_types::decode(content_type.as_deref(), payload)
+            .unwrap_or_else(|_| {
+                serde_json::json!({ "undecodable": true, "bytes": payload.len(),
+                                "head_hex": hex::encode(&payload[..payload.len().min(64)]) })
+            });
+        let rest = subject.strip_prefix("vaultline.").unwrap_or(subject);
+        let kind = rest.split('.').take(2).collect::<Vec<_>>().join(".");
+        let failed = if subject
+            .starts_with(&vaultline_types::subject_filter::<SnapshotFailed>().replace(".>", "."))
+        {
+            SnapshotFailed::decode(subject, headers, payload).ok()
+        } else {
+            None
+        };
+        Ok(AnyEvent {
+            subject: subject.to_owned(),
+            kind,
+            tenant: header(headers::TENANT).and_then(|t| Name::new(t).ok()),
+            source: header(headers::SOURCE).and_then(|t| Name::new(t).ok()),
+            snapshot: header(headers::SNAPSHOT).and_then(|s| SnapshotId::parse(&s).ok()),
+            msg_id: header(headers::MSG_ID),
+            payload: merge_error(value, header(headers::ERROR), header(headers::ERROR_TYPE)),
+            failed,
+        })
+    }
+    fn ids(&self) -> (Option<&Name>, Option<&Name>, Option<&SnapshotId>) {
+        (
+            self.tenant.as_ref(),
+            self.source.as_ref(),
+            self.snapshot.as_ref(),
+        )
+    }
+}
+
+/// Dead letters carry their error in headers; keep it in the trail.
+fn merge_error(
+    value: serde_json::Value,
+    error: Option<String>,
+    error_type: Option<String>,
+) -> serde_json::Value {
+    match error {
+        Some(error) => {
+            serde_json::json!({ "error": error, "error_type": error_type, "payload": value })
+        }
+        None => value,
+    }
+}
+
+/// The auditor stage.
+pub struct Auditor {
+    deps: Arc<Deps>,
+}
+
+impl Stage for Auditor {
+    const NAME: StageName = StageName::Auditor;
+    type Input = AnyEvent;
+
+    async fn new(deps: Arc<Deps>) -> Result<Self, StageError> {
+        Ok(Auditor { deps })
+    }
+
+    async fn handle(&self, cx: &Cx, event: AnyEvent) -> Outcome {
+        let catalog = &self.deps.catalog;
+        let tenant = event
+            .tenant
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into());
+        catalog
+            .append_audit(&AuditEvent {
+                tenant,
+                msg_id: event
+                    .msg_id
+                    .clone()
+                    .unwrap_or_else(|| cx.input_key().to_owned()),
+                subject: event.subject.clone(),
+                kind: event.kind.clone(),
+                snapshot: event.snapshot.as_ref().map(|s| s.to_string()),
+                payload: event.payload.to_string(),
+            })
+            .await?;
+        let (Some(tenant), Some(snapshot)) = (&event.tenant, &event.snapshot) else {
+            return Ok(vec![]);
+        };
+        match event.kind.as_str() {
+            "snapshot.started" => {
+                let trigger = event
+                    .payload
+                    .get("trigger")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("external");
+                let source = event.source.clone().unwrap_or_else(|| tenant.clone());
+                catalog
+                    .start_execution(tenant, snapshot, &source, trigger)
+                    .await?;
+            }
+            "snapshot.verified" => {
+                catalog
+                    .finish_execution(tenant, snapshot, "succeeded", None)
+                    .await?
+            }
+            "snapshot.corrupt" => {
+                let reason = event
+                    .payload
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("corrupt");
+                catalog
+                    .finish_execution(tenant, snapshot, "corrupt", Some(reason))
+                    .await?;
+            }
+            "snapshot.failed" => {
+                if let Some(failed) = &event.failed {
+                    let error = format!("{} failed: {}", failed.stage, failed.error);
+                    catalog
+                        .finish_snapshot(tenant, snapshot, SnapshotStatus::Failed, Some(&error))
+                        .await?;
+                    catalog
+                        .finish_execution(tenant, snapshot, "failed", Some(&error))
+                        .await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(vec![])
+    }
+}

@@ -1,1 +1,179 @@
-//! placeholder
+//! extractor — consumes *backup requested*; runs the source connector,
+//! content-defined chunking, keyed chunk ids and the dedup lookup; stages only
+//! new data; emits *data extracted* per batch and *snapshot extracted*.
+
+mod files;
+
+use std::sync::Arc;
+use vaultline_catalog::SnapshotStatus;
+use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
+use vaultline_types::{
+    BackupRequested, DataExtracted, SnapshotExtracted, SnapshotId, SnapshotStarted, StageName,
+};
+
+/// Default bytes of new data per batch (and so per pack).
+pub const DEFAULT_BATCH_BYTES: u64 = 16 << 20;
+
+/// The extractor stage.
+pub struct Extractor {
+    deps: Arc<Deps>,
+    batch_bytes: u64,
+}
+
+impl Stage for Extractor {
+    const NAME: StageName = StageName::Extractor;
+    type Input = BackupRequested;
+
+    async fn new(deps: Arc<Deps>) -> Result<Self, StageError> {
+        let batch_bytes = deps
+            .config
+            .stage(Self::NAME)
+            .batch_bytes
+            .unwrap_or(DEFAULT_BATCH_BYTES);
+        Ok(Extractor { deps, batch_bytes })
+    }
+
+    async fn handle(&self, cx: &Cx, request: BackupRequested) -> Outcome {
+        let catalog = &self.deps.catalog;
+        let (tenant, source) = (request.tenant_name().clone(), request.source_name().clone());
+        let source_row = catalog.source(&tenant, &source).await?;
+        let key = catalog.active_key(&tenant).await?;
+        // The snapshot id follows from the trigger, so a redelivered trigger
+        // resumes the same snapshot instead of starting a second one.
+        let trigger_key = match &request.request_id {
+            Some(id) => format!("request:{id}"),
+            None => cx.input_key().to_owned(),
+        };
+        let snapshot = SnapshotId::derive(cx.published, &trigger_key);
+        cx.set_snapshot(tenant.clone(), Some(source.clone()), snapshot.clone());
+        let row = catalog
+            .begin_snapshot(
+                &tenant,
+                &source,
+                &snapshot,
+                request.trigger,
+                request.request_id.as_deref(),
+                &key.key_id,
+            )
+            .await?;
+        match row.status {
+            SnapshotStatus::Extracting => {}
+            // Extraction finished but our ack was lost: say so again (the
+            // output's id is stable, so the stream drops it if it was seen).
+            SnapshotStatus::Extracted if cx.delivered > 1 => {
+                let attempt = row.attempt.unwrap_or(1) as u32;
+                return Ok(vec![Outgoing::event(&SnapshotExtracted {
+                    tenant,
+                    source,
+                    snapshot: snapshot.clone(),
+                    attempt,
+                    batches: row.batches_total.unwrap_or(0) as u32,
+                    manifest: files::draft_key(&row.tenant, &snapshot, attempt),
+                    files: row.files as u64,
+                    bytes_read: row.bytes_read as u64,
+                    bytes_new: row.bytes_new as u64,
+                })]);
+            }
+            _ => return Ok(vec![]),
+        }
+        cx.emit(Outgoing::event(&SnapshotStarted {
+            tenant: tenant.clone(),
+            source: source.clone(),
+            snapshot: snapshot.clone(),
+            trigger: request.trigger,
+        }))
+        .await?;
+
+        let attempt = u32::try_from(cx.delivered).unwrap_or(1);
+        let summary = match source_row.kind.as_str() {
+            "files" => {
+                let config: files::FilesConfig = serde_json::from_value(source_row.config.clone())
+                    .map_err(|e| {
+                        StageError::permanent("source", format!("source {tenant}/{source}: {e}"))
+                    })?;
+                let job = files::Job {
+                    deps: self.deps.clone(),
+                    tenant: tenant.clone(),
+                    source: source.clone(),
+                    snapshot: snapshot.clone(),
+                    attempt,
+                    key_id: key.key_id.clone(),
+                    chunk_key: key.chunk_key,
+                    batch_bytes: self.batch_bytes,
+                    created: cx.published.unix_timestamp(),
+                };
+                files::extract(job, config, cx).await?
+            }
+            other => {
+                return Err(StageError::permanent(
+                    "source",
+                    format!(
+                        "source {tenant}/{source} has type {other:?}, which this build cannot read"
+                    ),
+                ));
+            }
+        };
+        catalog
+            .set_extracted(
+                &tenant,
+                &snapshot,
+                attempt,
+                summary.batches,
+                summary.files,
+                summary.bytes_read,
+                summary.bytes_new,
+                &summary.source_digest,
+            )
+            .await?;
+        tracing::info!(
+            files = summary.files,
+            bytes_read = summary.bytes_read,
+            bytes_new = summary.bytes_new,
+            batches = summary.batches,
+            "Extracted snapshot."
+        );
+        let labels = [("tenant", tenant.to_string())];
+        vaultline_runtime::metrics::count(
+            vaultline_runtime::metrics::MetricName::BytesRead,
+            &labels,
+            summary.bytes_read,
+        );
+        vaultline_runtime::metrics::count(
+            vaultline_runtime::metrics::MetricName::BytesNew,
+            &labels,
+            summary.bytes_new,
+        );
+        Ok(vec![Outgoing::event(&SnapshotExtracted {
+            tenant: tenant.clone(),
+            source,
+            snapshot: snapshot.clone(),
+            attempt,
+            batches: summary.batches,
+            manifest: files::draft_key(&tenant, &snapshot, attempt),
+            files: summary.files,
+            bytes_read: summary.bytes_read,
+            bytes_new: summary.bytes_new,
+        })])
+    }
+}
+
+/// Emits a finished batch; used by the source connectors.
+pub(crate) fn batch_event(
+    job: &files::Job,
+    batch: u32,
+    staged: String,
+    chunks: u32,
+    bytes: u64,
+) -> Outgoing {
+    Outgoing::event(&DataExtracted {
+        tenant: job.tenant.clone(),
+        source: job.source.clone(),
+        snapshot: job.snapshot.clone(),
+        attempt: job.attempt,
+        batch,
+        key_id: job.key_id.clone(),
+        staged,
+        chunks,
+        bytes,
+    })
+}

@@ -1,1 +1,121 @@
-//! placeholder
+//! packager — consumes *data extracted*; compresses (zstd) and encrypts (age,
+//! tenant public key) each new chunk into a pack; emits *packs staged*.
+//! Holds only public keys: a compromised packager cannot read old backups.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read};
+use std::sync::Arc;
+use vaultline_format::keys::{Recipient, parse_recipient};
+use vaultline_format::pack::PackWriter;
+use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
+use vaultline_types::{ChunkId, DataExtracted, PackStaged, StageName};
+
+/// zstd level when the config names none.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// The packager stage.
+pub struct Packager {
+    deps: Arc<Deps>,
+    zstd_level: i32,
+}
+
+impl Stage for Packager {
+    const NAME: StageName = StageName::Packager;
+    type Input = DataExtracted;
+
+    async fn new(deps: Arc<Deps>) -> Result<Self, StageError> {
+        let zstd_level = deps
+            .config
+            .stage(Self::NAME)
+            .zstd_level
+            .unwrap_or(DEFAULT_ZSTD_LEVEL);
+        Ok(Packager { deps, zstd_level })
+    }
+
+    async fn handle(&self, _cx: &Cx, batch: DataExtracted) -> Outcome {
+        let staging = &self.deps.staging;
+        let raw = staging.path(&batch.staged)?;
+        if !raw.exists() {
+            // Redelivered after the uploader stored it and cleaned up: done.
+            let stored = self
+                .deps
+                .catalog
+                .batch_stored(&batch.tenant, &batch.snapshot, batch.attempt, batch.batch)
+                .await?;
+            return if stored {
+                Ok(vec![])
+            } else {
+                Err(StageError::permanent(
+                    "staging",
+                    format!(
+                        "staged batch {} is gone (expired or removed) before it was packed",
+                        batch.staged
+                    ),
+                ))
+            };
+        }
+        let key = self.deps.catalog.key(&batch.tenant, &batch.key_id).await?;
+        let recipient = parse_recipient(&key.recipient)?;
+        let pack_key = batch.staged.replace("/batch-", "/pack-") + ".pack";
+        let temp = staging.temp_path(&pack_key)?;
+        let level = self.zstd_level;
+        let (temp, finished) =
+            tokio::task::spawn_blocking(move || pack_batch(&raw, temp, &recipient, level))
+                .await??;
+        staging.commit(&temp, &pack_key)?;
+        let index = rmp_serde::to_vec(&finished.entries).expect("index entries serialise");
+        let index_temp = staging.temp_path(&format!("{pack_key}.idx"))?;
+        std::fs::write(&index_temp, index)
+            .map_err(|e| StageError::transient("staging", format!("writing pack index: {e}")))?;
+        staging.commit(&index_temp, &format!("{pack_key}.idx"))?;
+        tracing::debug!(pack = %finished.id, size = finished.size, blobs = finished.entries.len(), "Packed batch.");
+        Ok(vec![Outgoing::event(&PackStaged {
+            tenant: batch.tenant,
+            source: batch.source,
+            snapshot: batch.snapshot,
+            attempt: batch.attempt,
+            batch: batch.batch,
+            pack: finished.id,
+            staged: pack_key,
+            raw_staged: batch.staged,
+            size: finished.size,
+        })])
+    }
+}
+
+type Finished = vaultline_format::pack::FinishedPack<BufWriter<File>>;
+
+/// Reads a staged batch (`id | u32 LE length | bytes`, repeated) and writes a pack.
+fn pack_batch(
+    raw: &std::path::Path,
+    temp: std::path::PathBuf,
+    recipient: &Recipient,
+    level: i32,
+) -> Result<(std::path::PathBuf, Finished), StageError> {
+    let staging_err =
+        |e: std::io::Error| StageError::transient("staging", format!("{}: {e}", raw.display()));
+    let mut input = BufReader::with_capacity(1 << 20, File::open(raw).map_err(staging_err)?);
+    let out = BufWriter::with_capacity(1 << 20, File::create(&temp).map_err(staging_err)?);
+    let mut pack = PackWriter::new(out)?;
+    let mut header = [0u8; 36];
+    let mut chunk = Vec::new();
+    loop {
+        match input.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(staging_err(e)),
+        }
+        let id = ChunkId(header[..32].try_into().expect("32 bytes"));
+        let len = u32::from_le_bytes(header[32..].try_into().expect("4 bytes"));
+        chunk.resize(len as usize, 0);
+        input.read_exact(&mut chunk).map_err(|e| {
+            StageError::permanent(
+                "staging",
+                format!("staged batch {} is truncated: {e}", raw.display()),
+            )
+        })?;
+        let sealed = vaultline_format::blob::seal(&chunk, level, recipient)?;
+        pack.add(id, &sealed, len)?;
+    }
+    Ok((temp, pack.finish(recipient)?))
+}

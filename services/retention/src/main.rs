@@ -1,1 +1,3 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    vaultline_runtime::entry::main_single::<vaultline_retention::Retention>()
+}

@@ -1,1 +1,213 @@
-//! placeholder
+//! uploader — consumes *packs staged* (and *snapshot extracted*); writes packs
+//! to the repository idempotently, indexes their chunks, and once every batch
+//! of a snapshot is stored writes its manifest; emits *packs stored* and
+//! *snapshot stored*.
+
+mod manifest;
+
+use std::sync::Arc;
+use vaultline_catalog::{SnapshotStatus, StoredChunk};
+use vaultline_format::pack::IndexEntry;
+use vaultline_runtime::{Cx, Deps, Inbound, Outcome, Outgoing, Stage, StageError};
+use vaultline_storage::ObjectKey;
+use vaultline_types::{
+    DecodeError, Message, Name, PackStaged, PackStored, SnapshotExtracted, SnapshotId,
+    SnapshotStored, StageName,
+};
+
+/// The uploader's two inputs, told apart by subject.
+pub enum UploaderInput {
+    Pack(PackStaged),
+    Extracted(SnapshotExtracted),
+}
+
+impl Inbound for UploaderInput {
+    fn decode(
+        subject: &str,
+        headers: Option<&vaultline_runtime::HeaderMap>,
+        payload: &[u8],
+    ) -> Result<Self, DecodeError> {
+        let pack_prefix = format!("{}.{}.", vaultline_types::SUBJECT_PREFIX, PackStaged::KIND);
+        if subject.starts_with(&pack_prefix) {
+            PackStaged::decode(subject, headers, payload).map(UploaderInput::Pack)
+        } else {
+            SnapshotExtracted::decode(subject, headers, payload).map(UploaderInput::Extracted)
+        }
+    }
+    fn ids(&self) -> (Option<&Name>, Option<&Name>, Option<&SnapshotId>) {
+        match self {
+            UploaderInput::Pack(p) => p.ids(),
+            UploaderInput::Extracted(e) => e.ids(),
+        }
+    }
+}
+
+/// The uploader stage.
+pub struct Uploader {
+    deps: Arc<Deps>,
+}
+
+impl Stage for Uploader {
+    const NAME: StageName = StageName::Uploader;
+    type Input = UploaderInput;
+
+    async fn new(deps: Arc<Deps>) -> Result<Self, StageError> {
+        Ok(Uploader { deps })
+    }
+
+    async fn handle(&self, cx: &Cx, input: UploaderInput) -> Outcome {
+        let mut out = Vec::new();
+        let (tenant, source, snapshot) = match input {
+            UploaderInput::Pack(pack) => {
+                out.extend(self.store_pack(&pack).await?);
+                (pack.tenant, pack.source, pack.snapshot)
+            }
+            UploaderInput::Extracted(e) => (e.tenant, e.source, e.snapshot),
+        };
+        out.extend(self.finalize(cx, &tenant, &source, &snapshot).await?);
+        Ok(out)
+    }
+}
+
+impl Uploader {
+    /// Stores one pack, then indexes it: a chunk enters the index only once
+    /// its pack is durably in the repository.
+    async fn store_pack(&self, pack: &PackStaged) -> Result<Option<Outgoing>, StageError> {
+        let staging = &self.deps.staging;
+        let local = staging.path(&pack.staged)?;
+        let index_path = staging.path(&format!("{}.idx", pack.staged))?;
+        let key = ObjectKey::pack(&pack.tenant, &pack.pack);
+        if !local.exists() {
+            // Redelivered after we stored and cleaned up.
+            if self
+                .deps
+                .catalog
+                .batch_stored(&pack.tenant, &pack.snapshot, pack.attempt, pack.batch)
+                .await?
+            {
+                return Ok(None);
+            }
+            return Err(StageError::permanent(
+                "staging",
+                format!("staged pack {} is gone before it was stored", pack.staged),
+            ));
+        }
+        let index = tokio::fs::read(&index_path).await.map_err(|e| {
+            StageError::transient("staging", format!("{}: {e}", index_path.display()))
+        })?;
+        let entries: Vec<IndexEntry> = rmp_serde::from_slice(&index).map_err(|e| {
+            StageError::permanent(
+                "staging",
+                format!("pack index {}: {e}", index_path.display()),
+            )
+        })?;
+        let size = self.deps.repository.put_file(&key, &local).await?;
+        let chunks: Vec<StoredChunk> = entries
+            .iter()
+            .map(|e| StoredChunk {
+                id: e.id,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            })
+            .collect();
+        self.deps
+            .catalog
+            .record_pack(
+                &pack.tenant,
+                &pack.snapshot,
+                pack.attempt,
+                pack.batch,
+                &pack.pack,
+                size,
+                &chunks,
+            )
+            .await?;
+        for done in [
+            &pack.staged,
+            &format!("{}.idx", pack.staged),
+            &pack.raw_staged,
+        ] {
+            staging.remove(done)?;
+        }
+        vaultline_runtime::metrics::count(
+            vaultline_runtime::metrics::MetricName::BytesStored,
+            &[("tenant", pack.tenant.to_string())],
+            size,
+        );
+        Ok(Some(Outgoing::event(&PackStored {
+            tenant: pack.tenant.clone(),
+            source: pack.source.clone(),
+            snapshot: pack.snapshot.clone(),
+            pack: pack.pack,
+            size,
+        })))
+    }
+
+    /// Writes the manifest once extraction has ended and every batch of its
+    /// attempt is stored. Called after each pack and on *snapshot extracted*;
+    /// whichever sees the snapshot complete first does the work, and the
+    /// catalog's status guard makes a second one harmless.
+    async fn finalize(
+        &self,
+        cx: &Cx,
+        tenant: &Name,
+        source: &Name,
+        snapshot: &SnapshotId,
+    ) -> Result<Option<Outgoing>, StageError> {
+        let catalog = &self.deps.catalog;
+        let row = catalog.snapshot(tenant, snapshot).await?;
+        let stored_event = |packs: u32, bytes: u64| {
+            Outgoing::event(&SnapshotStored {
+                tenant: tenant.clone(),
+                source: source.clone(),
+                snapshot: snapshot.clone(),
+                packs,
+                bytes_stored: bytes,
+            })
+        };
+        match row.status {
+            SnapshotStatus::Extracted => {}
+            // Our earlier attempt stored it but its event may be lost.
+            SnapshotStatus::Stored if cx.delivered > 1 => {
+                let packs = catalog.snapshot_packs(tenant, snapshot).await?;
+                return Ok(Some(stored_event(
+                    packs.len() as u32,
+                    row.bytes_stored as u64,
+                )));
+            }
+            _ => return Ok(None),
+        }
+        let total = i64::from(row.batches_total.unwrap_or(0));
+        if catalog.batches_stored(tenant, snapshot).await? < total {
+            return Ok(None);
+        }
+        let attempt = row.attempt.unwrap_or(1) as u32;
+        let written = manifest::write(&self.deps, tenant, snapshot, attempt, &row.key_id).await?;
+        let key = ObjectKey::manifest(tenant, snapshot);
+        self.deps.repository.put_file(&key, &written.path).await?;
+        let bytes_stored = written.size + written.new_pack_bytes;
+        let first = catalog
+            .mark_stored(
+                tenant,
+                snapshot,
+                &written.digest,
+                written.size,
+                &written.packs,
+                bytes_stored,
+            )
+            .await?;
+        self.deps
+            .staging
+            .remove_prefix(&format!("{tenant}/{snapshot}"))?;
+        if !first && cx.delivered == 1 {
+            return Ok(None);
+        }
+        tracing::info!(
+            packs = written.packs.len(),
+            manifest_bytes = written.size,
+            "Snapshot stored."
+        );
+        Ok(Some(stored_event(written.packs.len() as u32, bytes_stored)))
+    }
+}

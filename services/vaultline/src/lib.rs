@@ -1,1 +1,46 @@
-//! placeholder
+//! The `vaultline` CLI and the all-in-one node: every stage in one process on
+//! the same code as the per-stage binaries.
+
+pub mod cli;
+pub mod restore;
+
+use vaultline_runtime::{Config, Node, StageError};
+use vaultline_types::StageName;
+
+/// Starts a node running `stages` (the explicit list of the pipeline's stages;
+/// no plugin magic: there are seven and they are known).
+///
+/// # Errors
+/// When a dependency is unreachable or a stage cannot be built.
+pub async fn start_node(config: Config, stages: &[StageName]) -> anyhow::Result<Node> {
+    let mut node = Node::start(config, "vaultline").await?;
+    for stage in stages {
+        spawn_stage(&mut node, *stage).await?;
+    }
+    Ok(node)
+}
+
+/// Stages `vaultline serve` runs by default.
+pub const SERVED: [StageName; 6] = [
+    StageName::Extractor,
+    StageName::Packager,
+    StageName::Uploader,
+    StageName::Verifier,
+    StageName::Retention,
+    StageName::Auditor,
+];
+
+async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError> {
+    match stage {
+        StageName::Extractor => node.spawn::<vaultline_extractor::Extractor>().await,
+        StageName::Packager => node.spawn::<vaultline_packager::Packager>().await,
+        StageName::Uploader => node.spawn::<vaultline_uploader::Uploader>().await,
+        StageName::Verifier => node.spawn::<vaultline_verifier::Verifier>().await,
+        StageName::Retention => node.spawn::<vaultline_retention::Retention>().await,
+        StageName::Auditor => node.spawn::<vaultline_auditor::Auditor>().await,
+        StageName::Scheduler => Err(StageError::permanent(
+            "config",
+            "the scheduler stage is not part of this build yet; trigger backups with `vaultline backup`",
+        )),
+    }
+}

@@ -51,6 +51,7 @@ CREATE TABLE snapshots (
     stored_at        TIMESTAMPTZ,
     verified_at      TIMESTAMPTZ,
     finished_at      TIMESTAMPTZ,
+    attempt          INTEGER,
     batches_total    INTEGER,
     files            BIGINT NOT NULL DEFAULT 0,
     bytes_read       BIGINT NOT NULL DEFAULT 0,
@@ -92,9 +93,10 @@ CREATE INDEX chunks_by_pack ON chunks (tenant, pack);
 CREATE TABLE snapshot_batches (
     tenant    TEXT NOT NULL,
     snapshot  TEXT NOT NULL,
+    attempt   INTEGER NOT NULL,
     batch     INTEGER NOT NULL,
     pack      BYTEA NOT NULL,
-    PRIMARY KEY (tenant, snapshot, batch),
+    PRIMARY KEY (tenant, snapshot, attempt, batch),
     FOREIGN KEY (tenant, snapshot) REFERENCES snapshots(tenant, id)
 );
 

@@ -28,6 +28,51 @@ fn bytes32(v: Vec<u8>) -> Result<[u8; 32]> {
 }
 
 impl Catalog {
+    /// Whether a batch of an attempt already has a stored pack.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn batch_stored(
+        &self,
+        tenant: &Name,
+        snapshot: &SnapshotId,
+        attempt: u32,
+        batch: u32,
+    ) -> Result<bool> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT 1 FROM snapshot_batches WHERE tenant = $1 AND snapshot = $2 AND attempt = $3 AND batch = $4",
+                &[&tenant.as_str(), &snapshot.as_str(), &(attempt as i32), &(batch as i32)],
+            )
+            .await?
+            .is_some())
+    }
+
+    /// Sizes of stored packs.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn pack_sizes(
+        &self,
+        tenant: &Name,
+        packs: &[PackId],
+    ) -> Result<HashMap<PackId, u64>> {
+        let ids: Vec<&[u8]> = packs.iter().map(|p| p.0.as_slice()).collect();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, size FROM packs WHERE tenant = $1 AND id = ANY($2)",
+                &[&tenant.as_str(), &ids],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((PackId(bytes32(r.get(0))?), r.get::<_, i64>(1) as u64)))
+            .collect()
+    }
+
     /// Which of `ids` the tenant already has stored (the dedup lookup).
     ///
     /// # Errors
@@ -94,6 +139,7 @@ impl Catalog {
         &self,
         tenant: &Name,
         snapshot: &SnapshotId,
+        attempt: u32,
         batch: u32,
         pack: &PackId,
         size: u64,
@@ -120,8 +166,9 @@ impl Catalog {
         )
         .await?;
         tx.execute(
-            "INSERT INTO snapshot_batches (tenant, snapshot, batch, pack) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            &[&t, &snapshot.as_str(), &(batch as i32), &p],
+            "INSERT INTO snapshot_batches (tenant, snapshot, attempt, batch, pack) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            &[&t, &snapshot.as_str(), &(attempt as i32), &(batch as i32), &p],
         )
         .await?;
         tx.commit().await?;

@@ -75,6 +75,7 @@ pub struct SnapshotRow {
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    pub attempt: Option<i32>,
     pub batches_total: Option<i32>,
     pub files: i64,
     pub bytes_read: i64,
@@ -86,7 +87,7 @@ pub struct SnapshotRow {
 }
 
 const COLUMNS: &str = "tenant, id, source, status, trigger, key_id, started_at, finished_at, batches_total, \
-                       files, bytes_read, bytes_new, bytes_stored, source_digest, manifest_digest, error";
+                       files, bytes_read, bytes_new, bytes_stored, source_digest, manifest_digest, error, attempt";
 
 fn row(r: &tokio_postgres::Row) -> Result<SnapshotRow> {
     let bad =
@@ -108,6 +109,7 @@ fn row(r: &tokio_postgres::Row) -> Result<SnapshotRow> {
         source_digest: r.get(13),
         manifest_digest: r.get(14),
         error: r.get(15),
+        attempt: r.get(16),
     })
 }
 
@@ -220,6 +222,7 @@ impl Catalog {
         &self,
         tenant: &Name,
         id: &SnapshotId,
+        attempt: u32,
         batches: u32,
         files: u64,
         bytes_read: u64,
@@ -230,7 +233,7 @@ impl Catalog {
             .await?
             .execute(
                 "UPDATE snapshots SET status = 'extracted', extracted_at = coalesce(extracted_at, now()),
-                     batches_total = $3, files = $4, bytes_read = $5, bytes_new = $6, source_digest = $7
+                     batches_total = $3, files = $4, bytes_read = $5, bytes_new = $6, source_digest = $7, attempt = $8
                  WHERE tenant = $1 AND id = $2 AND status = 'extracting'",
                 &[
                     &tenant.as_str(),
@@ -240,13 +243,14 @@ impl Catalog {
                     &(bytes_read as i64),
                     &(bytes_new as i64),
                     &source_digest,
+                    &(attempt as i32),
                 ],
             )
             .await?;
         Ok(())
     }
 
-    /// How many batches of a snapshot have a stored pack.
+    /// How many batches of the snapshot's completed attempt have a stored pack.
     ///
     /// # Errors
     /// When the query fails.
@@ -255,7 +259,8 @@ impl Catalog {
             .client()
             .await?
             .query_one(
-                "SELECT count(*) FROM snapshot_batches WHERE tenant = $1 AND snapshot = $2",
+                "SELECT count(*) FROM snapshot_batches b JOIN snapshots s ON s.tenant = b.tenant AND s.id = b.snapshot
+                 WHERE b.tenant = $1 AND b.snapshot = $2 AND b.attempt = s.attempt",
                 &[&tenant.as_str(), &id.as_str()],
             )
             .await?;
@@ -301,6 +306,29 @@ impl Catalog {
             .await?;
         tx.commit().await?;
         Ok(updated == 1)
+    }
+
+    /// Bytes of the packs an attempt of a snapshot stored (its new data).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn attempt_pack_bytes(
+        &self,
+        tenant: &Name,
+        id: &SnapshotId,
+        attempt: u32,
+    ) -> Result<u64> {
+        let r = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT coalesce(sum(p.size), 0)::bigint FROM snapshot_batches b
+                 JOIN packs p ON p.tenant = b.tenant AND p.id = b.pack
+                 WHERE b.tenant = $1 AND b.snapshot = $2 AND b.attempt = $3",
+                &[&tenant.as_str(), &id.as_str(), &(attempt as i32)],
+            )
+            .await?;
+        Ok(r.get::<_, i64>(0) as u64)
     }
 
     /// Packs a snapshot references, with their sizes.

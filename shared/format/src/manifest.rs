@@ -207,36 +207,48 @@ pub fn open_sealed<R: Read>(input: R, identity: &Identity) -> Result<RecordReade
 
 /// The digest of a tree as the source presented it: SHA-256 over, for each
 /// entry in manifest order, `u64 LE path length | path | kind byte | u64 LE
-/// target length | target | u64 LE size | content`. Restore recomputes it to
-/// prove a snapshot reassembles to what was read.
+/// target length | target | u64 LE size | SHA-256 of the content`. Restore
+/// recomputes it to prove a snapshot reassembles to what was read.
 #[derive(Default)]
 pub struct SourceDigest(sha2::Sha256);
 
 impl SourceDigest {
-    /// Starts an entry (call before its content).
-    pub fn entry(&mut self, path: &[u8], kind: EntryKind, target: Option<&[u8]>, size: u64) {
-        let kind = match kind {
+    /// Adds an entry once its content was read (`content` is the SHA-256 of
+    /// the file's bytes; the empty digest for non-files).
+    pub fn entry(&mut self, entry: &Entry, content: [u8; 32]) {
+        let kind = match entry.kind {
             EntryKind::File => 0u8,
             EntryKind::Dir => 1,
             EntryKind::Symlink => 2,
         };
-        let target = target.unwrap_or_default();
-        self.0.update((path.len() as u64).to_le_bytes());
-        self.0.update(path);
+        let target = entry.target.as_deref().unwrap_or_default();
+        self.0.update((entry.path.len() as u64).to_le_bytes());
+        self.0.update(&entry.path);
         self.0.update([kind]);
         self.0.update((target.len() as u64).to_le_bytes());
         self.0.update(target);
-        self.0.update(size.to_le_bytes());
-    }
-
-    /// Adds file content.
-    pub fn content(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        self.0.update(entry.size.to_le_bytes());
+        self.0.update(content);
     }
 
     /// The digest, hex.
     pub fn finish(self) -> String {
         hex::encode(self.0.finalize())
+    }
+}
+
+/// SHA-256 of a file's content, fed chunk by chunk.
+#[derive(Default)]
+pub struct ContentDigest(sha2::Sha256);
+
+impl ContentDigest {
+    /// Adds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    /// The digest.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod deps;
+pub mod entry;
 pub mod metrics;
 pub mod runner;
 pub mod stage;
@@ -12,6 +13,7 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use deps::Deps;
+pub use entry::Node;
 pub use stage::{Cx, ErrorClass, Inbound, Outcome, Outgoing, Stage, StageError};
 
 /// Waits for SIGTERM or Ctrl-C and flips `tx`, so every runner stops taking
@@ -30,3 +32,4 @@ pub fn shutdown_on_signal() -> tokio::sync::watch::Receiver<bool> {
     });
     rx
 }
+pub use async_nats::HeaderMap;

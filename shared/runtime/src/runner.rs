@@ -133,12 +133,17 @@ async fn handle_one<S: Stage>(
     message: JsMessage,
 ) {
     let started = Instant::now();
-    let (delivered, input_key) = match message.info() {
+    let (delivered, published, input_key) = match message.info() {
         Ok(info) => (
             info.delivered,
+            info.published,
             format!("{}:{}", info.stream, info.stream_sequence),
         ),
-        Err(_) => (1, format!("core:{}", message.subject)),
+        Err(_) => (
+            1,
+            time::OffsetDateTime::now_utc(),
+            format!("core:{}", message.subject),
+        ),
     };
     // A publisher's own Nats-Msg-Id is the best identity; the stream sequence is the fallback.
     let input_key = header(&message, headers::MSG_ID)
@@ -152,18 +157,20 @@ async fn handle_one<S: Stage>(
         .unwrap_or_else(|| new_traceparent(&input_key));
     let cx = Cx {
         delivered,
+        published,
         emitter: Emitter {
             deps: deps.clone(),
             stage: S::NAME,
             input_key: input_key.clone(),
             traceparent,
             next: AtomicU32::new(0),
+            next_streamed: AtomicU32::new(0),
         },
         snapshot: Mutex::new(None),
     };
 
-    let content_type = header(&message, headers::CONTENT_TYPE);
-    let input = match S::Input::decode(&message.subject, content_type, &message.payload) {
+    let input = match S::Input::decode(&message.subject, message.headers.as_ref(), &message.payload)
+    {
         Ok(input) => input,
         Err(error) => {
             let error = StageError::permanent("decode", error);
@@ -392,12 +399,31 @@ pub(crate) struct Emitter {
     input_key: String,
     traceparent: String,
     next: AtomicU32,
+    next_streamed: AtomicU32,
 }
 
 impl Emitter {
+    pub(crate) fn input_key(&self) -> &str {
+        &self.input_key
+    }
+
+    /// A handler's returned outputs: the n-th of input X always has the same id.
     pub(crate) async fn publish_next(&self, out: Outgoing) -> Result<(), StageError> {
         let index = self.next.fetch_add(1, Ordering::SeqCst);
-        let id = digest_hex(&self.input_key, &index.to_string());
+        let id = digest_hex(&self.input_key, &format!("out/{index}"));
+        self.publish_with_id(out, id).await
+    }
+
+    /// Outputs streamed while handling: ids are per delivery attempt, because a
+    /// retried attempt stages new data under new keys and must not be mistaken
+    /// for the attempt before it.
+    pub(crate) async fn publish_streamed(
+        &self,
+        out: Outgoing,
+        delivered: i64,
+    ) -> Result<(), StageError> {
+        let index = self.next_streamed.fetch_add(1, Ordering::SeqCst);
+        let id = digest_hex(&self.input_key, &format!("emit/{delivered}/{index}"));
         self.publish_with_id(out, id).await
     }
 

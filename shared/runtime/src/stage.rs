@@ -51,6 +51,8 @@ impl std::fmt::Display for StageError {
     }
 }
 
+impl std::error::Error for StageError {}
+
 impl From<vaultline_catalog::Error> for StageError {
     fn from(e: vaultline_catalog::Error) -> Self {
         let class = if e.is_transient() {
@@ -139,7 +141,7 @@ pub trait Inbound: Sized + Send + 'static {
     /// When the payload or subject is invalid; the message is then dead-lettered.
     fn decode(
         subject: &str,
-        content_type: Option<&str>,
+        headers: Option<&async_nats::HeaderMap>,
         payload: &[u8],
     ) -> Result<Self, DecodeError>;
     /// Ids for logs, headers and failure events.
@@ -149,9 +151,12 @@ pub trait Inbound: Sized + Send + 'static {
 impl<M: Message> Inbound for M {
     fn decode(
         subject: &str,
-        content_type: Option<&str>,
+        headers: Option<&async_nats::HeaderMap>,
         payload: &[u8],
     ) -> Result<Self, DecodeError> {
+        let content_type = headers
+            .and_then(|h| h.get(vaultline_types::headers::CONTENT_TYPE))
+            .map(|v| v.as_str());
         let mut message: M = vaultline_types::decode(content_type, payload)?;
         message.bind_subject(subject)?;
         Ok(message)
@@ -186,6 +191,8 @@ pub struct SnapshotRef {
 pub struct Cx {
     /// Delivery count of this message (1 on first delivery).
     pub delivered: i64,
+    /// When the server received the input.
+    pub published: time::OffsetDateTime,
     pub(crate) emitter: crate::runner::Emitter,
     pub(crate) snapshot: Mutex<Option<SnapshotRef>>,
 }
@@ -198,7 +205,12 @@ impl Cx {
     /// # Errors
     /// Transient when no stream acknowledged the output.
     pub async fn emit(&self, out: Outgoing) -> Result<(), StageError> {
-        self.emitter.publish_next(out).await
+        self.emitter.publish_streamed(out, self.delivered).await
+    }
+
+    /// Stable identity of the input: its Nats-Msg-Id, or `STREAM:sequence`.
+    pub fn input_key(&self) -> &str {
+        self.emitter.input_key()
     }
 
     /// Names the snapshot this delivery works on, so a permanent failure marks

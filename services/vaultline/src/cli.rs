@@ -1,0 +1,444 @@
+//! Command-line interface. Every command loads the same configuration as the
+//! services: `--config FILE` (or `VAULTLINE_CONFIG`), then `VAULTLINE_*` variables.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use vaultline_catalog::{Catalog, SnapshotRow, SnapshotStatus};
+use vaultline_format::keys::{Kek, identity_file_text};
+use vaultline_runtime::Config;
+use vaultline_runtime::deps::load_kek;
+use vaultline_storage::{ObjectKey, Repository};
+use vaultline_types::{BackupRequested, Name, SnapshotId, StageName, TriggerKind, headers};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vaultline",
+    version,
+    about = "Deduplicated, encrypted, verified backups on NATS JetStream"
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "VAULTLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply catalog migrations.
+    Migrate,
+    /// Write a new key-encryption key (an age identity file) to FILE.
+    KekGenerate {
+        /// Where to write it (created with mode 0600, never overwritten).
+        out: PathBuf,
+    },
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage sources.
+    #[command(subcommand)]
+    Source(SourceCommand),
+    /// Trigger a backup of TENANT/SOURCE.
+    Backup {
+        /// `tenant/source`
+        source: String,
+        /// Follow the snapshot until it is verified; exit non-zero if it fails.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// List snapshots, newest first.
+    Snapshots {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this source (with --tenant).
+        #[arg(long)]
+        source: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot into a directory.
+    Restore {
+        /// Snapshot id.
+        snapshot: String,
+        /// Target directory (created if missing).
+        #[arg(long)]
+        to: PathBuf,
+        /// Tenant identity file; without it the key is unwrapped from the catalog with the KEK.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// Tenant of the snapshot (needed with --identity when there is no catalog).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Run stages: all of them, or those named with --stage.
+    Serve {
+        /// A stage to run (repeatable): extractor, packager, uploader, verifier, retention, auditor.
+        #[arg(long = "stage")]
+        stages: Vec<StageName>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant and its age identity (stored wrapped by the KEK).
+    Create { name: String },
+    /// Write a tenant's identity file, for restores without the catalog.
+    ExportIdentity {
+        name: String,
+        /// Where to write it (mode 0600, never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SourceCommand {
+    /// Add a source: `vaultline source add acme/docs --type files --path /srv/docs`.
+    Add {
+        /// `tenant/source`
+        source: String,
+        /// Source type.
+        #[arg(long = "type", default_value = "files")]
+        kind: String,
+        /// Directory to back up (type files).
+        #[arg(long)]
+        path: PathBuf,
+        /// Keep only the newest N verified snapshots.
+        #[arg(long)]
+        keep_last: Option<u32>,
+    },
+}
+
+fn parse_pair(text: &str) -> Result<(Name, Name)> {
+    let (tenant, source) = text
+        .split_once('/')
+        .with_context(|| format!("{text:?} is not tenant/source (e.g. acme/docs)"))?;
+    Ok((Name::new(tenant)?, Name::new(source)?))
+}
+
+fn write_secret_file(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+async fn catalog(config: &Config) -> Result<Catalog> {
+    let catalog = Catalog::connect(&config.catalog.url)?;
+    catalog
+        .migrate()
+        .await
+        .context("cannot prepare the catalog")?;
+    Ok(catalog)
+}
+
+/// Runs one command.
+///
+/// # Errors
+/// Whatever the command ran into, as one readable chain.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Migrate => {
+            let applied = Catalog::connect(&config.catalog.url)?.migrate().await?;
+            println!(
+                "catalog up to date ({} migration(s) applied now)",
+                applied.len()
+            );
+        }
+        Command::KekGenerate { out } => {
+            let (_, text) = Kek::generate();
+            write_secret_file(&out, &text)?;
+            println!("wrote a new key-encryption key to {}", out.display());
+        }
+        Command::Tenant(TenantCommand::Create { name }) => {
+            let name = Name::new(name)?;
+            let kek = load_kek(&config)?;
+            let key = kek.new_tenant_key()?;
+            catalog(&config)
+                .await?
+                .create_tenant(
+                    &name,
+                    &key.key_id,
+                    &key.recipient,
+                    &key.wrapped_identity,
+                    &key.chunk_key,
+                )
+                .await?;
+            let repo = Repository::open_dir(&config.repository.path).await?;
+            let public = serde_json::json!({ "tenant": name, "key_id": key.key_id, "recipient": key.recipient });
+            repo.put_bytes(
+                &ObjectKey::tenant_key(&name, &key.key_id),
+                public.to_string().as_bytes(),
+            )
+            .await?;
+            println!(
+                "created tenant {name} (key {}, recipient {})",
+                key.key_id, key.recipient
+            );
+        }
+        Command::Tenant(TenantCommand::ExportIdentity { name, out }) => {
+            let name = Name::new(name)?;
+            let kek = load_kek(&config)?;
+            let key = catalog(&config).await?.active_key(&name).await?;
+            let identity = kek.unwrap(&key.wrapped_identity)?;
+            write_secret_file(
+                &out,
+                &identity_file_text(&identity, &format!("vaultline tenant {name}")),
+            )?;
+            println!("wrote the identity of tenant {name} to {}", out.display());
+        }
+        Command::Source(SourceCommand::Add {
+            source,
+            kind,
+            path,
+            keep_last,
+        }) => {
+            let (tenant, source) = parse_pair(&source)?;
+            if kind != "files" {
+                bail!("source type {kind:?} is not supported by this build (supported: files)");
+            }
+            let path = path
+                .canonicalize()
+                .with_context(|| format!("source path {}", path.display()))?;
+            let config_json = serde_json::json!({ "path": path });
+            let retention = match keep_last {
+                Some(n) => serde_json::json!({ "keep_last": n }),
+                None => serde_json::json!({}),
+            };
+            catalog(&config)
+                .await?
+                .add_source(&tenant, &source, &kind, &config_json, &retention)
+                .await?;
+            println!(
+                "added source {tenant}/{source} ({kind}: {})",
+                path.display()
+            );
+        }
+        Command::Backup {
+            source,
+            wait,
+            timeout,
+        } => {
+            let (tenant, source) = parse_pair(&source)?;
+            let catalog = catalog(&config).await?;
+            catalog.source(&tenant, &source).await?;
+            let request_id = new_request_id();
+            publish_trigger(&config.nats.url, &tenant, &source, &request_id).await?;
+            println!("backup of {tenant}/{source} requested (request {request_id})");
+            if wait {
+                return wait_for(&catalog, &request_id, Duration::from_secs(timeout)).await;
+            }
+        }
+        Command::Snapshots {
+            tenant,
+            source,
+            json,
+        } => {
+            let tenant = tenant.map(Name::new).transpose()?;
+            let source = source.map(Name::new).transpose()?;
+            let rows = catalog(&config)
+                .await?
+                .snapshots(tenant.as_ref(), source.as_ref())
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_table(&rows);
+            }
+        }
+        Command::Restore {
+            snapshot,
+            to,
+            identity,
+            tenant,
+        } => {
+            let snapshot = SnapshotId::parse(&snapshot)?;
+            let repo = Repository::open_dir(&config.repository.path).await?;
+            let (tenant, identity) = match identity {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read identity file {}", file.display()))?;
+                    let identity = vaultline_format::keys::parse_identity(&text)?;
+                    let tenant = match tenant {
+                        Some(t) => Name::new(t)?,
+                        None => {
+                            catalog(&config)
+                                .await?
+                                .find_snapshot(&snapshot)
+                                .await?
+                                .tenant
+                        }
+                    };
+                    (tenant, identity)
+                }
+                None => {
+                    let catalog = catalog(&config).await?;
+                    let row = catalog.find_snapshot(&snapshot).await?;
+                    let key = catalog.key(&row.tenant, &row.key_id).await?;
+                    (
+                        row.tenant,
+                        load_kek(&config)?.unwrap(&key.wrapped_identity)?,
+                    )
+                }
+            };
+            let started = Instant::now();
+            let done =
+                crate::restore::restore_tree(&repo, &tenant, &snapshot, &identity, &to).await?;
+            println!(
+                "restored {} entries ({} files, {}) of snapshot {snapshot} to {} in {:.1}s; digest verified",
+                done.entries,
+                done.files,
+                human_bytes(done.bytes as i64),
+                to.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Serve { stages } => {
+            let stages = if stages.is_empty() {
+                crate::SERVED.to_vec()
+            } else {
+                stages
+            };
+            let node = crate::start_node(config, &stages).await?;
+            eprintln!(
+                "vaultline serving {} on admin http://{} (SIGTERM to stop)",
+                stages
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                node.admin
+            );
+            node.run_until_signal().await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_request_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("cli-{nanos:x}-{:x}", std::process::id())
+}
+
+/// Publishes the trigger as JSON, as a person with the NATS CLI would.
+async fn publish_trigger(url: &str, tenant: &Name, source: &Name, request_id: &str) -> Result<()> {
+    let bus = vaultline_bus::Bus::connect(url, "vaultline-cli").await?;
+    bus.ensure_stream().await?;
+    let body = BackupRequested {
+        request_id: Some(request_id.to_owned()),
+        trigger: TriggerKind::Manual,
+        ..Default::default()
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_JSON);
+    headers.insert(headers::MSG_ID, request_id);
+    headers.insert(headers::TENANT, tenant.as_str());
+    headers.insert(headers::SOURCE, source.as_str());
+    bus.publish(
+        BackupRequested::subject_for(tenant, source),
+        headers,
+        serde_json::to_vec(&body)?.into(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn wait_for(catalog: &Catalog, request_id: &str, timeout: Duration) -> Result<ExitCode> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Some(row) = catalog.snapshot_by_request(request_id).await? {
+            if last != Some(row.status) {
+                println!("snapshot {} {}", row.id, row.status);
+                last = Some(row.status);
+            }
+            if row.status.is_terminal() {
+                return if row.status == SnapshotStatus::Verified {
+                    println!(
+                        "read {}, new {}, stored {}",
+                        human_bytes(row.bytes_read),
+                        human_bytes(row.bytes_new),
+                        human_bytes(row.bytes_stored)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    bail!(
+                        "snapshot {} ended {}: {}",
+                        row.id,
+                        row.status,
+                        row.error.unwrap_or_default()
+                    )
+                };
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "gave up waiting after {}s (is `vaultline serve` running?)",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sizes for people: 1.5 GiB, 20.0 MiB, 512 B.
+pub fn human_bytes(bytes: i64) -> String {
+    let mut value = bytes as f64;
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if value < 1024.0 || unit == "TiB" {
+            return if unit == "B" {
+                format!("{bytes} B")
+            } else {
+                format!("{value:.1} {unit}")
+            };
+        }
+        value /= 1024.0;
+    }
+    unreachable!()
+}
+
+fn print_table(rows: &[SnapshotRow]) {
+    println!(
+        "{:<26} {:<24} {:<10} {:<20} {:>7} {:>10} {:>10} {:>10}  ERROR",
+        "SNAPSHOT", "SOURCE", "STATUS", "STARTED", "FILES", "READ", "NEW", "STORED"
+    );
+    for r in rows {
+        let started = r
+            .started_at
+            .format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .unwrap_or_default();
+        println!(
+            "{:<26} {:<24} {:<10} {:<20} {:>7} {:>10} {:>10} {:>10}  {}",
+            r.id.as_str(),
+            format!("{}/{}", r.tenant, r.source),
+            r.status.as_str(),
+            started,
+            r.files,
+            human_bytes(r.bytes_read),
+            human_bytes(r.bytes_new),
+            human_bytes(r.bytes_stored),
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+}

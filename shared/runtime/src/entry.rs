@@ -1,0 +1,130 @@
+//! Process entry points: a [`Node`] runs one or more stages over one set of
+//! dependencies. Per-stage binaries run one; `vaultline serve` runs them all.
+
+use crate::deps::StartError;
+use crate::{Config, Deps, Stage, StageError, runner};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Stages running in this process.
+pub struct Node {
+    /// Shared dependencies.
+    pub deps: Arc<Deps>,
+    /// Where /metrics and /health answer.
+    pub admin: SocketAddr,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Node {
+    /// Opens the dependencies, starts the admin server and the staging sweeper.
+    ///
+    /// # Errors
+    /// When NATS or the catalog is unreachable, storage cannot be opened, or
+    /// the admin port cannot be bound.
+    pub async fn start(config: Config, client_name: &str) -> Result<Node, StartError> {
+        crate::metrics::install();
+        let listen = config.admin.listen.clone();
+        let deps = Deps::open(config, client_name).await?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let admin = crate::admin::serve(&listen, deps.clone(), stop_rx.clone())
+            .await
+            .map_err(|e| StartError::Other(format!("cannot listen on {listen}: {e}")))?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(sweep_staging(deps.clone(), stop_rx.clone()));
+        Ok(Node {
+            deps,
+            admin,
+            stop_tx,
+            stop_rx,
+            tasks,
+        })
+    }
+
+    /// Builds stage `S` and runs it.
+    ///
+    /// # Errors
+    /// When the stage cannot be built.
+    pub async fn spawn<S: Stage>(&mut self) -> Result<(), StageError> {
+        let stage = S::new(self.deps.clone()).await?;
+        self.spawn_stage(stage);
+        Ok(())
+    }
+
+    /// Runs an already built stage (tests wrap real stages this way).
+    pub fn spawn_stage<S: Stage>(&mut self, stage: S) {
+        self.tasks.spawn(runner::run(
+            Arc::new(stage),
+            self.deps.clone(),
+            self.stop_rx.clone(),
+        ));
+    }
+
+    /// Stops taking work, finishes what is in flight, and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop_tx.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        let mut signal = crate::shutdown_on_signal();
+        let _ = signal.wait_for(|stop| *stop).await;
+        self.shutdown().await;
+    }
+}
+
+async fn sweep_staging(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
+    let period =
+        (deps.config.staging.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let staging = deps.staging.clone();
+        if let Ok(removed) = tokio::task::spawn_blocking(move || staging.sweep()).await
+            && removed > 0
+        {
+            tracing::info!(removed, "Swept expired staging items.");
+        }
+    }
+}
+
+/// `main` of a per-stage binary `vaultline-<stage>`: config from
+/// `VAULTLINE_CONFIG` (a TOML file) and `VAULTLINE_*` variables.
+pub fn main_single<S: Stage>() -> ExitCode {
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async {
+        let path = std::env::var_os("VAULTLINE_CONFIG").map(std::path::PathBuf::from);
+        let config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+        let mut node = Node::start(config, &format!("vaultline-{}", S::NAME))
+            .await
+            .map_err(|e| e.to_string())?;
+        node.spawn::<S>().await.map_err(|e| e.to_string())?;
+        node.run_until_signal().await;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

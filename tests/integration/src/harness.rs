@@ -1,0 +1,169 @@
+//! Per-test environment: servers, a config file, a KEK, and helpers that drive
+//! the real CLI and node.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vaultline_catalog::{Catalog, SnapshotRow, SnapshotStatus};
+use vaultline_runtime::Config;
+use vaultline_testkit::{NatsServer, Postgres};
+use vaultline_types::{Name, StageName};
+
+pub(crate) struct Env {
+    pub(crate) nats: NatsServer,
+    pub(crate) _pg: Postgres,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config_file: PathBuf,
+    pub(crate) catalog: Catalog,
+}
+
+impl Env {
+    pub(crate) async fn new() -> Result<Env> {
+        vaultline_runtime::telemetry::init();
+        let nats = NatsServer::start()?;
+        let pg = Postgres::start()?;
+        let dir = tempfile::tempdir()?;
+        let kek_file = dir.path().join("kek.txt");
+        std::fs::write(&kek_file, vaultline_format::keys::Kek::generate().1)?;
+        let config_file = dir.path().join("vaultline.toml");
+        // Short retry delays keep failure tests fast; everything else is the shipped default.
+        let toml = format!(
+            r#"[nats]
+url = "{nats}"
+[catalog]
+url = "{pg}"
+[repository]
+path = "{root}/repository"
+[staging]
+path = "{root}/staging"
+ttl = "1h"
+[keys]
+kek-file = "{kek}"
+[admin]
+listen = "127.0.0.1:0"
+[stages.extractor]
+backoff = ["200ms"]
+max-deliver = 3
+[stages.packager]
+backoff = ["200ms"]
+max-deliver = 3
+[stages.uploader]
+backoff = ["200ms"]
+max-deliver = 3
+[stages.verifier]
+backoff = ["200ms"]
+max-deliver = 3
+"#,
+            nats = nats.url(),
+            pg = pg.url(),
+            root = dir.path().display(),
+            kek = kek_file.display()
+        );
+        std::fs::write(&config_file, toml)?;
+        let catalog = Catalog::connect(pg.url())?;
+        catalog.migrate().await?;
+        Ok(Env {
+            nats,
+            _pg: pg,
+            dir,
+            config_file,
+            catalog,
+        })
+    }
+
+    pub(crate) fn config(&self) -> Config {
+        Config::load(Some(&self.config_file)).expect("test config loads")
+    }
+
+    /// Runs a `vaultline` CLI command in-process, exactly as the binary would.
+    pub(crate) async fn cli(&self, args: &[&str]) -> Result<()> {
+        let mut argv = vec![
+            "vaultline",
+            "--config",
+            self.config_file.to_str().expect("utf-8 path"),
+        ];
+        argv.extend_from_slice(args);
+        let cli = vaultline::cli::Cli::try_parse_from(argv)?;
+        let code = vaultline::cli::run(cli).await?;
+        anyhow::ensure!(
+            code == std::process::ExitCode::SUCCESS,
+            "exit code {code:?}"
+        );
+        Ok(())
+    }
+
+    pub(crate) async fn node(&self) -> Result<vaultline_runtime::Node> {
+        vaultline::start_node(self.config(), &vaultline::SERVED).await
+    }
+
+    /// Creates tenant `acme` with source `docs` over `tree`.
+    pub(crate) async fn tenant_with_source(&self, tree: &Path) -> Result<()> {
+        self.cli(&["tenant", "create", "acme"]).await?;
+        self.cli(&[
+            "source",
+            "add",
+            "acme/docs",
+            "--path",
+            tree.to_str().expect("utf-8"),
+        ])
+        .await
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The newest snapshot of acme/docs once it reaches a final status.
+    pub(crate) async fn wait_final(&self, count: usize) -> Result<SnapshotRow> {
+        let (tenant, source) = (Name::new("acme")?, Name::new("docs")?);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let rows = self.catalog.snapshots(Some(&tenant), Some(&source)).await?;
+            if rows.len() >= count && rows.first().is_some_and(|r| r.status.is_terminal()) {
+                return rows.into_iter().next().context("no snapshot");
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no final snapshot #{count} within 120s: {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub(crate) fn assert_verified(row: &SnapshotRow) {
+    assert_eq!(
+        row.status,
+        SnapshotStatus::Verified,
+        "snapshot {} ended {} ({:?})",
+        row.id,
+        row.status,
+        row.error
+    );
+}
+
+/// Every stage `vaultline serve` runs consumes a subject; garbage goes there.
+pub(crate) fn input_subjects() -> Vec<(StageName, &'static str)> {
+    vec![
+        (StageName::Extractor, "vaultline.backup.request.acme.docs"),
+        (StageName::Packager, "vaultline.data.extracted.acme"),
+        (StageName::Uploader, "vaultline.pack.staged.acme"),
+        (StageName::Uploader, "vaultline.snapshot.extracted.acme"),
+        (StageName::Verifier, "vaultline.snapshot.stored.acme"),
+        (StageName::Retention, "vaultline.snapshot.verified.acme"),
+    ]
+}
+
+/// A small tree for tests that are not about data.
+pub(crate) fn small_tree(root: &Path) -> Result<()> {
+    std::fs::create_dir_all(root.join("sub"))?;
+    std::fs::write(root.join("a.txt"), "alpha\n".repeat(1000))?;
+    std::fs::write(
+        root.join("sub/b.bin"),
+        (0..100_000u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The operations surface: /metrics by stage and outcome, readiness that
+//! follows NATS going away and coming back.
+
+use crate::harness::{Env, assert_verified, small_tree};
+use anyhow::Result;
+use std::time::Duration;
+use vaultline_testkit::{eventually, http_get};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_report_every_stage_and_ready_follows_nats() -> Result<()> {
+    let mut env = Env::new().await?;
+    let tree = env.path("tree");
+    small_tree(&tree)?;
+    env.tenant_with_source(&tree).await?;
+    let node = env.node().await?;
+    let admin = node.admin;
+    assert_eq!(http_get(admin, "/health/live").await?.0, 200);
+    assert_eq!(http_get(admin, "/health/ready").await?.0, 200);
+
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
+        .await?;
+    assert_verified(&env.wait_final(1).await?);
+    // The auditor and retention see the last events just after `verified`.
+    let every_stage_done = |body: &str| {
+        vaultline::SERVED.iter().all(|stage| {
+            body.lines().any(|l| {
+                l.starts_with("vaultline_stage_messages_total")
+                    && l.contains(&format!("stage=\"{stage}\""))
+                    && l.contains("outcome=\"done\"")
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let body = http_get(admin, "/metrics").await?.1;
+        if every_stage_done(&body) {
+            break body;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "not every stage reported done; /metrics was:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        body.contains("vaultline_stage_handle_duration_seconds_bucket"),
+        "histograms are exported"
+    );
+
+    env.nats.stop();
+    eventually(
+        Duration::from_secs(20),
+        "/health/ready to answer 503",
+        || async move {
+            http_get(admin, "/health/ready")
+                .await
+                .map(|r| r.0 == 503)
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let (_, why) = http_get(admin, "/health/dependencies").await?;
+    assert!(why.contains("\"nats\":{\"error\""), "{why}");
+    env.nats.restart()?;
+    eventually(
+        Duration::from_secs(30),
+        "/health/ready to answer 200 again",
+        || async move {
+            http_get(admin, "/health/ready")
+                .await
+                .map(|r| r.0 == 200)
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    // And the pipeline works after the outage.
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
+        .await?;
+    assert_verified(&env.wait_final(2).await?);
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The data path end to end: a real tree through every stage and back.
+
+use crate::harness::{Env, assert_verified, small_tree};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+/// Deterministic pseudo-random bytes: half compressible text, half noise.
+fn mixed_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        if (out.len() / 65536) % 2 == 0 {
+            out.extend_from_slice(format!("line {seed} of a compressible stretch\n").as_bytes());
+        } else {
+            out.extend_from_slice(&seed.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn build_tree(root: &Path) -> Result<()> {
+    std::fs::create_dir_all(root.join("deep/er/still deeper"))?;
+    std::fs::create_dir_all(root.join("empty dir"))?;
+    std::fs::write(root.join("empty.txt"), b"")?;
+    std::fs::write(root.join("deep/er/still deeper/empty too"), b"")?;
+    std::fs::write(root.join("big.bin"), mixed_bytes(50 << 20, 42))?;
+    std::fs::write(root.join("naïve café ☕.txt"), "unicode name\n")?;
+    std::fs::write(root.join("with  spaces .md"), "# spaces\n")?;
+    for i in 0..50 {
+        std::fs::write(
+            root.join(format!("deep/er/file-{i}.txt")),
+            format!("small file {i}\n").repeat(i + 1),
+        )?;
+    }
+    std::fs::write(root.join("deep/script.sh"), "#!/bin/sh\necho hi\n")?;
+    std::fs::set_permissions(
+        root.join("deep/script.sh"),
+        std::fs::Permissions::from_mode(0o750),
+    )?;
+    std::fs::set_permissions(
+        root.join("empty.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )?;
+    std::os::unix::fs::symlink("deep/script.sh", root.join("link to script"))?;
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling"))?;
+    filetime::set_file_mtime(
+        root.join("big.bin"),
+        filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789),
+    )?;
+    filetime::set_file_mtime(
+        root.join("deep/er"),
+        filetime::FileTime::from_unix_time(1_500_000_000, 0),
+    )?;
+    Ok(())
+}
+
+#[derive(Debug, PartialEq)]
+enum Node {
+    Dir {
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    File {
+        mode: u32,
+        mtime: (i64, i64),
+        content: Vec<u8>,
+    },
+    Link {
+        target: std::path::PathBuf,
+        mtime: (i64, i64),
+    },
+}
+
+/// Everything a restore must reproduce: paths, kinds, bytes, modes, mtimes, link targets.
+fn snapshot_of(root: &Path) -> Result<BTreeMap<String, Node>> {
+    let mut out = BTreeMap::new();
+    for entry in walk(root)? {
+        let meta = std::fs::symlink_metadata(&entry)?;
+        let rel = entry.strip_prefix(root)?.to_string_lossy().to_string();
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        let mode = meta.mode() & 0o7777;
+        let node = if meta.file_type().is_symlink() {
+            Node::Link {
+                target: std::fs::read_link(&entry)?,
+                mtime,
+            }
+        } else if meta.is_dir() {
+            Node::Dir { mode, mtime }
+        } else {
+            Node::File {
+                mode,
+                mtime,
+                content: std::fs::read(&entry)?,
+            }
+        };
+        out.insert(rel, node);
+    }
+    Ok(out)
+}
+
+fn walk(root: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut all = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if std::fs::symlink_metadata(&path)?.is_dir() {
+                stack.push(path.clone());
+            }
+            all.push(path);
+        }
+    }
+    Ok(all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tree_round_trips_byte_identical_and_the_second_backup_dedups() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    build_tree(&tree)?;
+    env.tenant_with_source(&tree).await?;
+    let node = env.node().await?;
+
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "300"])
+        .await?;
+    let first = env.wait_final(1).await?;
+    assert_verified(&first);
+    assert!(
+        first.bytes_read >= 50 << 20,
+        "read {} bytes",
+        first.bytes_read
+    );
+
+    let restored = env.path("restored");
+    env.cli(&[
+        "restore",
+        first.id.as_str(),
+        "--to",
+        restored.to_str().unwrap(),
+    ])
+    .await?;
+    let (want, got) = (snapshot_of(&tree)?, snapshot_of(&restored)?);
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
+    for (path, node) in &want {
+        assert!(got[path] == *node, "{path} differs after restore");
+    }
+
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "300"])
+        .await?;
+    let second = env.wait_final(2).await?;
+    assert_verified(&second);
+    assert_ne!(second.id, first.id);
+    assert!(
+        (second.bytes_new as f64) < 0.01 * second.bytes_read as f64,
+        "second backup staged {} new bytes of {}",
+        second.bytes_new,
+        second.bytes_read
+    );
+    assert!(
+        (second.bytes_stored as f64) < 0.01 * second.bytes_read as f64,
+        "second backup stored {} bytes of {}",
+        second.bytes_stored,
+        second.bytes_read
+    );
+    // The auditor records every event of the snapshot (started, extracted, stored, verified, …).
+    let catalog = env.catalog.clone();
+    let id = second.id.clone();
+    vaultline_testkit::eventually(
+        Duration::from_secs(10),
+        "the audit trail of the second snapshot",
+        || {
+            let (catalog, id) = (catalog.clone(), id.clone());
+            async move { catalog.audit_count(Some(&id)).await.unwrap_or(0) >= 4 }
+        },
+    )
+    .await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plain_nats_json_trigger_produces_a_verified_snapshot() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    small_tree(&tree)?;
+    env.tenant_with_source(&tree).await?;
+    let node = env.node().await?;
+    // Exactly what an operator types: nats pub vaultline.backup.request.acme.docs '{}'
+    let client = async_nats::connect(env.nats.url()).await?;
+    client
+        .publish("vaultline.backup.request.acme.docs", "{}".into())
+        .await?;
+    client.flush().await?;
+    let row = env.wait_final(1).await?;
+    assert_verified(&row);
+    assert_eq!(row.trigger, "external");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restoring_with_another_tenants_identity_fails_clearly() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    small_tree(&tree)?;
+    env.tenant_with_source(&tree).await?;
+    env.cli(&["tenant", "create", "other"]).await?;
+    let other_identity = env.path("other.key");
+    env.cli(&[
+        "tenant",
+        "export-identity",
+        "other",
+        "--out",
+        other_identity.to_str().unwrap(),
+    ])
+    .await?;
+    let node = env.node().await?;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
+        .await?;
+    let row = env.wait_final(1).await?;
+    assert_verified(&row);
+
+    let target = env.path("nope");
+    let err = env
+        .cli(&[
+            "restore",
+            row.id.as_str(),
+            "--to",
+            target.to_str().unwrap(),
+            "--identity",
+            other_identity.to_str().unwrap(),
+        ])
+        .await
+        .expect_err("another tenant's identity must not restore");
+    let text = format!("{err:#}");
+    assert!(text.contains("does not match"), "unclear error: {text}");
+    assert!(
+        !text.contains("AGE-SECRET-KEY"),
+        "error leaks key material: {text}"
+    );
+    assert!(
+        std::fs::read_dir(&target)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "nothing may be written"
+    );
+
+    // The tenant's own identity, exported, restores with no KEK needed.
+    let own = env.path("acme.key");
+    env.cli(&[
+        "tenant",
+        "export-identity",
+        "acme",
+        "--out",
+        own.to_str().unwrap(),
+    ])
+    .await?;
+    let target = env.path("yes");
+    env.cli(&[
+        "restore",
+        row.id.as_str(),
+        "--to",
+        target.to_str().unwrap(),
+        "--identity",
+        own.to_str().unwrap(),
+    ])
+    .await?;
+    assert_eq!(
+        std::fs::read(target.join("a.txt"))?,
+        std::fs::read(tree.join("a.txt"))?
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    node.shutdown().await;
+    Ok(())
+}
