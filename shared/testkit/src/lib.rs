@@ -227,6 +227,28 @@ impl Postgres {
             .stderr(Stdio::null())
             .spawn()?;
         wait_for_port(port, "postgres", &mut child)?;
+        // The port opens before recovery ends ("the database system is starting up").
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .status()?;
+            if ready.success() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("postgres on port {port} did not accept connections within 30s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Ok(Postgres {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             child: Some(child),
