@@ -22,7 +22,7 @@ pub enum Error {
     #[error("catalog unavailable: {0}")]
     Unavailable(String),
     /// A query failed.
-    #[error("catalog query failed: {0}")]
+    #[error("catalog query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
     /// A lookup found nothing.
     #[error("{0}")]
@@ -55,7 +55,21 @@ impl Error {
 
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Error::Unavailable(e.to_string())
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => Error::Unavailable(describe(&e)),
+            other => Error::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// tokio-postgres says only "db error"; the server's own message is what helps.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
     }
 }
 

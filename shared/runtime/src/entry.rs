@@ -22,15 +22,27 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the dependencies, starts the admin server and the staging sweeper.
+    /// Opens the dependencies (waiting up to a minute for them), starts the
+    /// admin server and the staging sweeper.
     ///
     /// # Errors
-    /// When NATS or the catalog is unreachable, storage cannot be opened, or
-    /// the admin port cannot be bound.
+    /// When NATS or the catalog stays unreachable, storage cannot be opened,
+    /// or the admin port cannot be bound.
     pub async fn start(config: Config, client_name: &str) -> Result<Node, StartError> {
         crate::metrics::install();
         let listen = config.admin.listen.clone();
-        let deps = Deps::open(config, client_name).await?;
+        // At boot NATS or PostgreSQL may still be starting: wait a while, saying so.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let deps = loop {
+            match Deps::open(config.clone(), client_name).await {
+                Ok(deps) => break deps,
+                Err(error) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(%error, "Dependencies not ready; retrying in 2s.");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin = crate::admin::serve(&listen, deps.clone(), stop_rx.clone())
             .await
