@@ -42,7 +42,10 @@ pub enum Command {
     /// Manage sources.
     #[command(subcommand)]
     Source(SourceCommand),
-    /// Trigger a backup of TENANT/SOURCE.
+    /// Manage schedules (one interval schedule per source).
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Trigger a backup of TENANT/SOURCE now.
     Backup {
         /// `tenant/source`
         source: String,
@@ -98,6 +101,30 @@ pub enum TenantCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Back up TENANT/SOURCE every interval: `vaultline schedule add acme/docs --every 6h`.
+    Add {
+        /// `tenant/source`
+        source: String,
+        /// Interval, e.g. `30s`, `15m`, `6h`, `1day`. Slots start at multiples of it (UTC).
+        #[arg(long)]
+        every: String,
+    },
+    /// List schedules.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a source's schedule.
+    Rm { source: String },
+    /// Resume a paused schedule.
+    Enable { source: String },
+    /// Pause a schedule.
+    Disable { source: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +257,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 path.display()
             );
         }
+        Command::Schedule(command) => schedule(&config, command).await?,
         Command::Backup {
             source,
             wait,
@@ -329,6 +357,76 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn schedule(config: &Config, command: ScheduleCommand) -> Result<()> {
+    let catalog = catalog(config).await?;
+    match command {
+        ScheduleCommand::Add { source, every } => {
+            let (tenant, source) = parse_pair(&source)?;
+            let interval = humantime::parse_duration(&every).with_context(|| {
+                format!("{every:?} is not an interval (e.g. 30s, 15m, 6h, 1day)")
+            })?;
+            let seconds = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX);
+            if seconds < 1 {
+                bail!("the interval must be at least one second");
+            }
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            catalog.set_schedule(&tenant, &source, seconds, now).await?;
+            println!(
+                "{tenant}/{source} is backed up every {}",
+                humantime::format_duration(interval)
+            );
+        }
+        ScheduleCommand::List { json } => {
+            let rows = catalog.schedules().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<32} {:>12} {:<8} NEXT (UTC)",
+                    "SOURCE", "EVERY", "ENABLED"
+                );
+                for r in rows {
+                    let next = time::OffsetDateTime::from_unix_timestamp(
+                        (r.last_slot + 1) * r.every_seconds,
+                    )
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                    let every =
+                        humantime::format_duration(Duration::from_secs(r.every_seconds as u64));
+                    println!(
+                        "{:<32} {:>12} {:<8} {next}",
+                        format!("{}/{}", r.tenant, r.source),
+                        every.to_string(),
+                        r.enabled
+                    );
+                }
+            }
+        }
+        ScheduleCommand::Rm { source } => {
+            let (tenant, source) = parse_pair(&source)?;
+            if !catalog.remove_schedule(&tenant, &source).await? {
+                bail!("{tenant}/{source} has no schedule");
+            }
+            println!("removed the schedule of {tenant}/{source}");
+        }
+        ScheduleCommand::Enable { source } => toggle(&catalog, &source, true).await?,
+        ScheduleCommand::Disable { source } => toggle(&catalog, &source, false).await?,
+    }
+    Ok(())
+}
+
+async fn toggle(catalog: &Catalog, source: &str, enabled: bool) -> Result<()> {
+    let (tenant, source) = parse_pair(source)?;
+    if !catalog.enable_schedule(&tenant, &source, enabled).await? {
+        bail!("{tenant}/{source} has no schedule");
+    }
+    println!(
+        "schedule of {tenant}/{source} {}",
+        if enabled { "enabled" } else { "disabled" }
+    );
+    Ok(())
 }
 
 fn new_request_id() -> String {

@@ -20,8 +20,9 @@ pub async fn start_node(config: Config, stages: &[StageName]) -> anyhow::Result<
     Ok(node)
 }
 
-/// Stages `vaultline serve` runs by default.
-pub const SERVED: [StageName; 6] = [
+/// Stages `vaultline serve` runs by default: all of them.
+pub const SERVED: [StageName; 7] = [
+    StageName::Scheduler,
     StageName::Extractor,
     StageName::Packager,
     StageName::Uploader,
@@ -38,9 +39,8 @@ async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError
         StageName::Verifier => node.spawn::<vaultline_verifier::Verifier>().await,
         StageName::Retention => node.spawn::<vaultline_retention::Retention>().await,
         StageName::Auditor => node.spawn::<vaultline_auditor::Auditor>().await,
-        StageName::Scheduler => Err(StageError::permanent(
-            "config",
-            "the scheduler stage is not part of this build yet; trigger backups with `vaultline backup`",
-        )),
+        StageName::Scheduler => vaultline_scheduler::install(node)
+            .await
+            .map_err(|e| StageError::permanent("config", e)),
     }
 }

@@ -4,11 +4,13 @@
 
 mod audit;
 mod chunks;
+mod schedules;
 mod snapshots;
 mod tenants;
 
 pub use audit::{AuditEvent, audit_hash};
 pub use chunks::{ChunkLocation, StoredChunk};
+pub use schedules::ScheduleRow;
 pub use snapshots::{SnapshotRow, SnapshotStatus};
 pub use tenants::{SourceRow, TenantKeyRow};
 
@@ -77,7 +79,10 @@ fn describe(e: &tokio_postgres::Error) -> String {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Migrations embedded in the binary, applied in order.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_schedules.sql")),
+];
 
 /// A pool of catalog connections.
 #[derive(Clone)]

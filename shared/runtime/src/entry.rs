@@ -77,6 +77,17 @@ impl Node {
         ));
     }
 
+    /// Runs a service that is not a consumer (the scheduler): it gets the
+    /// shared dependencies and the stop signal, and must return once it flips.
+    pub fn spawn_service<F, Fut>(&mut self, service: F)
+    where
+        F: FnOnce(Arc<Deps>, watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks
+            .spawn(service(self.deps.clone(), self.stop_rx.clone()));
+    }
+
     /// Stops taking work, finishes what is in flight, and returns.
     pub async fn shutdown(mut self) {
         let _ = self.stop_tx.send(true);
@@ -111,6 +122,16 @@ async fn sweep_staging(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
 /// `main` of a per-stage binary `vaultline-<stage>`: config from
 /// `VAULTLINE_CONFIG` (a TOML file) and `VAULTLINE_*` variables.
 pub fn main_single<S: Stage>() -> ExitCode {
+    main_with(S::NAME, async |node: &mut Node| {
+        node.spawn::<S>().await.map_err(|e| e.to_string())
+    })
+}
+
+/// `main` of a binary whose node `setup` fills (the scheduler's, for one).
+pub fn main_with<F>(name: vaultline_types::StageName, setup: F) -> ExitCode
+where
+    F: AsyncFnOnce(&mut Node) -> Result<(), String>,
+{
     crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -125,10 +146,10 @@ pub fn main_single<S: Stage>() -> ExitCode {
     let result: Result<(), String> = runtime.block_on(async {
         let path = std::env::var_os("VAULTLINE_CONFIG").map(std::path::PathBuf::from);
         let config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
-        let mut node = Node::start(config, &format!("vaultline-{}", S::NAME))
+        let mut node = Node::start(config, &format!("vaultline-{name}"))
             .await
             .map_err(|e| e.to_string())?;
-        node.spawn::<S>().await.map_err(|e| e.to_string())?;
+        setup(&mut node).await?;
         node.run_until_signal().await;
         Ok(())
     });

@@ -390,6 +390,45 @@ fn new_traceparent(input_key: &str) -> String {
     )
 }
 
+/// Publishes one event with the standard headers and awaits the stream's ack.
+/// Consuming stages never call this (their runner does); the scheduler, which
+/// has no input message, does.
+///
+/// # Errors
+/// Transient when no stream acknowledged the event.
+pub async fn publish(
+    deps: &Deps,
+    stage: StageName,
+    out: Outgoing,
+    msg_id: &str,
+    traceparent: &str,
+) -> Result<(), StageError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(headers::MSG_ID, msg_id);
+    headers.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_MSGPACK);
+    headers.insert(headers::KIND, out.kind.as_str());
+    headers.insert(headers::STAGE, stage.as_str());
+    headers.insert(headers::TENANT, out.tenant.as_str());
+    if let Some(source) = &out.source {
+        headers.insert(headers::SOURCE, source.as_str());
+    }
+    if let Some(snapshot) = &out.snapshot {
+        headers.insert(headers::SNAPSHOT, snapshot.as_str());
+    }
+    headers.insert(headers::TRACEPARENT, traceparent);
+    let payload: Bytes = out.payload;
+    deps.bus
+        .publish(out.subject, headers, payload)
+        .await
+        .map_err(StageError::from)
+}
+
+/// A W3C traceparent derived from a key (deterministic, so a retried publish
+/// carries the same trace).
+pub fn traceparent_for(key: &str) -> String {
+    new_traceparent(key)
+}
+
 /// Publishes a delivery's outputs with deterministic ids: the n-th output of
 /// input X always has the same Nats-Msg-Id, so a redelivered input produces
 /// duplicates the stream drops.
@@ -428,24 +467,6 @@ impl Emitter {
     }
 
     async fn publish_with_id(&self, out: Outgoing, id: String) -> Result<(), StageError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(headers::MSG_ID, id.as_str());
-        headers.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_MSGPACK);
-        headers.insert(headers::KIND, out.kind.as_str());
-        headers.insert(headers::STAGE, self.stage.as_str());
-        headers.insert(headers::TENANT, out.tenant.as_str());
-        if let Some(source) = &out.source {
-            headers.insert(headers::SOURCE, source.as_str());
-        }
-        if let Some(snapshot) = &out.snapshot {
-            headers.insert(headers::SNAPSHOT, snapshot.as_str());
-        }
-        headers.insert(headers::TRACEPARENT, self.traceparent.as_str());
-        let payload: Bytes = out.payload;
-        self.deps
-            .bus
-            .publish(out.subject, headers, payload)
-            .await
-            .map_err(StageError::from)
+        publish(&self.deps, self.stage, out, &id, &self.traceparent).await
     }
 }

@@ -338,3 +338,26 @@ impl Message for SnapshotFailed {
         Some(&self.snapshot)
     }
 }
+
+/// `vaultline.schedule.skipped.<tenant>`: a due slot was not fired because
+/// the source still had a snapshot in flight (no overlap).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleSkipped {
+    pub tenant: Name,
+    pub source: Name,
+    /// Slot number (unix seconds / interval).
+    pub slot: i64,
+    pub reason: String,
+}
+impl Message for ScheduleSkipped {
+    const KIND: &'static str = "schedule.skipped";
+    fn tenant(&self) -> &Name {
+        &self.tenant
+    }
+    fn source(&self) -> Option<&Name> {
+        Some(&self.source)
+    }
+    fn snapshot(&self) -> Option<&SnapshotId> {
+        None
+    }
+}

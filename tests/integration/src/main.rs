@@ -5,3 +5,4 @@ mod failures;
 mod harness;
 mod ops;
 mod pipeline;
+mod schedules;

@@ -1,0 +1,122 @@
+//! scheduler — reads the schedules in the catalog and the clock; fires each
+//! due slot once (safe with several replicas), never while the source has a
+//! snapshot in flight; emits *backup requested*.
+//!
+//! Schedules are intervals: slot n of a schedule every `s` seconds starts at
+//! unix time n·s. A replica claims a slot in the catalog before publishing, so
+//! replicas never fire a slot twice; the trigger's request id and Nats-Msg-Id
+//! are the slot's own, so even a retried publish is one backup. After downtime
+//! only the current slot is due: missed slots fire once, not once each.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use vaultline_catalog::ScheduleRow;
+use vaultline_runtime::metrics::{MetricName, count};
+use vaultline_runtime::runner::{publish, traceparent_for};
+use vaultline_runtime::{Deps, Node, Outgoing, StageError};
+use vaultline_types::{BackupRequested, ScheduleSkipped, StageName, TriggerKind};
+
+/// How often the clock is checked.
+pub const TICK: Duration = Duration::from_millis(500);
+
+/// Adds the scheduler to a node (used by `vaultline-scheduler` and `vaultline serve`).
+///
+/// # Errors
+/// Never; the signature matches the other stages' setup.
+pub async fn install(node: &mut Node) -> Result<(), String> {
+    node.spawn_service(run);
+    Ok(())
+}
+
+/// Ticks until `stop` flips. Errors are logged and retried on the next tick.
+pub async fn run(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
+    tracing::info!(stage = "scheduler", "Stage started.");
+    loop {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Err(error) = tick(&deps, now).await {
+            tracing::warn!(stage = "scheduler", %error, "Scheduler tick failed; retrying.");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+    }
+    tracing::info!(stage = "scheduler", "Stage stopped.");
+}
+
+/// Fires every schedule whose current slot is due at `now` (unix seconds).
+/// Returns how many backups were requested.
+///
+/// # Errors
+/// When the catalog or NATS fails; the next tick retries.
+pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
+    let mut fired = 0;
+    for schedule in deps.catalog.schedules().await? {
+        if !schedule.enabled {
+            continue;
+        }
+        let slot = now / schedule.every_seconds;
+        if slot <= schedule.last_slot
+            || !deps
+                .catalog
+                .claim_slot(&schedule.tenant, &schedule.source, slot)
+                .await?
+        {
+            continue; // Not due, or another replica took it.
+        }
+        if deps
+            .catalog
+            .snapshot_in_flight(&schedule.tenant, &schedule.source)
+            .await?
+        {
+            tracing::warn!(tenant = %schedule.tenant, source = %schedule.source, slot, "Skipping a due slot: the previous snapshot is still in flight.");
+            let skipped = ScheduleSkipped {
+                tenant: schedule.tenant.clone(),
+                source: schedule.source.clone(),
+                slot,
+                reason: "previous snapshot still in flight".into(),
+            };
+            let id = format!("skip-{}", slot_key(&schedule, slot));
+            publish(
+                deps,
+                StageName::Scheduler,
+                Outgoing::event(&skipped),
+                &id,
+                &traceparent_for(&id),
+            )
+            .await?;
+            continue;
+        }
+        let request_id = slot_key(&schedule, slot);
+        let request = BackupRequested {
+            tenant: Some(schedule.tenant.clone()),
+            source: Some(schedule.source.clone()),
+            request_id: Some(request_id.clone()),
+            trigger: TriggerKind::Scheduled,
+        };
+        publish(
+            deps,
+            StageName::Scheduler,
+            Outgoing::event(&request),
+            &request_id,
+            &traceparent_for(&request_id),
+        )
+        .await?;
+        count(
+            MetricName::StageMessages,
+            &[("stage", "scheduler".into()), ("outcome", "done".into())],
+            1,
+        );
+        tracing::info!(tenant = %schedule.tenant, source = %schedule.source, slot, "Fired a scheduled backup.");
+        fired += 1;
+    }
+    Ok(fired)
+}
+
+fn slot_key(schedule: &ScheduleRow, slot: i64) -> String {
+    format!(
+        "schedule-{}-{}-{}-{slot}",
+        schedule.tenant, schedule.source, schedule.every_seconds
+    )
+}

@@ -1,0 +1,6 @@
+fn main() -> std::process::ExitCode {
+    vaultline_runtime::entry::main_with(
+        vaultline_types::StageName::Scheduler,
+        vaultline_scheduler::install,
+    )
+}
