@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::sync::Arc;
+use vaultline_catalog::BatchKey;
 use vaultline_format::keys::{Recipient, parse_recipient};
 use vaultline_format::pack::PackWriter;
 use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
@@ -40,7 +41,14 @@ impl Stage for Packager {
             let stored = self
                 .deps
                 .catalog
-                .batch_stored(&batch.tenant, &batch.snapshot, batch.attempt, batch.batch)
+                .batch_stored(
+                    &batch.tenant,
+                    BatchKey {
+                        snapshot: &batch.snapshot,
+                        attempt: batch.attempt,
+                        batch: batch.batch,
+                    },
+                )
                 .await?;
             return if stored {
                 Ok(vec![])

@@ -6,7 +6,7 @@
 mod manifest;
 
 use std::sync::Arc;
-use vaultline_catalog::{SnapshotStatus, StoredChunk};
+use vaultline_catalog::{BatchKey, SnapshotStatus, StoredChunk};
 use vaultline_format::pack::IndexEntry;
 use vaultline_runtime::{Cx, Deps, Inbound, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
@@ -69,6 +69,14 @@ impl Stage for Uploader {
     }
 }
 
+fn batch_key(pack: &PackStaged) -> BatchKey<'_> {
+    BatchKey {
+        snapshot: &pack.snapshot,
+        attempt: pack.attempt,
+        batch: pack.batch,
+    }
+}
+
 impl Uploader {
     /// Stores one pack, then indexes it: a chunk enters the index only once
     /// its pack is durably in the repository.
@@ -82,7 +90,7 @@ impl Uploader {
             if self
                 .deps
                 .catalog
-                .batch_stored(&pack.tenant, &pack.snapshot, pack.attempt, pack.batch)
+                .batch_stored(&pack.tenant, batch_key(pack))
                 .await?
             {
                 return Ok(None);
@@ -113,15 +121,7 @@ impl Uploader {
             .collect();
         self.deps
             .catalog
-            .record_pack(
-                &pack.tenant,
-                &pack.snapshot,
-                pack.attempt,
-                pack.batch,
-                &pack.pack,
-                size,
-                &chunks,
-            )
+            .record_pack(&pack.tenant, batch_key(pack), &pack.pack, size, &chunks)
             .await?;
         for done in [
             &pack.staged,

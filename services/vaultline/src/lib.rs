@@ -21,15 +21,7 @@ pub async fn start_node(config: Config, stages: &[StageName]) -> anyhow::Result<
 }
 
 /// Stages `vaultline serve` runs by default: all of them.
-pub const SERVED: [StageName; 7] = [
-    StageName::Scheduler,
-    StageName::Extractor,
-    StageName::Packager,
-    StageName::Uploader,
-    StageName::Verifier,
-    StageName::Retention,
-    StageName::Auditor,
-];
+pub const SERVED: [StageName; 7] = StageName::ALL;
 
 async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError> {
     match stage {

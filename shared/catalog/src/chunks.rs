@@ -22,6 +22,15 @@ pub struct StoredChunk {
     pub raw_length: u32,
 }
 
+/// One extraction batch of a snapshot: the unit that becomes one pack.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchKey<'a> {
+    pub snapshot: &'a SnapshotId,
+    /// Extraction attempt the batch belongs to.
+    pub attempt: u32,
+    pub batch: u32,
+}
+
 fn bytes32(v: Vec<u8>) -> Result<[u8; 32]> {
     v.try_into()
         .map_err(|_| Error::Conflict("catalog id is not 32 bytes".into()))
@@ -32,13 +41,12 @@ impl Catalog {
     ///
     /// # Errors
     /// When the query fails.
-    pub async fn batch_stored(
-        &self,
-        tenant: &Name,
-        snapshot: &SnapshotId,
-        attempt: u32,
-        batch: u32,
-    ) -> Result<bool> {
+    pub async fn batch_stored(&self, tenant: &Name, key: BatchKey<'_>) -> Result<bool> {
+        let BatchKey {
+            snapshot,
+            attempt,
+            batch,
+        } = key;
         Ok(self
             .client()
             .await?
@@ -138,13 +146,16 @@ impl Catalog {
     pub async fn record_pack(
         &self,
         tenant: &Name,
-        snapshot: &SnapshotId,
-        attempt: u32,
-        batch: u32,
+        key: BatchKey<'_>,
         pack: &PackId,
         size: u64,
         chunks: &[StoredChunk],
     ) -> Result<()> {
+        let BatchKey {
+            snapshot,
+            attempt,
+            batch,
+        } = key;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let t = tenant.as_str();

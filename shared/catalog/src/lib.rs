@@ -9,7 +9,7 @@ mod snapshots;
 mod tenants;
 
 pub use audit::{AuditEvent, audit_hash};
-pub use chunks::{ChunkLocation, StoredChunk};
+pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
 pub use schedules::ScheduleRow;
 pub use snapshots::{SnapshotRow, SnapshotStatus};
 pub use tenants::{SourceRow, TenantKeyRow};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The whole configuration of a vaultline process.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
     pub nats: NatsConfig,
@@ -138,20 +138,6 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:9464".into(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            nats: NatsConfig::default(),
-            catalog: CatalogConfig::default(),
-            repository: RepositoryConfig::default(),
-            staging: StagingConfig::default(),
-            keys: KeysConfig::default(),
-            admin: AdminConfig::default(),
-            stages: BTreeMap::new(),
         }
     }
 }

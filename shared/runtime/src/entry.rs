@@ -132,6 +132,24 @@ pub fn main_with<F>(name: vaultline_types::StageName, setup: F) -> ExitCode
 where
     F: AsyncFnOnce(&mut Node) -> Result<(), String>,
 {
+    run_main(async {
+        let path = std::env::var_os("VAULTLINE_CONFIG").map(std::path::PathBuf::from);
+        let config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+        let mut node = Node::start(config, &format!("vaultline-{name}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        setup(&mut node).await?;
+        node.run_until_signal().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Sets up logging and the async runtime, runs `main`, and prints its error
+/// as one line (`error: …`), never a backtrace.
+pub fn run_main<F>(main: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<ExitCode, String>>,
+{
     crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -143,18 +161,8 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let result: Result<(), String> = runtime.block_on(async {
-        let path = std::env::var_os("VAULTLINE_CONFIG").map(std::path::PathBuf::from);
-        let config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
-        let mut node = Node::start(config, &format!("vaultline-{name}"))
-            .await
-            .map_err(|e| e.to_string())?;
-        setup(&mut node).await?;
-        node.run_until_signal().await;
-        Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match runtime.block_on(main) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

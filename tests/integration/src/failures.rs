@@ -1,7 +1,7 @@
 //! Poison messages and failing stages: dead letters with reasons, retries,
 //! and snapshots marked failed, while the services keep working.
 
-use crate::harness::{Env, assert_verified, input_subjects, small_tree};
+use crate::harness::{Env, assert_verified, input_subjects};
 use anyhow::Result;
 use futures::StreamExt;
 use std::collections::BTreeSet;
@@ -15,10 +15,7 @@ use vaultline_types::{DataExtracted, StageName, headers};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_on_every_input_subject_is_dead_lettered_and_the_next_snapshot_succeeds()
 -> Result<()> {
-    let env = Env::new().await?;
-    let tree = env.path("tree");
-    small_tree(&tree)?;
-    env.tenant_with_source(&tree).await?;
+    let (env, _tree) = Env::with_small_source().await?;
     let node = env.node().await?;
     let client = async_nats::connect(env.nats.url()).await?;
     let mut dead = client.subscribe("vaultline.dlq.>").await?;
@@ -107,10 +104,7 @@ impl Stage for Flaky {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transient_failures_are_retried_and_exhausted_ones_fail_the_snapshot() -> Result<()> {
-    let env = Env::new().await?;
-    let tree = env.path("tree");
-    small_tree(&tree)?;
-    env.tenant_with_source(&tree).await?;
+    let (env, tree) = Env::with_small_source().await?;
     let mut node = vaultline_runtime::Node::start(env.config(), "test").await?;
     let flaky = Flaky::new(node.deps.clone()).await?;
     let failures = flaky.failures_left.clone();

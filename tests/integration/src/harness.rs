@@ -97,6 +97,15 @@ max-deliver = 3
         vaultline::start_node(self.config(), &vaultline::SERVED).await
     }
 
+    /// A fresh environment with tenant `acme` and source `docs` over a small tree.
+    pub(crate) async fn with_small_source() -> Result<(Env, PathBuf)> {
+        let env = Env::new().await?;
+        let tree = env.path("tree");
+        small_tree(&tree)?;
+        env.tenant_with_source(&tree).await?;
+        Ok((env, tree))
+    }
+
     /// Creates tenant `acme` with source `docs` over `tree`.
     pub(crate) async fn tenant_with_source(&self, tree: &Path) -> Result<()> {
         self.cli(&["tenant", "create", "acme"]).await?;
@@ -156,7 +165,7 @@ pub(crate) fn input_subjects() -> Vec<(StageName, &'static str)> {
 }
 
 /// A small tree for tests that are not about data.
-pub(crate) fn small_tree(root: &Path) -> Result<()> {
+fn small_tree(root: &Path) -> Result<()> {
     std::fs::create_dir_all(root.join("sub"))?;
     std::fs::write(root.join("a.txt"), "alpha\n".repeat(1000))?;
     std::fs::write(

@@ -1,17 +1,14 @@
 //! The operations surface: /metrics by stage and outcome, readiness that
 //! follows NATS going away and coming back.
 
-use crate::harness::{Env, assert_verified, small_tree};
+use crate::harness::{Env, assert_verified};
 use anyhow::Result;
 use std::time::Duration;
 use vaultline_testkit::{eventually, http_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_report_every_stage_and_ready_follows_nats() -> Result<()> {
-    let mut env = Env::new().await?;
-    let tree = env.path("tree");
-    small_tree(&tree)?;
-    env.tenant_with_source(&tree).await?;
+    let (mut env, _tree) = Env::with_small_source().await?;
     let node = env.node().await?;
     let admin = node.admin;
     assert_eq!(http_get(admin, "/health/live").await?.0, 200);

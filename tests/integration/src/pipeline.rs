@@ -1,6 +1,6 @@
 //! The data path end to end: a real tree through every stage and back.
 
-use crate::harness::{Env, assert_verified, small_tree};
+use crate::harness::{Env, assert_verified};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -189,10 +189,7 @@ async fn a_tree_round_trips_byte_identical_and_the_second_backup_dedups() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_plain_nats_json_trigger_produces_a_verified_snapshot() -> Result<()> {
-    let env = Env::new().await?;
-    let tree = env.path("tree");
-    small_tree(&tree)?;
-    env.tenant_with_source(&tree).await?;
+    let (env, _tree) = Env::with_small_source().await?;
     let node = env.node().await?;
     // Exactly what an operator types: nats pub vaultline.backup.request.acme.docs '{}'
     let client = async_nats::connect(env.nats.url()).await?;
@@ -209,10 +206,7 @@ async fn a_plain_nats_json_trigger_produces_a_verified_snapshot() -> Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restoring_with_another_tenants_identity_fails_clearly() -> Result<()> {
-    let env = Env::new().await?;
-    let tree = env.path("tree");
-    small_tree(&tree)?;
-    env.tenant_with_source(&tree).await?;
+    let (env, tree) = Env::with_small_source().await?;
     env.cli(&["tenant", "create", "other"]).await?;
     let other_identity = env.path("other.key");
     env.cli(&[

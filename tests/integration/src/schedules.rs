@@ -1,7 +1,7 @@
 //! The scheduler: slots fire once however many replicas run, missed slots
 //! fire once, and scheduled snapshots flow through the whole pipeline.
 
-use crate::harness::{Env, assert_verified, small_tree};
+use crate::harness::{Env, assert_verified};
 use anyhow::Result;
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -10,10 +10,7 @@ use vaultline_types::{Name, headers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_fire_each_slot_once_and_downtime_catches_up_once() -> Result<()> {
-    let env = Env::new().await?;
-    let tree = env.path("tree");
-    small_tree(&tree)?;
-    env.tenant_with_source(&tree).await?;
+    let (env, _tree) = Env::with_small_source().await?;
     env.cli(&["schedule", "add", "acme/docs", "--every", "10s"])
         .await?;
     // Only the deps: no stage consumes, so we count exactly what the schedulers publish.
@@ -70,10 +67,7 @@ async fn replicas_fire_each_slot_once_and_downtime_catches_up_once() -> Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduled_backup_runs_through_the_pipeline() -> Result<()> {
-    let env = Env::new().await?;
-    let tree = env.path("tree");
-    small_tree(&tree)?;
-    env.tenant_with_source(&tree).await?;
+    let (env, _tree) = Env::with_small_source().await?;
     env.cli(&["schedule", "add", "acme/docs", "--every", "2s"])
         .await?;
     let node = env.node().await?;
