@@ -27,22 +27,18 @@ async fn check_pack(
     size: u64,
 ) -> Result<Option<String>, StageError> {
     let key = ObjectKey::pack(tenant, &pack);
-    let bytes = match deps.repository.get(&key).await {
-        Ok(bytes) => bytes,
+    let (digest, stored_size) = match deps.repository.digest(&key).await {
+        Ok(found) => found,
         Err(vaultline_storage::Error::NotFound { .. }) => {
             return Ok(Some(format!("pack {pack} is missing")));
         }
         Err(e) => return Err(e.into()),
     };
-    let digest =
-        tokio::task::spawn_blocking(move || (vaultline_format::sha256(&bytes), bytes.len() as u64))
-            .await?;
-    Ok(if digest.1 != size {
+    Ok(if stored_size != size {
         Some(format!(
-            "pack {pack} has {} bytes, {size} recorded",
-            digest.1
+            "pack {pack} has {stored_size} bytes, {size} recorded"
         ))
-    } else if digest.0 != pack.0 {
+    } else if digest != pack.0 {
         Some(format!("pack {pack} does not match its recorded digest"))
     } else {
         None
@@ -77,9 +73,9 @@ impl Stage for Verifier {
             .flatten()
             .collect();
         let manifest_key = ObjectKey::manifest(&stored.tenant, &stored.snapshot);
-        match self.deps.repository.get(&manifest_key).await {
-            Ok(bytes) => {
-                if Some(hex::encode(vaultline_format::sha256(&bytes))) != row.manifest_digest {
+        match self.deps.repository.digest(&manifest_key).await {
+            Ok((digest, _)) => {
+                if Some(hex::encode(digest)) != row.manifest_digest {
                     problems.push("manifest does not match its recorded digest".into());
                 }
             }

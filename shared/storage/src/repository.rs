@@ -3,6 +3,7 @@
 //! temporary name, fsync, rename).
 
 use crate::{Result, check_key, io_err, temp_suffix};
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use vaultline_types::{Name, PackId, SnapshotId};
@@ -95,6 +96,35 @@ impl Repository {
                 tokio::fs::read(&path)
                     .await
                     .map_err(|e| not_found_or(e, "object", key, &path))
+            }
+        }
+    }
+
+    /// SHA-256 and size of a stored object, read in 1 MiB blocks so memory does
+    /// not grow with the object (level-1 verification).
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] when absent.
+    pub async fn digest(&self, key: &str) -> Result<([u8; 32], u64)> {
+        check_key(key)?;
+        match self {
+            Repository::Fs(fs) => {
+                let path = fs.root.join(key);
+                let mut file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| not_found_or(e, "object", key, &path))?;
+                let mut hasher = sha2::Sha256::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut size = 0u64;
+                loop {
+                    let n = file.read(&mut buf).await.map_err(io_err("read", &path))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    size += n as u64;
+                }
+                Ok((hasher.finalize().into(), size))
             }
         }
     }
@@ -258,6 +288,11 @@ mod tests {
         assert_eq!(repo.put_file("a/b/c", &local).await.unwrap(), 10);
         assert_eq!(repo.get_range("a/b/c", 3, 4).await.unwrap(), b"3456");
         assert_eq!(repo.size("a/b/c").await.unwrap(), Some(10));
+        let (digest, size) = repo.digest("a/b/c").await.unwrap();
+        assert_eq!(
+            (hex::encode(digest), size),
+            (hex::encode(sha2::Sha256::digest(b"0123456789")), 10)
+        );
         assert!(repo.get_range("a/b/c", 8, 4).await.is_err());
         repo.delete("a/b/c").await.unwrap();
         assert!(matches!(
