@@ -37,20 +37,20 @@ impl Stage for Packager {
         let staging = &self.deps.staging;
         let raw = staging.path(&batch.staged)?;
         if !raw.exists() {
-            // Redelivered after the uploader stored it and cleaned up: done.
-            let stored = self
-                .deps
-                .catalog
-                .batch_stored(
-                    &batch.tenant,
-                    BatchKey {
-                        snapshot: &batch.snapshot,
-                        attempt: batch.attempt,
-                        batch: batch.batch,
-                    },
-                )
-                .await?;
-            return if stored {
+            let catalog = &self.deps.catalog;
+            let key = BatchKey {
+                snapshot: &batch.snapshot,
+                attempt: batch.attempt,
+                batch: batch.batch,
+            };
+            // Redelivered after the uploader stored it and cleaned up, or left
+            // over from an extraction attempt that was superseded: both done.
+            let superseded = catalog
+                .snapshot(&batch.tenant, &batch.snapshot)
+                .await?
+                .attempt
+                .is_some_and(|attempt| attempt as u32 != batch.attempt);
+            return if superseded || catalog.batch_stored(&batch.tenant, key).await? {
                 Ok(vec![])
             } else {
                 Err(StageError::permanent(

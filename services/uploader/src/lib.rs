@@ -86,13 +86,15 @@ impl Uploader {
         let index_path = staging.path(&format!("{}.idx", pack.staged))?;
         let key = ObjectKey::pack(&pack.tenant, &pack.pack);
         if !local.exists() {
-            // Redelivered after we stored and cleaned up.
-            if self
-                .deps
-                .catalog
-                .batch_stored(&pack.tenant, batch_key(pack))
+            // Redelivered after we stored and cleaned up, or left over from a
+            // superseded extraction attempt: both done.
+            let catalog = &self.deps.catalog;
+            let superseded = catalog
+                .snapshot(&pack.tenant, &pack.snapshot)
                 .await?
-            {
+                .attempt
+                .is_some_and(|attempt| attempt as u32 != pack.attempt);
+            if superseded || catalog.batch_stored(&pack.tenant, batch_key(pack)).await? {
                 return Ok(None);
             }
             return Err(StageError::permanent(

@@ -164,3 +164,26 @@ async fn transient_failures_are_retried_and_exhausted_ones_fail_the_snapshot() -
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vanished_source_fails_the_snapshot_with_a_clear_error() -> Result<()> {
+    let (env, tree) = Env::with_small_source().await?;
+    let node = env.node().await?;
+    std::fs::remove_dir_all(&tree)?;
+    let err = env
+        .cli(&["backup", "acme/docs", "--wait", "--timeout", "60"])
+        .await
+        .expect_err("must fail");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("extractor failed") && text.contains(tree.to_str().unwrap()),
+        "{text}"
+    );
+    let row = env.wait_final(1).await?;
+    assert_eq!(row.status, SnapshotStatus::Failed);
+    // Nothing half-made is left in staging for that snapshot.
+    let staged = env.path("staging").join("acme").join(row.id.as_str());
+    assert!(!staged.exists() || std::fs::read_dir(&staged)?.next().is_none());
+    node.shutdown().await;
+    Ok(())
+}
