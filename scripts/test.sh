@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 ensure_nats_server
 ensure_postgres
 echo "==> nats-server: $VAULTLINE_NATS_SERVER ($("$VAULTLINE_NATS_SERVER" --version))"
+# The process tests start the per-stage binaries themselves.
+cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

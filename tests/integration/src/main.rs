@@ -5,4 +5,5 @@ mod failures;
 mod harness;
 mod ops;
 mod pipeline;
+mod processes;
 mod schedules;
