@@ -37,4 +37,4 @@ ensure_postgres() {
 }
 
 # Build output survives between runs on the same machine; a fresh machine builds cold.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vaultline/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/vaultline/target}"
