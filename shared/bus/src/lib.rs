@@ -183,6 +183,16 @@ fn format_backoff(backoff: &[Duration]) -> String {
         .join(",")
 }
 
+/// The URL without any `user:password@` part, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}<redacted>@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// A connection to NATS with JetStream.
 #[derive(Clone, Debug)]
 pub struct Bus {
@@ -325,6 +335,15 @@ mod tests {
             assert_eq!(policy.delay(1), Duration::from_secs(1));
             assert_eq!(policy.delay(99), Duration::from_secs(60));
         }
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("nats://svc:s3cret@10.0.0.1:4222"),
+            "nats://<redacted>@10.0.0.1:4222"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 
     #[test]
