@@ -315,6 +315,26 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// Polls `GET path` until it answers `status`, for at most `timeout`.
+///
+/// # Errors
+/// When it does not in time.
+pub async fn wait_for_status(
+    addr: SocketAddr,
+    path: &str,
+    status: u16,
+    timeout: Duration,
+) -> Result<()> {
+    let what = format!("{path} on {addr} to answer {status}");
+    eventually(timeout, &what, || async move {
+        http_get(addr, path)
+            .await
+            .map(|r| r.0 == status)
+            .unwrap_or(false)
+    })
+    .await
+}
+
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.
 ///
 /// # Errors

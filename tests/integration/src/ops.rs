@@ -4,7 +4,7 @@
 use crate::harness::{Env, assert_verified};
 use anyhow::Result;
 use std::time::Duration;
-use vaultline_testkit::{eventually, http_get};
+use vaultline_testkit::{http_get, wait_for_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_report_every_stage_and_ready_follows_nats() -> Result<()> {
@@ -49,31 +49,11 @@ async fn metrics_report_every_stage_and_ready_follows_nats() -> Result<()> {
     );
 
     env.nats.stop();
-    eventually(
-        Duration::from_secs(20),
-        "/health/ready to answer 503",
-        || async move {
-            http_get(admin, "/health/ready")
-                .await
-                .map(|r| r.0 == 503)
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    wait_for_status(admin, "/health/ready", 503, Duration::from_secs(20)).await?;
     let (_, why) = http_get(admin, "/health/dependencies").await?;
     assert!(why.contains("\"nats\":{\"error\""), "{why}");
     env.nats.restart()?;
-    eventually(
-        Duration::from_secs(30),
-        "/health/ready to answer 200 again",
-        || async move {
-            http_get(admin, "/health/ready")
-                .await
-                .map(|r| r.0 == 200)
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    wait_for_status(admin, "/health/ready", 200, Duration::from_secs(30)).await?;
     // And the pipeline works after the outage.
     env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
         .await?;

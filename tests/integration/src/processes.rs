@@ -6,7 +6,7 @@ use crate::harness::{Env, assert_verified};
 use anyhow::{Context, Result};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use vaultline_testkit::{eventually, free_port, http_get};
+use vaultline_testkit::{free_port, http_get, wait_for_status};
 use vaultline_types::StageName;
 
 /// `target/<profile>/` of this test binary (`…/deps/integration-<hash>`).
@@ -52,19 +52,8 @@ async fn each_stage_runs_as_its_own_process() -> Result<()> {
             .spawn()?;
         stages.0.push((stage, child, admin));
     }
-    for (stage, _, admin) in &stages.0 {
-        let admin = *admin;
-        eventually(
-            Duration::from_secs(30),
-            &format!("{stage} to be ready"),
-            || async move {
-                http_get(admin, "/health/ready")
-                    .await
-                    .map(|r| r.0 == 200)
-                    .unwrap_or(false)
-            },
-        )
-        .await?;
+    for (_, _, admin) in &stages.0 {
+        wait_for_status(*admin, "/health/ready", 200, Duration::from_secs(30)).await?;
     }
 
     env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
