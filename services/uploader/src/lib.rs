@@ -184,10 +184,25 @@ impl Uploader {
         if catalog.batches_stored(tenant, snapshot).await? < total {
             return Ok(None);
         }
+        // Two handlers can see the snapshot complete at once (the last pack and
+        // *snapshot extracted*). Manifests are encrypted with fresh randomness,
+        // so only one may write it: the other leaves the work to the holder.
+        let Some(lock) = catalog.try_lock_snapshot(tenant, snapshot).await? else {
+            return Ok(None);
+        };
+        let row = catalog.snapshot(tenant, snapshot).await?;
+        if row.status != SnapshotStatus::Extracted {
+            lock.release().await?;
+            return Ok(None);
+        }
         let attempt = row.attempt.unwrap_or(1) as u32;
         let written = manifest::write(&self.deps, tenant, snapshot, attempt, &row.key_id).await?;
         let key = ObjectKey::manifest(tenant, snapshot);
-        self.deps.repository.put_file(&key, &written.path).await?;
+        // Replace: a holder that died before recording its digest may have left other bytes.
+        self.deps
+            .repository
+            .replace_file(&key, &written.path)
+            .await?;
         let bytes_stored = written.size + written.new_pack_bytes;
         let first = catalog
             .mark_stored(
@@ -199,6 +214,7 @@ impl Uploader {
                 bytes_stored,
             )
             .await?;
+        lock.release().await?;
         self.deps
             .staging
             .remove_prefix(&format!("{tenant}/{snapshot}"))?;

@@ -11,7 +11,7 @@ mod tenants;
 pub use audit::{AuditEvent, audit_hash};
 pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
 pub use schedules::ScheduleRow;
-pub use snapshots::{SnapshotRow, SnapshotStatus};
+pub use snapshots::{SnapshotLock, SnapshotRow, SnapshotStatus};
 pub use tenants::{SourceRow, TenantKeyRow};
 
 use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};

@@ -69,7 +69,19 @@ impl Repository {
     pub async fn put_file(&self, key: &str, local: &Path) -> Result<u64> {
         check_key(key)?;
         match self {
-            Repository::Fs(fs) => fs.put_file(key, local).await,
+            Repository::Fs(fs) => fs.put_file(key, local, false).await,
+        }
+    }
+
+    /// Stores the file at `local` under `key`, replacing whatever is there
+    /// (manifests: a crashed earlier attempt may have left different bytes).
+    ///
+    /// # Errors
+    /// When reading `local` or writing the object fails.
+    pub async fn replace_file(&self, key: &str, local: &Path) -> Result<u64> {
+        check_key(key)?;
+        match self {
+            Repository::Fs(fs) => fs.put_file(key, local, true).await,
         }
     }
 
@@ -218,13 +230,14 @@ fn not_found_or(e: std::io::Error, what: &'static str, key: &str, path: &Path) -
 }
 
 impl FsRepository {
-    async fn put_file(&self, key: &str, local: &Path) -> Result<u64> {
+    async fn put_file(&self, key: &str, local: &Path, replace: bool) -> Result<u64> {
         let target = self.root.join(key);
         let size = tokio::fs::metadata(local)
             .await
             .map_err(io_err("stat", local))?
             .len();
-        if let Ok(existing) = tokio::fs::metadata(&target).await
+        if !replace
+            && let Ok(existing) = tokio::fs::metadata(&target).await
             && existing.len() == size
         {
             return Ok(size);
