@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use vaultline_catalog::{AuditEvent, SnapshotStatus};
 use vaultline_runtime::{Cx, Deps, HeaderMap, Inbound, Outcome, Stage, StageError};
-use vaultline_types::{DecodeError, Name, SnapshotFailed, SnapshotId, StageName, headers};
+use vaultline_types::{DecodeError, Message, Name, SnapshotFailed, SnapshotId, StageName, headers};
 
 /// Any vaultline message, as the auditor sees it.
 pub struct AnyEvent {
@@ -40,13 +40,9 @@ impl Inbound for AnyEvent {
             });
         let rest = subject.strip_prefix("vaultline.").unwrap_or(subject);
         let kind = rest.split('.').take(2).collect::<Vec<_>>().join(".");
-        let failed = if subject
-            .starts_with(&vaultline_types::subject_filter::<SnapshotFailed>().replace(".>", "."))
-        {
-            SnapshotFailed::decode(subject, headers, payload).ok()
-        } else {
-            None
-        };
+        let failed = (kind == SnapshotFailed::KIND)
+            .then(|| SnapshotFailed::decode(subject, headers, payload).ok())
+            .flatten();
         Ok(AnyEvent {
             subject: subject.to_owned(),
             kind,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vaultline_catalog::SnapshotStatus;
 use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
 use vaultline_types::{
-    BackupRequested, DataExtracted, SnapshotExtracted, SnapshotId, SnapshotStarted, StageName,
+    BackupRequested, DataExtracted, Name, SnapshotExtracted, SnapshotId, SnapshotStarted, StageName,
 };
 
 /// Default bytes of new data per batch (and so per pack).
@@ -61,18 +61,15 @@ impl Stage for Extractor {
             // Extraction finished but our ack was lost: say so again (the
             // output's id is stable, so the stream drops it if it was seen).
             SnapshotStatus::Extracted if cx.delivered > 1 => {
-                let attempt = row.attempt.unwrap_or(1) as u32;
-                return Ok(vec![Outgoing::event(&SnapshotExtracted {
-                    tenant,
-                    source,
-                    snapshot: snapshot.clone(),
-                    attempt,
+                let summary = files::Summary {
                     batches: row.batches_total.unwrap_or(0) as u32,
-                    manifest: files::draft_key(&row.tenant, &snapshot, attempt),
                     files: row.files as u64,
                     bytes_read: row.bytes_read as u64,
                     bytes_new: row.bytes_new as u64,
-                })]);
+                    source_digest: row.source_digest.clone().unwrap_or_default(),
+                };
+                let attempt = row.attempt.unwrap_or(1) as u32;
+                return Ok(vec![extracted(tenant, source, snapshot, attempt, &summary)]);
             }
             _ => return Ok(vec![]),
         }
@@ -143,18 +140,29 @@ impl Stage for Extractor {
             &labels,
             summary.bytes_new,
         );
-        Ok(vec![Outgoing::event(&SnapshotExtracted {
-            tenant: tenant.clone(),
-            source,
-            snapshot: snapshot.clone(),
-            attempt,
-            batches: summary.batches,
-            manifest: files::draft_key(&tenant, &snapshot, attempt),
-            files: summary.files,
-            bytes_read: summary.bytes_read,
-            bytes_new: summary.bytes_new,
-        })])
+        Ok(vec![extracted(tenant, source, snapshot, attempt, &summary)])
     }
+}
+
+/// The end-of-extraction event, from a fresh summary or one rebuilt from the catalog.
+fn extracted(
+    tenant: Name,
+    source: Name,
+    snapshot: SnapshotId,
+    attempt: u32,
+    summary: &files::Summary,
+) -> Outgoing {
+    Outgoing::event(&SnapshotExtracted {
+        manifest: files::draft_key(&tenant, &snapshot, attempt),
+        tenant,
+        source,
+        snapshot,
+        attempt,
+        batches: summary.batches,
+        files: summary.files,
+        bytes_read: summary.bytes_read,
+        bytes_new: summary.bytes_new,
+    })
 }
 
 /// Emits a finished batch; used by the source connectors.

@@ -36,15 +36,7 @@ pub struct CatalogConfig {
 
 impl std::fmt::Debug for CatalogConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = match self.url.split_once('@') {
-            Some((creds, host)) if creds.contains(':') && creds.matches(':').count() > 1 => {
-                format!(
-                    "{}:<redacted>@{host}",
-                    creds.rsplit_once(':').map(|c| c.0).unwrap_or(creds)
-                )
-            }
-            _ => self.url.clone(),
-        };
+        let redacted = vaultline_bus::redact_url(&self.url);
         f.debug_struct("CatalogConfig")
             .field("url", &redacted)
             .finish()
