@@ -2,12 +2,18 @@
 //! due slot once (safe with several replicas), never while the source has a
 //! snapshot in flight; emits *backup requested*.
 //!
-//! Schedules are intervals: slot n of a schedule every `s` seconds starts at
-//! unix time n·s. A replica claims a slot in the catalog before publishing, so
-//! replicas never fire a slot twice; the trigger's request id and Nats-Msg-Id
-//! are the slot's own, so even a retried publish is one backup. After downtime
-//! only the current slot is due: missed slots fire once, not once each.
+//! A schedule is a cron expression in an IANA time zone or an interval; a slot
+//! is identified by the unix time it begins. A replica claims a slot in the
+//! catalog before publishing, so replicas never fire a slot twice; the
+//! trigger's request id and Nats-Msg-Id are the slot's own, so even a retried
+//! publish is one backup. After downtime only the latest slot is due: missed
+//! slots fire once, not once each. A slot that finds the source's previous
+//! snapshot (or trigger) still in flight is skipped, and the skip is published
+//! for the auditor.
 
+mod cadence;
+
+pub use cadence::Cadence;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -45,7 +51,7 @@ pub async fn run(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
     tracing::info!(stage = "scheduler", "Stage stopped.");
 }
 
-/// Fires every schedule whose current slot is due at `now` (unix seconds).
+/// Fires every schedule whose latest slot is due at `now` (unix seconds).
 /// Returns how many backups were requested.
 ///
 /// # Errors
@@ -56,20 +62,32 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
         if !schedule.enabled {
             continue;
         }
-        let slot = now / schedule.every_seconds;
-        if slot <= schedule.last_slot
-            || !deps
-                .catalog
-                .claim_slot(&schedule.tenant, &schedule.source, slot)
-                .await?
-        {
-            continue; // Not due, or another replica took it.
+        let cadence = match Cadence::parse(&schedule.spec) {
+            Ok(cadence) => cadence,
+            Err(error) => {
+                tracing::warn!(tenant = %schedule.tenant, source = %schedule.source, %error, "Ignoring an invalid schedule.");
+                continue;
+            }
+        };
+        let Some(slot) = cadence.latest_at_or_before(now) else {
+            continue;
+        };
+        if slot <= schedule.last_slot {
+            continue; // Not due yet.
         }
+        let key = slot_key(&schedule, slot);
         if deps
             .catalog
             .snapshot_in_flight(&schedule.tenant, &schedule.source)
             .await?
         {
+            if !deps
+                .catalog
+                .claim_slot(&schedule.tenant, &schedule.source, slot, None)
+                .await?
+            {
+                continue; // Another replica took it.
+            }
             tracing::warn!(tenant = %schedule.tenant, source = %schedule.source, slot, "Skipping a due slot: the previous snapshot is still in flight.");
             let skipped = ScheduleSkipped {
                 tenant: schedule.tenant.clone(),
@@ -77,7 +95,7 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
                 slot,
                 reason: "previous snapshot still in flight".into(),
             };
-            let id = format!("skip-{}", slot_key(&schedule, slot));
+            let id = format!("skip-{key}");
             publish(
                 deps,
                 StageName::Scheduler,
@@ -86,21 +104,32 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
                 &traceparent_for(&id),
             )
             .await?;
+            count(
+                MetricName::StageMessages,
+                &[("stage", "scheduler".into()), ("outcome", "skipped".into())],
+                1,
+            );
             continue;
         }
-        let request_id = slot_key(&schedule, slot);
+        if !deps
+            .catalog
+            .claim_slot(&schedule.tenant, &schedule.source, slot, Some(&key))
+            .await?
+        {
+            continue; // Another replica took it.
+        }
         let request = BackupRequested {
             tenant: Some(schedule.tenant.clone()),
             source: Some(schedule.source.clone()),
-            request_id: Some(request_id.clone()),
+            request_id: Some(key.clone()),
             trigger: TriggerKind::Scheduled,
         };
         publish(
             deps,
             StageName::Scheduler,
             Outgoing::event(&request),
-            &request_id,
-            &traceparent_for(&request_id),
+            &key,
+            &traceparent_for(&key),
         )
         .await?;
         count(
@@ -114,9 +143,7 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
     Ok(fired)
 }
 
-fn slot_key(schedule: &ScheduleRow, slot: i64) -> String {
-    format!(
-        "schedule-{}-{}-{}-{slot}",
-        schedule.tenant, schedule.source, schedule.every_seconds
-    )
+/// The request id and Nats-Msg-Id of a slot: the same on every replica.
+pub fn slot_key(schedule: &ScheduleRow, slot: i64) -> String {
+    format!("schedule-{}-{}-{slot}", schedule.tenant, schedule.source)
 }

@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use vaultline_catalog::{Catalog, SnapshotRow, SnapshotStatus};
+use vaultline_catalog::{Catalog, ScheduleSpec, SnapshotRow, SnapshotStatus};
+use vaultline_scheduler::Cadence;
 use vaultline_format::keys::{Kek, identity_file_text};
 use vaultline_runtime::Config;
 use vaultline_runtime::deps::load_kek;
@@ -42,7 +43,7 @@ pub enum Command {
     /// Manage sources.
     #[command(subcommand)]
     Source(SourceCommand),
-    /// Manage schedules (one interval schedule per source).
+    /// Manage schedules (one per source: cron in a time zone, or an interval).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
     /// Trigger a backup of TENANT/SOURCE now.
@@ -105,13 +106,19 @@ pub enum TenantCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ScheduleCommand {
-    /// Back up TENANT/SOURCE every interval: `vaultline schedule add acme/docs --every 6h`.
+    /// Schedule TENANT/SOURCE: `--cron '0 3 * * *' --timezone Europe/Paris` or `--every 6h`.
     Add {
         /// `tenant/source`
         source: String,
-        /// Interval, e.g. `30s`, `15m`, `6h`, `1day`. Slots start at multiples of it (UTC).
+        /// Cron expression: 5 fields (minute hour day month weekday) or 6 with seconds first.
+        #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+        cron: Option<String>,
+        /// IANA time zone the cron expression is read in.
+        #[arg(long, default_value = "UTC", requires = "cron")]
+        timezone: String,
+        /// Interval, e.g. `30s`, `15m`, `6h`, `1day`. Slots start at multiples of it since the unix epoch.
         #[arg(long)]
-        every: String,
+        every: Option<String>,
     },
     /// List schedules.
     List {
@@ -362,20 +369,36 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 async fn schedule(config: &Config, command: ScheduleCommand) -> Result<()> {
     let catalog = catalog(config).await?;
     match command {
-        ScheduleCommand::Add { source, every } => {
+        ScheduleCommand::Add {
+            source,
+            cron,
+            timezone,
+            every,
+        } => {
             let (tenant, source) = parse_pair(&source)?;
-            let interval = humantime::parse_duration(&every).with_context(|| {
-                format!("{every:?} is not an interval (e.g. 30s, 15m, 6h, 1day)")
-            })?;
-            let seconds = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX);
-            if seconds < 1 {
-                bail!("the interval must be at least one second");
-            }
+            let spec = match (cron, every) {
+                (Some(expression), _) => ScheduleSpec::Cron {
+                    expression,
+                    timezone,
+                },
+                (None, Some(every)) => {
+                    let interval = humantime::parse_duration(&every).with_context(|| {
+                        format!("{every:?} is not an interval (e.g. 30s, 15m, 6h, 1day)")
+                    })?;
+                    ScheduleSpec::Every {
+                        seconds: i64::try_from(interval.as_secs()).unwrap_or(i64::MAX),
+                    }
+                }
+                (None, None) => bail!("give --cron or --every"),
+            };
+            let cadence = Cadence::parse(&spec).map_err(anyhow::Error::msg)?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            catalog.set_schedule(&tenant, &source, seconds, now).await?;
+            let last = cadence.latest_at_or_before(now).unwrap_or(now);
+            catalog.set_schedule(&tenant, &source, &spec, last).await?;
+            let next = cadence.next_after(last.max(now)).map(utc).unwrap_or_default();
             println!(
-                "{tenant}/{source} is backed up every {}",
-                humantime::format_duration(interval)
+                "{tenant}/{source} is backed up {}; next at {next}",
+                describe(&spec)
             );
         }
         ScheduleCommand::List { json } => {
@@ -384,21 +407,20 @@ async fn schedule(config: &Config, command: ScheduleCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<32} {:>12} {:<8} NEXT (UTC)",
-                    "SOURCE", "EVERY", "ENABLED"
+                    "{:<32} {:<40} {:<8} NEXT (UTC)",
+                    "SOURCE", "WHEN", "ENABLED"
                 );
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
                 for r in rows {
-                    let next = time::OffsetDateTime::from_unix_timestamp(
-                        (r.last_slot + 1) * r.every_seconds,
-                    )
-                    .map(|t| t.to_string())
-                    .unwrap_or_default();
-                    let every =
-                        humantime::format_duration(Duration::from_secs(r.every_seconds as u64));
+                    let next = Cadence::parse(&r.spec)
+                        .ok()
+                        .and_then(|c| c.next_after(r.last_slot.max(now)))
+                        .map(utc)
+                        .unwrap_or_else(|| "-".into());
                     println!(
-                        "{:<32} {:>12} {:<8} {next}",
+                        "{:<32} {:<40} {:<8} {next}",
                         format!("{}/{}", r.tenant, r.source),
-                        every.to_string(),
+                        describe(&r.spec),
                         r.enabled
                     );
                 }
@@ -415,6 +437,26 @@ async fn schedule(config: &Config, command: ScheduleCommand) -> Result<()> {
         ScheduleCommand::Disable { source } => toggle(&catalog, &source, false).await?,
     }
     Ok(())
+}
+
+fn describe(spec: &ScheduleSpec) -> String {
+    match spec {
+        ScheduleSpec::Cron {
+            expression,
+            timezone,
+        } => format!("at cron {expression:?} ({timezone})"),
+        ScheduleSpec::Every { seconds } => format!(
+            "every {}",
+            humantime::format_duration(Duration::from_secs((*seconds).max(0) as u64))
+        ),
+    }
+}
+
+fn utc(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 async fn toggle(catalog: &Catalog, source: &str, enabled: bool) -> Result<()> {

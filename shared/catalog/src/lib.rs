@@ -10,7 +10,7 @@ mod tenants;
 
 pub use audit::{AuditEvent, audit_hash};
 pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
-pub use schedules::ScheduleRow;
+pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow, ScheduleSpec};
 pub use snapshots::{SnapshotLock, SnapshotRow, SnapshotStatus};
 pub use tenants::{SourceRow, TenantKeyRow};
 
@@ -82,6 +82,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_schedules.sql")),
+    (3, include_str!("../migrations/0003_operating_loop.sql")),
 ];
 
 /// A pool of catalog connections.

@@ -119,6 +119,14 @@ max-deliver = 3
         .await
     }
 
+    /// A plain connection to the test catalog, for what no command shows.
+    pub(crate) async fn sql(&self) -> Result<tokio_postgres::Client> {
+        let (client, connection) =
+            tokio_postgres::connect(self._pg.url(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -175,4 +183,45 @@ fn small_tree(root: &Path) -> Result<()> {
             .collect::<Vec<_>>(),
     )?;
     Ok(())
+}
+
+/// `target/<profile>/NAME`: a binary built beside this test binary (`…/deps/integration-<hash>`).
+pub(crate) fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target dir")?;
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is not built (scripts/test.sh builds every binary first)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A vaultline binary running as its own process; killed when dropped.
+pub(crate) struct Process(pub(crate) std::process::Child);
+
+impl Process {
+    /// Starts `vaultline-<stage>` (or any built binary) with the env's config
+    /// and an admin port of its own.
+    pub(crate) fn start(env: &Env, name: &str) -> Result<Process> {
+        let admin = format!("127.0.0.1:{}", vaultline_testkit::free_port());
+        let child = std::process::Command::new(binary(name)?)
+            .env("VAULTLINE_CONFIG", &env.config_file)
+            .env("VAULTLINE_ADMIN__LISTEN", admin)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Process(child))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

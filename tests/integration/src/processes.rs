@@ -2,28 +2,12 @@
 //! flows through all of them, each answers /metrics and /health, and each
 //! exits cleanly on SIGTERM.
 
-use crate::harness::{Env, assert_verified};
-use anyhow::{Context, Result};
+use crate::harness::{Env, assert_verified, binary};
+use anyhow::Result;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use vaultline_testkit::{free_port, http_get, wait_for_status};
 use vaultline_types::StageName;
-
-/// `target/<profile>/` of this test binary (`…/deps/integration-<hash>`).
-fn binary(name: &str) -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary has no target dir")?;
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is not built (scripts/test.sh builds every binary first)",
-        path.display()
-    );
-    Ok(path)
-}
 
 struct Stages(Vec<(StageName, Child, std::net::SocketAddr)>);
 

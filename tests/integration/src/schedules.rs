@@ -1,12 +1,15 @@
 //! The scheduler: slots fire once however many replicas run, missed slots
-//! fire once, and scheduled snapshots flow through the whole pipeline.
+//! fire once, a source never has two snapshots in flight, and scheduled
+//! snapshots flow through the whole pipeline.
 
-use crate::harness::{Env, assert_verified};
-use anyhow::Result;
+use crate::harness::{Env, Process, assert_verified};
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use std::collections::BTreeMap;
-use std::time::Duration;
-use vaultline_types::{Name, headers};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vaultline_runtime::{Cx, Deps, Outcome, Stage, StageError};
+use vaultline_types::{BackupRequested, Name, StageName, headers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_fire_each_slot_once_and_downtime_catches_up_once() -> Result<()> {
@@ -20,37 +23,39 @@ async fn replicas_fire_each_slot_once_and_downtime_catches_up_once() -> Result<(
     let mut triggers = client.subscribe("vaultline.backup.request.>").await?;
     client.flush().await?;
 
-    let (tenant, source) = (Name::new("acme")?, Name::new("docs")?);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let next_slot = now / 10 + 1;
+    let next_slot = (now / 10 + 1) * 10;
     // Not due yet: nothing fires.
     assert_eq!(vaultline_scheduler::tick(&deps, now).await?, 0);
     // Two replicas race on the same due slot: exactly one fires it.
-    let due = next_slot * 10;
     let (a, b) = tokio::join!(
-        vaultline_scheduler::tick(&deps, due),
-        vaultline_scheduler::tick(&deps, due + 1)
+        vaultline_scheduler::tick(&deps, next_slot),
+        vaultline_scheduler::tick(&deps, next_slot + 1)
     );
     assert_eq!(a? + b?, 1, "one slot, one trigger");
-    // Down for five slots, then back: one catch-up, not five.
-    let back = due + 55;
+    // The slot's trigger is still in flight (nothing consumes it): the next slot is skipped.
+    let mut skips = client.subscribe("vaultline.schedule.skipped.>").await?;
+    client.flush().await?;
+    assert_eq!(vaultline_scheduler::tick(&deps, next_slot + 10).await?, 0);
+    tokio::time::timeout(Duration::from_secs(5), skips.next())
+        .await?
+        .context("a skip event")?;
+    // Down for five slots, then back (the trigger long since presumed lost): one catch-up, not five.
+    env.sql()
+        .await?
+        .execute(
+            "UPDATE schedules SET last_fired_at = now() - interval '1 day'",
+            &[],
+        )
+        .await?;
+    let back = next_slot + 65;
     assert_eq!(vaultline_scheduler::tick(&deps, back).await?, 1);
     assert_eq!(vaultline_scheduler::tick(&deps, back).await?, 0);
 
-    let mut seen = BTreeMap::new();
-    while let Ok(Some(message)) =
-        tokio::time::timeout(Duration::from_secs(2), triggers.next()).await
-    {
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(headers::MSG_ID))
-            .map(|v| v.as_str().to_owned());
-        *seen.entry(id.unwrap_or_default()).or_insert(0) += 1;
-    }
-    let expected: Vec<String> = [next_slot, (back) / 10]
+    let seen = drain_ids(&mut triggers, Duration::from_secs(2)).await;
+    let expected: Vec<String> = [next_slot, back / 10 * 10]
         .iter()
-        .map(|slot| format!("schedule-{tenant}-{source}-10-{slot}"))
+        .map(|slot| format!("schedule-acme-docs-{slot}"))
         .collect();
     assert_eq!(
         seen.keys().cloned().collect::<Vec<_>>(),
@@ -61,6 +66,196 @@ async fn replicas_fire_each_slot_once_and_downtime_catches_up_once() -> Result<(
         seen.values().all(|n| *n == 1),
         "a slot was published twice: {seen:?}"
     );
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cron_schedule_fires_each_slot_once_with_two_scheduler_processes() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    let without_scheduler: Vec<StageName> = vaultline::SERVED
+        .iter()
+        .copied()
+        .filter(|s| *s != StageName::Scheduler)
+        .collect();
+    let node = vaultline::start_node(env.config(), &without_scheduler).await?;
+    let client = async_nats::connect(env.nats.url()).await?;
+    let mut triggers = client.subscribe("vaultline.backup.request.>").await?;
+    client.flush().await?;
+    env.cli(&[
+        "schedule",
+        "add",
+        "acme/docs",
+        "--cron",
+        "*/2 * * * * *",
+        "--timezone",
+        "Europe/Paris",
+    ])
+    .await?;
+    let replicas = [
+        Process::start(&env, "vaultline-scheduler")?,
+        Process::start(&env, "vaultline-scheduler")?,
+    ];
+    let seen = drain_ids(&mut triggers, Duration::from_secs(10)).await;
+    drop(replicas);
+    env.cli(&["schedule", "disable", "acme/docs"]).await?;
+
+    assert!(seen.len() >= 3, "too few slots fired in 10 s: {seen:?}");
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a slot was published twice: {seen:?}"
+    );
+    let slots: Vec<i64> = seen.keys().map(|id| slot_of(id)).collect::<Result<_>>()?;
+    assert!(slots.iter().all(|s| s % 2 == 0), "off-grid slots: {slots:?}");
+
+    // Every trigger became exactly one verified snapshot, started just after its slot.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in seen.keys() {
+        let row = loop {
+            match env.catalog.snapshot_by_request(id).await? {
+                Some(row) if row.status.is_terminal() => break row,
+                _ if Instant::now() > deadline => anyhow::bail!("no final snapshot for {id}"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        assert_verified(&row);
+        assert_eq!(row.trigger, "scheduled");
+        let lag = row.started_at.unix_timestamp() - slot_of(id)?;
+        assert!((0..5).contains(&lag), "{id} started {lag}s after its slot");
+    }
+    let rows = env
+        .catalog
+        .snapshots(Some(&Name::new("acme")?), Some(&Name::new("docs")?))
+        .await?;
+    assert_eq!(rows.len(), seen.len(), "one snapshot per fired slot");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_scheduler_catches_up_once_when_it_restarts() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    let client = async_nats::connect(env.nats.url()).await?;
+    let mut triggers = client.subscribe("vaultline.backup.request.>").await?;
+    client.flush().await?;
+    // Every stage but the scheduler consumes, so slots are not skipped as in flight.
+    let without_scheduler: Vec<StageName> = vaultline::SERVED
+        .iter()
+        .copied()
+        .filter(|s| *s != StageName::Scheduler)
+        .collect();
+    let node = vaultline::start_node(env.config(), &without_scheduler).await?;
+    env.cli(&["schedule", "add", "acme/docs", "--cron", "*/2 * * * * *"])
+        .await?;
+    let scheduler = Process::start(&env, "vaultline-scheduler")?;
+    let first = tokio::time::timeout(Duration::from_secs(15), triggers.next())
+        .await?
+        .context("a first trigger")?;
+    let before = slot_of(&msg_id(&first))?;
+    drop(scheduler);
+    // Down across at least three slots.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(
+        drain_ids(&mut triggers, Duration::from_millis(100))
+            .await
+            .keys()
+            .all(|id| slot_of(id).is_ok_and(|s| s <= before + 2)),
+        "a stopped scheduler fired"
+    );
+    let _scheduler = Process::start(&env, "vaultline-scheduler")?;
+    let catch_up = tokio::time::timeout(Duration::from_secs(15), triggers.next())
+        .await?
+        .context("a catch-up trigger")?;
+    let received = time::OffsetDateTime::now_utc().unix_timestamp();
+    let catch_up = slot_of(&msg_id(&catch_up))?;
+    assert!(
+        catch_up >= before + 6,
+        "the catch-up is the latest missed slot, not the first ({before} → {catch_up})"
+    );
+    let after = drain_ids(&mut triggers, Duration::from_secs(3)).await;
+    let missed_fired: Vec<i64> = after
+        .keys()
+        .filter_map(|id| slot_of(id).ok())
+        .filter(|s| *s < received && *s != catch_up)
+        .collect();
+    assert!(
+        missed_fired.is_empty(),
+        "missed slots fired once each: {missed_fired:?} besides the catch-up {catch_up}"
+    );
+    env.cli(&["schedule", "disable", "acme/docs"]).await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// The real extractor, slowed down so every backup outlasts several slots.
+struct SlowExtractor(vaultline_extractor::Extractor);
+
+impl Stage for SlowExtractor {
+    const NAME: StageName = StageName::Extractor;
+    type Input = BackupRequested;
+
+    async fn new(deps: Arc<Deps>) -> Result<Self, StageError> {
+        Ok(SlowExtractor(vaultline_extractor::Extractor::new(deps).await?))
+    }
+
+    async fn handle(&self, cx: &Cx, input: BackupRequested) -> Outcome {
+        let outcome = self.0.handle(cx, input).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        outcome
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_source_never_has_two_snapshots_in_flight() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    let mut node = vaultline_runtime::Node::start(env.config(), "test").await?;
+    node.spawn_stage(SlowExtractor::new(node.deps.clone()).await?);
+    node.spawn::<vaultline_packager::Packager>().await?;
+    node.spawn::<vaultline_uploader::Uploader>().await?;
+    node.spawn::<vaultline_verifier::Verifier>().await?;
+    node.spawn::<vaultline_auditor::Auditor>().await?;
+    vaultline_scheduler::install(&mut node)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    env.cli(&["schedule", "add", "acme/docs", "--every", "1s"])
+        .await?;
+    let sql = env.sql().await?;
+    let in_flight = "SELECT count(*) FROM snapshots WHERE status IN ('extracting', 'extracted', 'stored')";
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut most = 0;
+    while Instant::now() < until {
+        most = most.max(sql.query_one(in_flight, &[]).await?.get::<_, i64>(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.cli(&["schedule", "disable", "acme/docs"]).await?;
+    assert_eq!(most, 1, "snapshots in flight at once");
+
+    let rows = env.wait_final(2).await?;
+    assert_verified(&rows);
+    let done = sql
+        .query(
+            "SELECT started_at, finished_at FROM snapshots WHERE status = 'verified' ORDER BY started_at",
+            &[],
+        )
+        .await?;
+    assert!(done.len() >= 2, "only {} snapshot(s) in 10 s", done.len());
+    for pair in done.windows(2) {
+        let finished: time::OffsetDateTime = pair[0].get(1);
+        let next_started: time::OffsetDateTime = pair[1].get(0);
+        assert!(
+            finished <= next_started,
+            "a snapshot started at {next_started} before the previous one finished at {finished}"
+        );
+    }
+    // Each skipped slot is in the audit trail.
+    let skipped: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE kind = 'schedule.skipped'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(skipped >= 3, "skips audited: {skipped}");
     node.shutdown().await;
     Ok(())
 }
@@ -77,4 +272,34 @@ async fn a_scheduled_backup_runs_through_the_pipeline() -> Result<()> {
     env.cli(&["schedule", "disable", "acme/docs"]).await?;
     node.shutdown().await;
     Ok(())
+}
+
+fn msg_id(message: &async_nats::Message) -> String {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(headers::MSG_ID))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// The slot (unix seconds) a scheduled trigger's id names.
+fn slot_of(id: &str) -> Result<i64> {
+    id.rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{id:?} is not a slot id"))
+}
+
+/// Message ids received within `window`, with how often each came.
+async fn drain_ids(
+    subscriber: &mut async_nats::Subscriber,
+    window: Duration,
+) -> BTreeMap<String, u32> {
+    let mut seen = BTreeMap::new();
+    let until = tokio::time::Instant::now() + window;
+    while let Ok(Some(message)) = tokio::time::timeout_at(until, subscriber.next()).await {
+        *seen.entry(msg_id(&message)).or_insert(0) += 1;
+    }
+    seen
 }
