@@ -1,20 +1,99 @@
-//! retention — consumes *snapshot verified*; evaluates the source's policy and
-//! forgets snapshots it no longer keeps (their manifests are deleted; packs
-//! are left for garbage collection); emits *snapshot expired*.
+//! retention — consumes *snapshot verified* and runs periodically; evaluates
+//! each source's policy and forgets the snapshots it no longer keeps (their
+//! manifests are deleted), then garbage-collects packs no live snapshot
+//! references, after a grace period; emits *snapshot expired* and *packs
+//! deleted*.
 
-use serde::Deserialize;
+pub mod gc;
+pub mod policy;
+
+pub use policy::{Candidate, Decision, Policy, Verdict, evaluate};
 use std::sync::Arc;
-use vaultline_catalog::SnapshotStatus;
-use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use vaultline_catalog::{Catalog, SnapshotStatus};
+use vaultline_runtime::runner::{publish, traceparent_for};
+use vaultline_runtime::{Cx, Deps, Node, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
-use vaultline_types::{SnapshotExpired, SnapshotVerified, StageName};
+use vaultline_types::{Name, SnapshotExpired, SnapshotVerified, StageName};
 
-/// A source's retention policy (the `retention` JSON of the source).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    /// Keep the newest N verified snapshots. Absent: keep everything.
-    pub keep_last: Option<u32>,
+/// Reads a source's policy.
+///
+/// # Errors
+/// Unknown source, or a policy that does not parse (the error says which).
+pub async fn policy_of(
+    catalog: &Catalog,
+    tenant: &Name,
+    source: &Name,
+) -> Result<Policy, StageError> {
+    let row = catalog.source(tenant, source).await?;
+    serde_json::from_value(row.retention).map_err(|e| {
+        StageError::permanent(
+            "policy",
+            format!("retention policy of {tenant}/{source}: {e}"),
+        )
+    })
+}
+
+/// What the policy decides for every verified snapshot of a source, newest first.
+///
+/// # Errors
+/// When the catalog fails or the policy is invalid.
+pub async fn preview(
+    catalog: &Catalog,
+    tenant: &Name,
+    source: &Name,
+    now: OffsetDateTime,
+) -> Result<Vec<Decision>, StageError> {
+    let policy = policy_of(catalog, tenant, source).await?;
+    let candidates: Vec<Candidate> = catalog
+        .snapshots(Some(tenant), Some(source))
+        .await?
+        .into_iter()
+        .filter(|s| s.status == SnapshotStatus::Verified)
+        .map(|s| Candidate {
+            id: s.id,
+            time: s.started_at,
+        })
+        .collect();
+    Ok(evaluate(&policy, &candidates, now))
+}
+
+/// Forgets what the policy no longer keeps; returns the events to publish.
+///
+/// # Errors
+/// When the catalog or repository fails (a later pass retries).
+pub async fn apply(
+    deps: &Deps,
+    tenant: &Name,
+    source: &Name,
+    now: OffsetDateTime,
+) -> Result<Vec<SnapshotExpired>, StageError> {
+    let mut expired = Vec::new();
+    for decision in preview(&deps.catalog, tenant, source, now).await? {
+        if decision.verdict == Verdict::Keep {
+            continue;
+        }
+        // Catalog first: once expired, nothing restores or verifies it, and its
+        // packs become garbage; then the manifest goes.
+        if deps
+            .catalog
+            .finish_snapshot(tenant, &decision.snapshot, SnapshotStatus::Expired, None)
+            .await?
+        {
+            tracing::info!(%tenant, %source, expired = %decision.snapshot, rule = %decision.rule, "Snapshot forgotten.");
+        }
+        deps.repository
+            .delete(&ObjectKey::manifest(tenant, &decision.snapshot))
+            .await?;
+        expired.push(SnapshotExpired {
+            tenant: tenant.clone(),
+            source: source.clone(),
+            snapshot: decision.snapshot,
+            rule: decision.rule,
+        });
+    }
+    Ok(expired)
 }
 
 /// The retention stage.
@@ -31,49 +110,74 @@ impl Stage for Retention {
     }
 
     async fn handle(&self, _cx: &Cx, verified: SnapshotVerified) -> Outcome {
-        let catalog = &self.deps.catalog;
-        let source = catalog.source(&verified.tenant, &verified.source).await?;
-        let policy: Policy = serde_json::from_value(source.retention).map_err(|e| {
-            StageError::permanent(
-                "policy",
-                format!(
-                    "retention policy of {}/{}: {e}",
-                    verified.tenant, verified.source
-                ),
+        let expired = apply(
+            &self.deps,
+            &verified.tenant,
+            &verified.source,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+        Ok(expired.iter().map(Outgoing::event).collect())
+    }
+}
+
+/// One periodic pass: every source's policy, then garbage collection of every
+/// tenant. Events are published as they happen.
+///
+/// # Errors
+/// The first failure; the next pass starts over.
+pub async fn pass(deps: &Deps, now: OffsetDateTime) -> Result<(), StageError> {
+    for source in deps.catalog.sources(None).await? {
+        for event in apply(deps, &source.tenant, &source.name, now).await? {
+            let id = format!("expired-{}-{}", event.tenant, event.snapshot);
+            publish(
+                deps,
+                StageName::Retention,
+                Outgoing::event(&event),
+                &id,
+                &traceparent_for(&id),
             )
-        })?;
-        let Some(keep_last) = policy.keep_last else {
-            return Ok(vec![]);
-        };
-        // The newest verified snapshot is never forgotten, whatever the policy says.
-        let keep = keep_last.max(1) as usize;
-        let snapshots = catalog
-            .snapshots(Some(&verified.tenant), Some(&verified.source))
             .await?;
-        let mut out = Vec::new();
-        let rule = format!("keep_last={keep_last}");
-        for row in snapshots
-            .iter()
-            .filter(|s| s.status == SnapshotStatus::Verified)
-            .skip(keep)
-        {
-            self.deps
-                .repository
-                .delete(&ObjectKey::manifest(&row.tenant, &row.id))
-                .await?;
-            if catalog
-                .finish_snapshot(&row.tenant, &row.id, SnapshotStatus::Expired, None)
-                .await?
-            {
-                tracing::info!(expired = %row.id, %rule, "Snapshot forgotten.");
-            }
-            out.push(Outgoing::event(&SnapshotExpired {
-                tenant: row.tenant.clone(),
-                source: row.source.clone(),
-                snapshot: row.id.clone(),
-                rule: rule.clone(),
-            }));
         }
-        Ok(out)
+    }
+    let grace = deps.config.retention.gc_grace;
+    for tenant in deps.catalog.tenants_with_packs().await? {
+        let tenant = Name::new(tenant).map_err(|e| StageError::permanent("catalog", e))?;
+        let report = gc::collect(&deps.catalog, &deps.repository, &tenant, grace).await?;
+        if report.deleted > 0 || report.condemned > 0 || report.revived > 0 {
+            let id = format!("gc-{tenant}-{}", now.unix_timestamp_nanos());
+            publish(
+                deps,
+                StageName::Retention,
+                Outgoing::event(&report),
+                &id,
+                &traceparent_for(&id),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds retention to a node: the stage, and the periodic pass.
+///
+/// # Errors
+/// When the stage cannot be built.
+pub async fn install(node: &mut Node) -> Result<(), StageError> {
+    node.spawn::<Retention>().await?;
+    node.spawn_service(periodic);
+    Ok(())
+}
+
+async fn periodic(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
+    let every = deps.config.retention.interval;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        if let Err(error) = pass(&deps, OffsetDateTime::now_utc()).await {
+            tracing::warn!(stage = "retention", %error, "Periodic retention pass failed; retrying next time.");
+        }
     }
 }

@@ -27,8 +27,11 @@ impl Cadence {
             } => {
                 let cron = Cron::from_str(expression)
                     .map_err(|e| format!("invalid cron expression {expression:?}: {e}"))?;
-                let zone = TimeZone::get(timezone)
-                    .map_err(|_| format!("unknown time zone {timezone:?} (use an IANA name such as Europe/Paris)"))?;
+                let zone = TimeZone::get(timezone).map_err(|_| {
+                    format!(
+                        "unknown time zone {timezone:?} (use an IANA name such as Europe/Paris)"
+                    )
+                })?;
                 let cadence = Cadence::Cron {
                     cron: Box::new(cron),
                     zone,
@@ -100,7 +103,9 @@ mod tests {
             Some(unix("2026-07-11T00:30:00Z"))
         );
         // On 29 March 2026 02:30 does not exist in Paris; it still fires once that day.
-        let spring = daily.next_after(unix("2026-03-28T12:00:00Z")).expect("fires");
+        let spring = daily
+            .next_after(unix("2026-03-28T12:00:00Z"))
+            .expect("fires");
         assert!(
             (unix("2026-03-29T00:00:00Z")..unix("2026-03-30T00:00:00Z")).contains(&spring),
             "{spring}"

@@ -1,16 +1,17 @@
 //! Command-line interface. Every command loads the same configuration as the
 //! services: `--config FILE` (or `VAULTLINE_CONFIG`), then `VAULTLINE_*` variables.
 
+use crate::operate::{PolicyArgs, RetentionCommand};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vaultline_catalog::{Catalog, ScheduleSpec, SnapshotRow, SnapshotStatus};
-use vaultline_scheduler::Cadence;
 use vaultline_format::keys::{Kek, identity_file_text};
 use vaultline_runtime::Config;
 use vaultline_runtime::deps::load_kek;
+use vaultline_scheduler::Cadence;
 use vaultline_storage::{ObjectKey, Repository};
 use vaultline_types::{BackupRequested, Name, SnapshotId, StageName, TriggerKind, headers};
 
@@ -46,6 +47,21 @@ pub enum Command {
     /// Manage schedules (one per source: cron in a time zone, or an interval).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Retention policies: set one, or preview what it keeps and forgets.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Garbage-collect packs no snapshot references (after the grace period).
+    Gc {
+        /// Show what would be condemned and deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Grace period (default: `retention.gc-grace` of the config, 24h).
+        #[arg(long)]
+        grace: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Trigger a backup of TENANT/SOURCE now.
     Backup {
         /// `tenant/source`
@@ -146,13 +162,13 @@ pub enum SourceCommand {
         /// Directory to back up (type files).
         #[arg(long)]
         path: PathBuf,
-        /// Keep only the newest N verified snapshots.
-        #[arg(long)]
-        keep_last: Option<u32>,
+        /// Retention rules (none: keep everything).
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
 }
 
-fn parse_pair(text: &str) -> Result<(Name, Name)> {
+pub(crate) fn parse_pair(text: &str) -> Result<(Name, Name)> {
     let (tenant, source) = text
         .split_once('/')
         .with_context(|| format!("{text:?} is not tenant/source (e.g. acme/docs)"))?;
@@ -241,7 +257,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             source,
             kind,
             path,
-            keep_last,
+            policy,
         }) => {
             let (tenant, source) = parse_pair(&source)?;
             if kind != "files" {
@@ -251,10 +267,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 .canonicalize()
                 .with_context(|| format!("source path {}", path.display()))?;
             let config_json = serde_json::json!({ "path": path });
-            let retention = match keep_last {
-                Some(n) => serde_json::json!({ "keep_last": n }),
-                None => serde_json::json!({}),
-            };
+            let retention = serde_json::to_value(policy.policy()?)?;
             catalog(&config)
                 .await?
                 .add_source(&tenant, &source, &kind, &config_json, &retention)
@@ -265,6 +278,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Schedule(command) => schedule(&config, command).await?,
+        Command::Retention(command) => {
+            crate::operate::retention(&catalog(&config).await?, command).await?;
+        }
+        Command::Gc {
+            dry_run,
+            grace,
+            json,
+        } => crate::operate::gc(&config, &catalog(&config).await?, dry_run, grace, json).await?,
         Command::Backup {
             source,
             wait,
@@ -395,7 +416,10 @@ async fn schedule(config: &Config, command: ScheduleCommand) -> Result<()> {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let last = cadence.latest_at_or_before(now).unwrap_or(now);
             catalog.set_schedule(&tenant, &source, &spec, last).await?;
-            let next = cadence.next_after(last.max(now)).map(utc).unwrap_or_default();
+            let next = cadence
+                .next_after(last.max(now))
+                .map(utc)
+                .unwrap_or_default();
             println!(
                 "{tenant}/{source} is backed up {}; next at {next}",
                 describe(&spec)
@@ -455,7 +479,10 @@ fn describe(spec: &ScheduleSpec) -> String {
 fn utc(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 

@@ -2,6 +2,7 @@
 //! the same code as the per-stage binaries.
 
 pub mod cli;
+pub mod operate;
 pub mod restore;
 
 use vaultline_runtime::{Config, Node, StageError};
@@ -29,7 +30,7 @@ async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError
         StageName::Packager => node.spawn::<vaultline_packager::Packager>().await,
         StageName::Uploader => node.spawn::<vaultline_uploader::Uploader>().await,
         StageName::Verifier => node.spawn::<vaultline_verifier::Verifier>().await,
-        StageName::Retention => node.spawn::<vaultline_retention::Retention>().await,
+        StageName::Retention => vaultline_retention::install(node).await,
         StageName::Auditor => node.spawn::<vaultline_auditor::Auditor>().await,
         StageName::Scheduler => vaultline_scheduler::install(node)
             .await

@@ -83,6 +83,10 @@ impl Catalog {
 
     /// Which of `ids` the tenant already has stored (the dedup lookup).
     ///
+    /// The packs found are share-locked and condemned ones revived, in one
+    /// transaction: a chunk reported here cannot be swept by garbage
+    /// collection before its snapshot is finalized (see `gc`).
+    ///
     /// # Errors
     /// When the query fails.
     pub async fn existing_chunks(
@@ -91,14 +95,33 @@ impl Catalog {
         ids: &[ChunkId],
     ) -> Result<HashSet<ChunkId>> {
         let ids: Vec<&[u8]> = ids.iter().map(|id| id.0.as_slice()).collect();
-        let rows = self
-            .client()
-            .await?
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // FOR SHARE waits for a sweep holding the pack and then skips it if
+        // the sweep doomed it (READ COMMITTED rechecks `NOT deleting`).
+        let rows = tx
             .query(
-                "SELECT id FROM chunks WHERE tenant = $1 AND id = ANY($2)",
+                "SELECT c.id, p.id, p.condemned_at IS NOT NULL FROM chunks c
+                 JOIN packs p ON p.tenant = c.tenant AND p.id = c.pack
+                 WHERE c.tenant = $1 AND c.id = ANY($2) AND NOT p.deleting
+                 FOR SHARE OF p",
                 &[&tenant.as_str(), &ids],
             )
             .await?;
+        let condemned: HashSet<Vec<u8>> = rows
+            .iter()
+            .filter(|r| r.get::<_, bool>(2))
+            .map(|r| r.get(1))
+            .collect();
+        if !condemned.is_empty() {
+            let condemned: Vec<Vec<u8>> = condemned.into_iter().collect();
+            tx.execute(
+                "UPDATE packs SET condemned_at = NULL WHERE tenant = $1 AND id = ANY($2)",
+                &[&tenant.as_str(), &condemned],
+            )
+            .await?;
+        }
+        tx.commit().await?;
         rows.into_iter()
             .map(|r| Ok(ChunkId(bytes32(r.get(0))?)))
             .collect()

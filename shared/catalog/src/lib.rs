@@ -4,12 +4,14 @@
 
 mod audit;
 mod chunks;
+mod gc;
 mod schedules;
 mod snapshots;
 mod tenants;
 
 pub use audit::{AuditEvent, audit_hash};
 pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
+pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow, ScheduleSpec};
 pub use snapshots::{SnapshotLock, SnapshotRow, SnapshotStatus};
 pub use tenants::{SourceRow, TenantKeyRow};

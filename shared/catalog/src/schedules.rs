@@ -9,7 +9,10 @@ use vaultline_types::Name;
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleSpec {
     /// A cron expression (5 fields, or 6 with seconds) read in an IANA time zone.
-    Cron { expression: String, timezone: String },
+    Cron {
+        expression: String,
+        timezone: String,
+    },
     /// Every N seconds; slots start at multiples of N since the unix epoch.
     Every { seconds: i64 },
 }

@@ -157,6 +157,30 @@ impl Catalog {
         Ok(())
     }
 
+    /// Replaces a source's retention policy.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown source.
+    pub async fn set_retention(
+        &self,
+        tenant: &Name,
+        name: &Name,
+        retention: &serde_json::Value,
+    ) -> Result<()> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE sources SET retention = $3 WHERE tenant = $1 AND name = $2",
+                &[&tenant.as_str(), &name.as_str(), retention],
+            )
+            .await?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("unknown source {tenant}/{name}")));
+        }
+        Ok(())
+    }
+
     /// A source of a tenant.
     ///
     /// # Errors

@@ -16,6 +16,8 @@ pub struct Config {
     pub staging: StagingConfig,
     pub keys: KeysConfig,
     pub admin: AdminConfig,
+    pub retention: RetentionConfig,
+    pub webhooks: WebhooksConfig,
     /// Per-stage knobs, keyed by stage name.
     pub stages: BTreeMap<String, StageSettings>,
 }
@@ -73,6 +75,50 @@ pub struct KeysConfig {
 pub struct AdminConfig {
     /// Address of /metrics and /health; port 0 picks a free one.
     pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How often every source's policy is re-evaluated and packs are
+    /// garbage-collected (besides after each verified snapshot).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long an unreferenced pack stays condemned before it is deleted.
+    #[serde(with = "humantime_serde")]
+    pub gc_grace: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval: Duration::from_secs(3600),
+            gc_grace: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Deliveries tried at most this many times.
+    pub max_attempts: u32,
+    /// First retry delay; each retry doubles it (capped at one hour).
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            max_attempts: 10,
+            backoff: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Knobs of one stage.

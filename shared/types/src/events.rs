@@ -339,13 +339,39 @@ impl Message for SnapshotFailed {
     }
 }
 
+/// `vaultline.packs.deleted.<tenant>`: a garbage-collection pass deleted
+/// packs no live snapshot referenced any more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PacksDeleted {
+    pub tenant: Name,
+    /// Packs newly condemned (deleted after the grace period).
+    pub condemned: u64,
+    /// Condemned packs a snapshot used again, so kept.
+    pub revived: u64,
+    /// Packs deleted, and their bytes.
+    pub deleted: u64,
+    pub deleted_bytes: u64,
+}
+impl Message for PacksDeleted {
+    const KIND: &'static str = "packs.deleted";
+    fn tenant(&self) -> &Name {
+        &self.tenant
+    }
+    fn source(&self) -> Option<&Name> {
+        None
+    }
+    fn snapshot(&self) -> Option<&SnapshotId> {
+        None
+    }
+}
+
 /// `vaultline.schedule.skipped.<tenant>`: a due slot was not fired because
 /// the source still had a snapshot in flight (no overlap).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleSkipped {
     pub tenant: Name,
     pub source: Name,
-    /// Slot number (unix seconds / interval).
+    /// The slot: the unix time (seconds) it began.
     pub slot: i64,
     pub reason: String,
 }

@@ -93,6 +93,22 @@ max-deliver = 3
         Ok(())
     }
 
+    /// Runs the built `vaultline` binary and returns its stdout (for `--json`).
+    pub(crate) async fn cli_output(&self, args: &[&str]) -> Result<String> {
+        let output = tokio::process::Command::new(binary("vaultline")?)
+            .arg("--config")
+            .arg(&self.config_file)
+            .args(args)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "vaultline {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
     pub(crate) async fn node(&self) -> Result<vaultline_runtime::Node> {
         vaultline::start_node(self.config(), &vaultline::SERVED).await
     }
@@ -224,4 +240,107 @@ impl Drop for Process {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Deterministic pseudo-random bytes: half compressible text, half noise.
+pub(crate) fn mixed_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        if (out.len() / 65536) % 2 == 0 {
+            out.extend_from_slice(format!("line {seed} of a compressible stretch\n").as_bytes());
+        } else {
+            out.extend_from_slice(&seed.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// A real stage, slowed: each message waits `before` and, once handled,
+/// `after` before its outcome is returned.
+pub(crate) struct Slow<S> {
+    inner: S,
+    before: Duration,
+    after: Duration,
+}
+
+impl<S: vaultline_runtime::Stage> Slow<S> {
+    pub(crate) async fn new(
+        deps: std::sync::Arc<vaultline_runtime::Deps>,
+        before: Duration,
+        after: Duration,
+    ) -> Result<Slow<S>> {
+        Ok(Slow {
+            inner: S::new(deps).await?,
+            before,
+            after,
+        })
+    }
+}
+
+impl<S: vaultline_runtime::Stage> vaultline_runtime::Stage for Slow<S> {
+    const NAME: StageName = S::NAME;
+    type Input = S::Input;
+
+    async fn new(
+        deps: std::sync::Arc<vaultline_runtime::Deps>,
+    ) -> Result<Self, vaultline_runtime::StageError> {
+        Ok(Slow {
+            inner: S::new(deps).await?,
+            before: Duration::ZERO,
+            after: Duration::ZERO,
+        })
+    }
+
+    async fn handle(
+        &self,
+        cx: &vaultline_runtime::Cx,
+        input: S::Input,
+    ) -> vaultline_runtime::Outcome {
+        tokio::time::sleep(self.before).await;
+        let outcome = self.inner.handle(cx, input).await;
+        tokio::time::sleep(self.after).await;
+        outcome
+    }
+}
+
+/// A node with every stage (the scheduler if asked), one of them `slow`.
+pub(crate) async fn node_with_slow(
+    env: &Env,
+    slow: StageName,
+    before: Duration,
+    after: Duration,
+    with_scheduler: bool,
+) -> Result<vaultline_runtime::Node> {
+    use vaultline_auditor::Auditor;
+    use vaultline_extractor::Extractor;
+    use vaultline_packager::Packager;
+    use vaultline_uploader::Uploader;
+    use vaultline_verifier::Verifier;
+    let mut node = vaultline_runtime::Node::start(env.config(), "test").await?;
+    let deps = node.deps.clone();
+    macro_rules! stage {
+        ($ty:ty) => {
+            if slow == <$ty as vaultline_runtime::Stage>::NAME {
+                node.spawn_stage(Slow::<$ty>::new(deps.clone(), before, after).await?);
+            } else {
+                node.spawn::<$ty>().await?;
+            }
+        };
+    }
+    stage!(Extractor);
+    stage!(Packager);
+    stage!(Uploader);
+    stage!(Verifier);
+    stage!(Auditor);
+    vaultline_retention::install(&mut node).await?;
+    if with_scheduler {
+        vaultline_scheduler::install(&mut node)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(node)
 }

@@ -6,4 +6,5 @@ mod harness;
 mod ops;
 mod pipeline;
 mod processes;
+mod retention;
 mod schedules;

@@ -1,28 +1,11 @@
 //! The data path end to end: a real tree through every stage and back.
 
-use crate::harness::{Env, assert_verified};
+use crate::harness::{Env, assert_verified, mixed_bytes};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
-
-/// Deterministic pseudo-random bytes: half compressible text, half noise.
-fn mixed_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        if (out.len() / 65536) % 2 == 0 {
-            out.extend_from_slice(format!("line {seed} of a compressible stretch\n").as_bytes());
-        } else {
-            out.extend_from_slice(&seed.to_le_bytes());
-        }
-    }
-    out.truncate(len);
-    out
-}
 
 fn build_tree(root: &Path) -> Result<()> {
     std::fs::create_dir_all(root.join("deep/er/still deeper"))?;

@@ -2,14 +2,12 @@
 //! fire once, a source never has two snapshots in flight, and scheduled
 //! snapshots flow through the whole pipeline.
 
-use crate::harness::{Env, Process, assert_verified};
+use crate::harness::{Env, Process, assert_verified, node_with_slow};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vaultline_runtime::{Cx, Deps, Outcome, Stage, StageError};
-use vaultline_types::{BackupRequested, Name, StageName, headers};
+use vaultline_types::{Name, StageName, headers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_fire_each_slot_once_and_downtime_catches_up_once() -> Result<()> {
@@ -106,7 +104,10 @@ async fn a_cron_schedule_fires_each_slot_once_with_two_scheduler_processes() -> 
         "a slot was published twice: {seen:?}"
     );
     let slots: Vec<i64> = seen.keys().map(|id| slot_of(id)).collect::<Result<_>>()?;
-    assert!(slots.iter().all(|s| s % 2 == 0), "off-grid slots: {slots:?}");
+    assert!(
+        slots.iter().all(|s| s % 2 == 0),
+        "off-grid slots: {slots:?}"
+    );
 
     // Every trigger became exactly one verified snapshot, started just after its slot.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -187,40 +188,22 @@ async fn a_stopped_scheduler_catches_up_once_when_it_restarts() -> Result<()> {
     Ok(())
 }
 
-/// The real extractor, slowed down so every backup outlasts several slots.
-struct SlowExtractor(vaultline_extractor::Extractor);
-
-impl Stage for SlowExtractor {
-    const NAME: StageName = StageName::Extractor;
-    type Input = BackupRequested;
-
-    async fn new(deps: Arc<Deps>) -> Result<Self, StageError> {
-        Ok(SlowExtractor(vaultline_extractor::Extractor::new(deps).await?))
-    }
-
-    async fn handle(&self, cx: &Cx, input: BackupRequested) -> Outcome {
-        let outcome = self.0.handle(cx, input).await;
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        outcome
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_source_never_has_two_snapshots_in_flight() -> Result<()> {
     let (env, _tree) = Env::with_small_source().await?;
-    let mut node = vaultline_runtime::Node::start(env.config(), "test").await?;
-    node.spawn_stage(SlowExtractor::new(node.deps.clone()).await?);
-    node.spawn::<vaultline_packager::Packager>().await?;
-    node.spawn::<vaultline_uploader::Uploader>().await?;
-    node.spawn::<vaultline_verifier::Verifier>().await?;
-    node.spawn::<vaultline_auditor::Auditor>().await?;
-    vaultline_scheduler::install(&mut node)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let node = node_with_slow(
+        &env,
+        StageName::Extractor,
+        Duration::ZERO,
+        Duration::from_millis(2500),
+        true,
+    )
+    .await?;
     env.cli(&["schedule", "add", "acme/docs", "--every", "1s"])
         .await?;
     let sql = env.sql().await?;
-    let in_flight = "SELECT count(*) FROM snapshots WHERE status IN ('extracting', 'extracted', 'stored')";
+    let in_flight =
+        "SELECT count(*) FROM snapshots WHERE status IN ('extracting', 'extracted', 'stored')";
     let until = Instant::now() + Duration::from_secs(10);
     let mut most = 0;
     while Instant::now() < until {
