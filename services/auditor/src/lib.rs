@@ -1,10 +1,13 @@
 //! auditor — consumes every event; appends it to the tenant's hash-chained
-//! audit trail, keeps the execution history, and marks snapshots failed when a
-//! stage gave up on them.
+//! audit trail, keeps the execution history, marks snapshots failed when a
+//! stage gave up on them, and queues signed webhooks (failures always,
+//! successes for webhooks that ask) that its sender delivers.
+
+pub mod webhooks;
 
 use std::sync::Arc;
 use vaultline_catalog::{AuditEvent, SnapshotStatus};
-use vaultline_runtime::{Cx, Deps, HeaderMap, Inbound, Outcome, Stage, StageError};
+use vaultline_runtime::{Cx, Deps, HeaderMap, Inbound, Node, Outcome, Stage, StageError};
 use vaultline_types::{DecodeError, Message, Name, SnapshotFailed, SnapshotId, StageName, headers};
 
 /// Any vaultline message, as the auditor sees it.
@@ -153,6 +156,80 @@ impl Stage for Auditor {
             }
             _ => {}
         }
+        self.queue_webhooks(&event, tenant, snapshot).await?;
         Ok(vec![])
     }
+}
+
+impl Auditor {
+    /// Queues the event for the tenant's webhooks: failures (failed, corrupt)
+    /// for all, successes (verified) for those that asked.
+    async fn queue_webhooks(
+        &self,
+        event: &AnyEvent,
+        tenant: &Name,
+        snapshot: &SnapshotId,
+    ) -> Result<(), StageError> {
+        let (status, success, error) = match event.kind.as_str() {
+            "snapshot.verified" => ("verified", true, None),
+            "snapshot.corrupt" => (
+                "corrupt",
+                false,
+                event
+                    .payload
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_owned),
+            ),
+            "snapshot.failed" => (
+                "failed",
+                false,
+                event
+                    .failed
+                    .as_ref()
+                    .map(|f| format!("{} failed: {}", f.stage, f.error)),
+            ),
+            _ => return Ok(()),
+        };
+        let Some(msg_id) = &event.msg_id else {
+            return Ok(());
+        };
+        let body = serde_json::json!({
+            "id": msg_id,
+            "event": event.kind,
+            "status": status,
+            "tenant": tenant,
+            "source": event.source,
+            "snapshot": snapshot,
+            "error": error,
+            "occurred_at": time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        });
+        let queued = self
+            .deps
+            .catalog
+            .enqueue_webhooks(
+                tenant.as_str(),
+                msg_id,
+                &event.kind,
+                &body.to_string(),
+                success,
+            )
+            .await?;
+        if queued > 0 {
+            tracing::info!(%tenant, %snapshot, kind = %event.kind, queued, "Webhook deliveries queued.");
+        }
+        Ok(())
+    }
+}
+
+/// Adds the auditor to a node: the stage and the webhook sender.
+///
+/// # Errors
+/// When the stage cannot be built.
+pub async fn install(node: &mut Node) -> Result<(), StageError> {
+    node.spawn::<Auditor>().await?;
+    node.spawn_service(webhooks::run);
+    Ok(())
 }

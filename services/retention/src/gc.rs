@@ -76,6 +76,11 @@ async fn finish_deleting(
         let ids: Vec<PackId> = doomed.iter().map(|p| p.id).collect();
         catalog.forget_packs(tenant.as_str(), &ids).await?;
         report.deleted += doomed.len() as u64;
+        vaultline_runtime::metrics::count(
+            vaultline_runtime::metrics::MetricName::PacksDeleted,
+            &[("tenant", tenant.to_string())],
+            doomed.len() as u64,
+        );
         report.deleted_bytes += doomed.iter().map(|p| p.size).sum::<u64>();
     }
 }

@@ -1,7 +1,7 @@
 //! Command-line interface. Every command loads the same configuration as the
 //! services: `--config FILE` (or `VAULTLINE_CONFIG`), then `VAULTLINE_*` variables.
 
-use crate::operate::{PolicyArgs, RetentionCommand};
+use crate::operate::{AuditCommand, PolicyArgs, RetentionCommand, WebhookCommand};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -62,6 +62,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Backup runs, newest first: trigger, status, duration, bytes, error.
+    History {
+        /// Only this `tenant/source`.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Success rate, last success and last verified per source; repository size and dedup.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Signed webhooks per tenant.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Trigger a backup of TENANT/SOURCE now.
     Backup {
         /// `tenant/source`
@@ -278,6 +305,19 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Schedule(command) => schedule(&config, command).await?,
+        Command::Audit(command) => {
+            return crate::operate::audit(&catalog(&config).await?, command).await;
+        }
+        Command::History {
+            source,
+            tenant,
+            limit,
+            json,
+        } => crate::operate::history(&catalog(&config).await?, source, tenant, limit, json).await?,
+        Command::Stats { json } => crate::operate::stats(&catalog(&config).await?, json).await?,
+        Command::Webhook(command) => {
+            crate::operate::webhook(&config, &catalog(&config).await?, command).await?;
+        }
         Command::Retention(command) => {
             crate::operate::retention(&catalog(&config).await?, command).await?;
         }

@@ -31,7 +31,7 @@ async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError
         StageName::Uploader => node.spawn::<vaultline_uploader::Uploader>().await,
         StageName::Verifier => node.spawn::<vaultline_verifier::Verifier>().await,
         StageName::Retention => vaultline_retention::install(node).await,
-        StageName::Auditor => node.spawn::<vaultline_auditor::Auditor>().await,
+        StageName::Auditor => vaultline_auditor::install(node).await,
         StageName::Scheduler => vaultline_scheduler::install(node)
             .await
             .map_err(|e| StageError::permanent("config", e)),

@@ -201,3 +201,258 @@ pub(crate) fn short_time(t: OffsetDateTime) -> String {
         ))
         .unwrap_or_default()
 }
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute every tenant's hash chain; fail at the first row that does not hold.
+    Verify {
+        /// Only this tenant's chain.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn audit(
+    catalog: &Catalog,
+    command: AuditCommand,
+) -> Result<std::process::ExitCode> {
+    let AuditCommand::Verify { tenant, json } = command;
+    let check = catalog.verify_audit(tenant.as_deref()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&check)?);
+    }
+    match &check.broken {
+        None => {
+            if !json {
+                println!(
+                    "audit trail intact: {} row(s) in {} chain(s)",
+                    check.rows, check.tenants
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Some(row) => anyhow::bail!(
+            "audit trail broken at row {} (tenant {}, sequence {}): {}",
+            row.id,
+            row.tenant,
+            row.seq,
+            row.reason
+        ),
+    }
+}
+
+/// `vaultline history`: backup runs, newest first.
+pub(crate) async fn history(
+    catalog: &Catalog,
+    source: Option<String>,
+    tenant: Option<String>,
+    limit: i64,
+    json: bool,
+) -> Result<()> {
+    let (tenant, source) = match source {
+        Some(pair) => {
+            let (t, s) = parse_pair(&pair)?;
+            (Some(t.to_string()), Some(s.to_string()))
+        }
+        None => (tenant, None),
+    };
+    let rows = catalog
+        .executions(tenant.as_deref(), source.as_deref(), limit)
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<24} {:<26} {:<10} {:<10} {:>9} {:>10} {:>10}  ERROR",
+        "STARTED (UTC)", "SOURCE", "SNAPSHOT", "TRIGGER", "STATUS", "DURATION", "READ", "STORED"
+    );
+    for r in rows {
+        println!(
+            "{:<20} {:<24} {:<26} {:<10} {:<10} {:>9} {:>10} {:>10}  {}",
+            short_time(r.started_at),
+            format!("{}/{}", r.tenant, r.source),
+            r.snapshot,
+            r.trigger,
+            r.status,
+            r.duration_ms
+                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
+            r.bytes_read.map(human_bytes).unwrap_or_else(|| "-".into()),
+            r.bytes_stored
+                .map(human_bytes)
+                .unwrap_or_else(|| "-".into()),
+            r.error.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `vaultline stats`: success rate and freshness per source, size and dedup per tenant.
+pub(crate) async fn stats(catalog: &Catalog, json: bool) -> Result<()> {
+    let sources = catalog.source_stats().await?;
+    let repositories = catalog.repository_stats().await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "sources": sources, "repositories": repositories })
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>5} {:>8} {:>20} {:>20} {:>6}",
+        "SOURCE", "RUNS", "SUCCESS", "LAST SUCCESS", "LAST VERIFIED", "LIVE"
+    );
+    let when = |t: Option<OffsetDateTime>| t.map(short_time).unwrap_or_else(|| "never".into());
+    for s in &sources {
+        println!(
+            "{:<24} {:>5} {:>8} {:>20} {:>20} {:>6}",
+            format!("{}/{}", s.tenant, s.source),
+            s.runs,
+            s.success_rate
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            when(s.last_success),
+            when(s.last_verified),
+            s.live_snapshots
+        );
+    }
+    println!();
+    println!(
+        "{:<24} {:>7} {:>12} {:>12} {:>7}",
+        "TENANT", "PACKS", "STORED", "LOGICAL", "DEDUP"
+    );
+    for r in &repositories {
+        println!(
+            "{:<24} {:>7} {:>12} {:>12} {:>7}",
+            r.tenant,
+            r.packs,
+            human_bytes(r.stored_bytes),
+            human_bytes(r.logical_bytes),
+            r.dedup_ratio
+                .map(|d| format!("{d:.2}x"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// Notify URL of failed or corrupt snapshots (and verified ones with --on-success),
+    /// signed with the secret in --secret-file.
+    Add {
+        tenant: String,
+        /// Where to POST the JSON body.
+        #[arg(long)]
+        url: String,
+        /// File holding the shared secret (sealed with the KEK in the catalog).
+        #[arg(long)]
+        secret_file: std::path::PathBuf,
+        /// Also notify verified snapshots.
+        #[arg(long)]
+        on_success: bool,
+        /// Name of the webhook (several per tenant).
+        #[arg(long, default_value = "default")]
+        id: String,
+    },
+    /// List webhooks with their delivery counts.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a webhook and its deliveries.
+    Rm {
+        tenant: String,
+        #[arg(long, default_value = "default")]
+        id: String,
+    },
+}
+
+pub(crate) async fn webhook(
+    config: &Config,
+    catalog: &Catalog,
+    command: WebhookCommand,
+) -> Result<()> {
+    match command {
+        WebhookCommand::Add {
+            tenant,
+            url,
+            secret_file,
+            on_success,
+            id,
+        } => {
+            let tenant = Name::new(tenant)?;
+            let id = Name::new(id)?;
+            let parsed = describe_url(&url)?;
+            let secret = std::fs::read_to_string(&secret_file).with_context(|| {
+                format!("cannot read the secret file {}", secret_file.display())
+            })?;
+            let secret = secret.trim();
+            if secret.len() < 16 {
+                anyhow::bail!("the webhook secret must be at least 16 characters");
+            }
+            let kek = vaultline_runtime::deps::load_kek(config)?;
+            catalog
+                .set_webhook(
+                    tenant.as_str(),
+                    id.as_str(),
+                    &url,
+                    &kek.seal(secret.as_bytes()),
+                    on_success,
+                )
+                .await?;
+            println!(
+                "webhook {id} of {tenant} posts to {parsed} on failures{}",
+                if on_success { " and successes" } else { "" }
+            );
+        }
+        WebhookCommand::List { tenant, json } => {
+            let rows = catalog.webhooks(tenant.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<16} {:<12} {:<8} {:>7} {:>9} {:>6}  URL",
+                    "TENANT", "WEBHOOK", "SUCCESS", "PENDING", "DELIVERED", "FAILED"
+                );
+                for r in rows {
+                    println!(
+                        "{:<16} {:<12} {:<8} {:>7} {:>9} {:>6}  {}",
+                        r.tenant, r.id, r.on_success, r.pending, r.delivered, r.failed, r.url
+                    );
+                }
+            }
+        }
+        WebhookCommand::Rm { tenant, id } => {
+            if !catalog.remove_webhook(&tenant, &id).await? {
+                anyhow::bail!("tenant {tenant} has no webhook {id}");
+            }
+            println!("removed webhook {id} of {tenant}");
+        }
+    }
+    Ok(())
+}
+
+/// The URL's scheme and host, for messages; refuses what is not http(s).
+fn describe_url(url: &str) -> Result<String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .with_context(|| format!("{url:?} is not a URL"))?;
+    if scheme != "https" && scheme != "http" {
+        anyhow::bail!("webhook URLs must be http:// or https://, not {scheme}://");
+    }
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() {
+        anyhow::bail!("the webhook URL has no host");
+    }
+    Ok(format!("{scheme}://{host}"))
+}

@@ -5,16 +5,20 @@
 mod audit;
 mod chunks;
 mod gc;
+mod history;
 mod schedules;
 mod snapshots;
 mod tenants;
+mod webhooks;
 
-pub use audit::{AuditEvent, audit_hash};
+pub use audit::{AuditCheck, AuditEvent, BrokenRow, audit_hash};
 pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
 pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
+pub use history::{ExecutionRow, RepositoryStats, SourceStats};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow, ScheduleSpec};
 pub use snapshots::{SnapshotLock, SnapshotRow, SnapshotStatus};
 pub use tenants::{SourceRow, TenantKeyRow};
+pub use webhooks::{AttemptOutcome, DueDelivery, WebhookRow};
 
 use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};
 use std::time::Duration;

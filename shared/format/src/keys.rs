@@ -65,6 +65,24 @@ impl Kek {
         encrypt_to(&self.0.to_public(), secret.expose_secret().as_bytes())
     }
 
+    /// Seals a secret (a webhook secret, a source credential) for the catalog.
+    pub fn seal(&self, secret: &[u8]) -> Vec<u8> {
+        encrypt_to(&self.0.to_public(), secret)
+    }
+
+    /// Opens a secret sealed with [`Kek::seal`].
+    ///
+    /// # Errors
+    /// When it was sealed with another KEK or is damaged.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        decrypt_with(&self.0, sealed).map_err(|e| match e {
+            Error::WrongKey => Error::Key(
+                "the key-encryption key does not match the one the secret was sealed with".into(),
+            ),
+            other => other,
+        })
+    }
+
     /// Unwraps a tenant identity from the catalog.
     ///
     /// # Errors

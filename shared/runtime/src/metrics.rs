@@ -26,6 +26,10 @@ pub enum MetricName {
     BytesStored,
     /// Unix time of the last verified snapshot, by `tenant`.
     LastVerified,
+    /// Webhook delivery attempts, by `outcome` (delivered, retry, gave_up).
+    WebhookAttempts,
+    /// Packs deleted by garbage collection, by `tenant`.
+    PacksDeleted,
 }
 
 impl MetricName {
@@ -41,6 +45,8 @@ impl MetricName {
             MetricName::BytesNew => "vaultline_source_new_bytes_total",
             MetricName::BytesStored => "vaultline_repository_stored_bytes_total",
             MetricName::LastVerified => "vaultline_last_verified_timestamp_seconds",
+            MetricName::WebhookAttempts => "vaultline_webhook_attempts_total",
+            MetricName::PacksDeleted => "vaultline_gc_deleted_packs_total",
         }
     }
 }

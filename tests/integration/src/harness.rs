@@ -54,6 +54,8 @@ max-deliver = 3
 [stages.verifier]
 backoff = ["200ms"]
 max-deliver = 3
+[webhooks]
+backoff = "200ms"
 "#,
             nats = nats.url(),
             pg = pg.url(),

@@ -1,6 +1,7 @@
 //! One integration test binary against real servers started by the harness:
 //! nats-server with JetStream and PostgreSQL, each test with its own.
 
+mod audit;
 mod failures;
 mod harness;
 mod ops;
