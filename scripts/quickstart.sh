@@ -87,5 +87,11 @@ echo "==> restored tree is identical to the source"
 echo "==> a second backup (deduplicated)"
 "$VL" backup demo/sample --wait --timeout 3600
 "$VL" snapshots
+echo "==> the operating loop: history, stats, retention preview, audit chain"
+"$VL" retention set demo/sample --keep-last 1 --keep-daily 7
+"$VL" retention preview demo/sample
+"$VL" history
+"$VL" stats
+"$VL" audit verify
 echo "==> peak memory of vaultline serve: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVE_PID/status)"
 echo "==> done: metrics at http://$ADMIN/metrics while it runs; logs in $WORK/*.log"

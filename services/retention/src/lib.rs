@@ -122,13 +122,22 @@ impl Stage for Retention {
 }
 
 /// One periodic pass: every source's policy, then garbage collection of every
-/// tenant. Events are published as they happen.
+/// tenant. Events are published as they happen. A source whose policy cannot
+/// be applied is logged and skipped.
 ///
 /// # Errors
-/// The first failure; the next pass starts over.
+/// When publishing or garbage collection fails; the next pass starts over.
 pub async fn pass(deps: &Deps, now: OffsetDateTime) -> Result<(), StageError> {
     for source in deps.catalog.sources(None).await? {
-        for event in apply(deps, &source.tenant, &source.name, now).await? {
+        // One source's broken policy must not stop the others or GC.
+        let expired = match apply(deps, &source.tenant, &source.name, now).await {
+            Ok(expired) => expired,
+            Err(error) => {
+                tracing::warn!(tenant = %source.tenant, source = %source.name, %error, "Retention skipped this source.");
+                continue;
+            }
+        };
+        for event in expired {
             let id = format!("expired-{}-{}", event.tenant, event.snapshot);
             publish(
                 deps,

@@ -112,7 +112,10 @@ pub(crate) async fn retention(catalog: &Catalog, command: RetentionCommand) -> R
             if json {
                 println!("{}", serde_json::to_string_pretty(&decisions)?);
             } else {
-                println!("{:<26} {:<20} {:<7} RULE", "SNAPSHOT", "STARTED (UTC)", "");
+                println!(
+                    "{:<26} {:<20} {:<7} RULE",
+                    "SNAPSHOT", "STARTED (UTC)", "VERDICT"
+                );
                 for d in &decisions {
                     println!(
                         "{:<26} {:<20} {:<7} {}",

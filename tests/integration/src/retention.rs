@@ -340,3 +340,116 @@ async fn gc_racing_a_backup_that_reuses_forgotten_chunks_loses_nothing() -> Resu
     node.shutdown().await;
     Ok(())
 }
+
+/// GC's cost on a catalog with one million chunks (10,000 packs): run by hand
+/// with `cargo nextest run --run-ignored only -E 'test(gc_cost)' --no-capture`.
+/// Prints wall time and the peak RSS of the `vaultline gc` process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a check CI needs (about a minute)"]
+async fn gc_cost_on_a_million_chunks() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    let sql = env.sql().await?;
+    let key: String = sql
+        .query_one("SELECT key_id FROM tenant_keys WHERE tenant = 'acme'", &[])
+        .await?
+        .get(0);
+    let started = Instant::now();
+    // 10,000 packs of 100 chunks; 100 snapshots, snapshot i referencing packs
+    // [100 i, 100 i + 150); the older half is expired.
+    sql.batch_execute(
+        "INSERT INTO packs (tenant, id, size, blobs)
+           SELECT 'acme', sha256(int4send(i)), 16777216, 100 FROM generate_series(0, 9999) i;
+         INSERT INTO chunks (tenant, id, pack, pack_offset, length, raw_length)
+           SELECT 'acme', sha256(int8send(j)), sha256(int4send((j / 100)::int)), (j % 100) * 167772, 167772, 262144
+           FROM generate_series(0::bigint, 999999) j;",
+    )
+    .await?;
+    for i in 0..100i32 {
+        let at = OffsetDateTime::now_utc() - time::Duration::days(i64::from(100 - i));
+        let id = SnapshotId::derive(at, &format!("cost-{i}"));
+        let status = if i < 50 { "expired" } else { "verified" };
+        sql.execute(
+            "INSERT INTO snapshots (tenant, id, source, status, trigger, key_id, started_at)
+             VALUES ('acme', $1, 'docs', $2, 'scheduled', $3, $4)",
+            &[&id.as_str(), &status, &key, &at],
+        )
+        .await?;
+        sql.execute(
+            "INSERT INTO snapshot_packs (tenant, snapshot, pack)
+             SELECT 'acme', $1, sha256(int4send(p)) FROM generate_series($2::int, least($2 + 149, 9999)) p",
+            &[&id.as_str(), &(i * 100)],
+        )
+        .await?;
+    }
+    sql.batch_execute("ANALYZE").await?;
+    eprintln!(
+        "populated 1,000,000 chunks in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // Live snapshots 50..99 reference packs 5000..9999; the rest is garbage.
+    let expected_garbage = 5000u64;
+
+    let measure = |args: &'static [&'static str]| {
+        let config = env.config_file.clone();
+        async move {
+            let binary = crate::harness::binary("vaultline")?;
+            let started = Instant::now();
+            let output = tokio::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import resource, subprocess, sys\n\
+                     r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)\n\
+                     sys.stdout.write(r.stdout.decode())\n\
+                     print('maxrss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+                     sys.exit(r.returncode)",
+                ])
+                .arg(&binary)
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .output()
+                .await?;
+            anyhow::ensure!(
+                output.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let text = String::from_utf8(output.stdout)?;
+            let rss: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("maxrss_kib "))
+                .and_then(|v| v.trim().parse().ok())
+                .context("maxrss")?;
+            eprintln!(
+                "vaultline {}: {:.2}s wall, peak RSS {} MiB",
+                args.join(" "),
+                started.elapsed().as_secs_f64(),
+                rss / 1024
+            );
+            Ok::<_, anyhow::Error>(text)
+        }
+    };
+    measure(&["gc", "--dry-run", "--grace", "1h"]).await?;
+    let first = measure(&["gc", "--grace", "1h"]).await?;
+    assert!(
+        first.contains(&format!("condemned {expected_garbage}")),
+        "{first}"
+    );
+    sql.execute(
+        "UPDATE packs SET condemned_at = condemned_at - interval '2 hours'",
+        &[],
+    )
+    .await?;
+    measure(&["gc", "--dry-run", "--grace", "1h"]).await?;
+    let second = measure(&["gc", "--grace", "1h"]).await?;
+    assert!(
+        second.contains(&format!("deleted {expected_garbage} pack(s)")),
+        "{second}"
+    );
+    let left: i64 = sql
+        .query_one("SELECT count(*) FROM chunks", &[])
+        .await?
+        .get(0);
+    assert_eq!(left, 500_000, "the chunks of live packs stay");
+    Ok(())
+}
