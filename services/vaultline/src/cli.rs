@@ -603,7 +603,7 @@ async fn wait_for(catalog: &Catalog, request_id: &str, timeout: Duration) -> Res
                 timeout.as_secs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

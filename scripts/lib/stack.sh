@@ -1,0 +1,61 @@
+# Starts a private single-node stack under $WORK: nats-server with JetStream,
+# a PostgreSQL cluster, and `vaultline serve` with a filesystem repository.
+# Needs deps.sh sourced and ensure_* run. Sets VL, VAULTLINE_CONFIG, SERVE_PID
+# and PG_PORT; stack_cleanup (installed as the EXIT trap) stops everything.
+NATS_PORT="${NATS_PORT:-14222}" PG_PORT="${PG_PORT:-15432}" ADMIN="${ADMIN:-127.0.0.1:19464}"
+pids=()
+run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+stack_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -f "$WORK/pg/data/postmaster.pid" ] && run_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m fast stop >/dev/null 2>&1 || true
+}
+
+stack_start() {
+  trap stack_cleanup EXIT
+  echo "==> building vaultline (release)"
+  cargo build --release --workspace --quiet
+  VL="$CARGO_TARGET_DIR/release/vaultline"
+
+  echo "==> starting nats-server with JetStream on :$NATS_PORT"
+  "$VAULTLINE_NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
+  pids+=($!)
+
+  echo "==> starting a private PostgreSQL on :$PG_PORT"
+  mkdir -p "$WORK/pg"
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$WORK/pg"; fi
+  run_pg "$PG_BIN/initdb" -A trust -U postgres -D "$WORK/pg/data" >/dev/null
+  # -w: returns once it accepts queries, and fails (e.g. port taken) instead of pretending.
+  run_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $WORK/pg" start >/dev/null
+
+  cat >"$WORK/vaultline.toml" <<TOML
+[nats]
+url = "nats://127.0.0.1:$NATS_PORT"
+[catalog]
+url = "postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+[repository]
+path = "$WORK/repository"
+[staging]
+path = "$WORK/staging"
+[keys]
+kek-file = "$WORK/kek.txt"
+[admin]
+listen = "$ADMIN"
+TOML
+  export VAULTLINE_CONFIG="$WORK/vaultline.toml"
+  "$VL" kek-generate "$WORK/kek.txt"
+  stack_serve
+}
+
+# (Re)starts `vaultline serve` and waits until it is ready.
+stack_serve() {
+  echo "==> starting every stage: vaultline serve"
+  "$VL" serve >>"$WORK/serve.log" 2>&1 &
+  pids+=($!)
+  SERVE_PID=$!
+  local ready="import urllib.request; urllib.request.urlopen('http://$ADMIN/health/ready', timeout=2)"
+  for _ in $(seq 150); do python3 -c "$ready" 2>/dev/null && return 0; sleep 0.2; done
+  echo "vaultline serve did not become ready; see $WORK/serve.log" >&2
+  return 1
+}
