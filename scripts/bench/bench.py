@@ -65,7 +65,9 @@ class Vaultline:
         reset_peak(pid)
         cpu0 = proc_cpu(pid)
         wall, cpu, rss, out = run(self.vl + args)
-        return wall, cpu + proc_cpu(pid) - cpu0, max(rss, proc_peak_mib(pid)), out
+        serve = proc_peak_mib(pid)
+        print(f"    vaultline {args[0]}: CLI peak {rss:.0f} MiB, serve peak {serve:.0f} MiB", flush=True)
+        return wall, cpu + proc_cpu(pid) - cpu0, max(rss, serve), out
 
     def setup(self, rep):
         self.tenant = f"bench{rep}-{int(time.time())}"
