@@ -158,17 +158,13 @@ async fn post(
         .open(&delivery.sealed_secret)
         .map_err(|e| format!("cannot unseal the webhook secret: {e}"))?;
     let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let kind = serde_json::from_str::<serde_json::Value>(&delivery.body)
-        .ok()
-        .and_then(|v| v.get("event").and_then(|e| e.as_str()).map(str::to_owned))
-        .unwrap_or_default();
     let response = client
         .post(&delivery.url)
         .header("Content-Type", "application/json")
         .header(TIMESTAMP, timestamp.to_string())
         .header(SIGNATURE, signature(&secret, timestamp, &delivery.body))
         .header(DELIVERY, delivery.id.to_string())
-        .header(EVENT, kind)
+        .header(EVENT, delivery.event_kind.as_str())
         .body(delivery.body.clone())
         .send()
         .await

@@ -31,16 +31,14 @@ pub async fn collect(
     // Leftovers of a pass that died between the object and the row go first.
     finish_deleting(catalog, repository, tenant, &mut report).await?;
     report.condemned = catalog.condemn_unreferenced(tenant.as_str()).await?;
+    // Each batch either revives or dooms every pack it takes, so this ends.
     loop {
         let (revived, doomed) = catalog.doom_condemned(tenant.as_str(), grace).await?;
         report.revived += revived;
-        if doomed == 0 {
-            break;
-        }
-        finish_deleting(catalog, repository, tenant, &mut report).await?;
         if revived + doomed == 0 {
             break;
         }
+        finish_deleting(catalog, repository, tenant, &mut report).await?;
     }
     if report.deleted > 0 || report.condemned > 0 || report.revived > 0 {
         tracing::info!(
@@ -83,6 +81,23 @@ async fn finish_deleting(
         );
         report.deleted_bytes += doomed.iter().map(|p| p.size).sum::<u64>();
     }
+}
+
+/// One pass over every tenant that has packs.
+///
+/// # Errors
+/// The first failure; a later pass resumes.
+pub async fn collect_all(
+    catalog: &Catalog,
+    repository: &Repository,
+    grace: Duration,
+) -> Result<Vec<PacksDeleted>, StageError> {
+    let mut reports = Vec::new();
+    for tenant in catalog.tenants_with_packs().await? {
+        let tenant = Name::new(tenant).map_err(|e| StageError::permanent("catalog", e))?;
+        reports.push(collect(catalog, repository, &tenant, grace).await?);
+    }
+    Ok(reports)
 }
 
 /// What a pass would do now, per tenant, changing nothing.

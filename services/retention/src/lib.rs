@@ -150,11 +150,9 @@ pub async fn pass(deps: &Deps, now: OffsetDateTime) -> Result<(), StageError> {
         }
     }
     let grace = deps.config.retention.gc_grace;
-    for tenant in deps.catalog.tenants_with_packs().await? {
-        let tenant = Name::new(tenant).map_err(|e| StageError::permanent("catalog", e))?;
-        let report = gc::collect(&deps.catalog, &deps.repository, &tenant, grace).await?;
+    for report in gc::collect_all(&deps.catalog, &deps.repository, grace).await? {
         if report.deleted > 0 || report.condemned > 0 || report.revived > 0 {
-            let id = format!("gc-{tenant}-{}", now.unix_timestamp_nanos());
+            let id = format!("gc-{}-{}", report.tenant, now.unix_timestamp_nanos());
             publish(
                 deps,
                 StageName::Retention,

@@ -70,11 +70,6 @@ impl Policy {
             || self.keep_yearly.is_some()
             || self.keep_within.is_some()
     }
-
-    /// Whether the policy can forget anything at all.
-    pub fn is_empty(&self) -> bool {
-        !self.has_keep_rules() && self.max_age.is_none()
-    }
 }
 
 /// A verified snapshot the policy is evaluated on.

@@ -76,18 +76,20 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
             continue; // Not due yet.
         }
         let key = slot_key(&schedule, slot);
-        if deps
+        let in_flight = deps
             .catalog
             .snapshot_in_flight(&schedule.tenant, &schedule.source)
+            .await?;
+        // A skipped slot is claimed too (without a request), so no replica fires it later.
+        let request = (!in_flight).then_some(key.as_str());
+        if !deps
+            .catalog
+            .claim_slot(&schedule.tenant, &schedule.source, slot, request)
             .await?
         {
-            if !deps
-                .catalog
-                .claim_slot(&schedule.tenant, &schedule.source, slot, None)
-                .await?
-            {
-                continue; // Another replica took it.
-            }
+            continue; // Another replica took it.
+        }
+        let (id, event, outcome) = if in_flight {
             tracing::warn!(tenant = %schedule.tenant, source = %schedule.source, slot, "Skipping a due slot: the previous snapshot is still in flight.");
             let skipped = ScheduleSkipped {
                 tenant: schedule.tenant.clone(),
@@ -95,50 +97,31 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
                 slot,
                 reason: "previous snapshot still in flight".into(),
             };
-            let id = format!("skip-{key}");
-            publish(
-                deps,
-                StageName::Scheduler,
-                Outgoing::event(&skipped),
-                &id,
-                &traceparent_for(&id),
-            )
-            .await?;
-            count(
-                MetricName::StageMessages,
-                &[("stage", "scheduler".into()), ("outcome", "skipped".into())],
-                1,
-            );
-            continue;
-        }
-        if !deps
-            .catalog
-            .claim_slot(&schedule.tenant, &schedule.source, slot, Some(&key))
-            .await?
-        {
-            continue; // Another replica took it.
-        }
-        let request = BackupRequested {
-            tenant: Some(schedule.tenant.clone()),
-            source: Some(schedule.source.clone()),
-            request_id: Some(key.clone()),
-            trigger: TriggerKind::Scheduled,
+            (format!("skip-{key}"), Outgoing::event(&skipped), "skipped")
+        } else {
+            tracing::info!(tenant = %schedule.tenant, source = %schedule.source, slot, "Firing a scheduled backup.");
+            let request = BackupRequested {
+                tenant: Some(schedule.tenant.clone()),
+                source: Some(schedule.source.clone()),
+                request_id: Some(key.clone()),
+                trigger: TriggerKind::Scheduled,
+            };
+            (key, Outgoing::event(&request), "done")
         };
         publish(
             deps,
             StageName::Scheduler,
-            Outgoing::event(&request),
-            &key,
-            &traceparent_for(&key),
+            event,
+            &id,
+            &traceparent_for(&id),
         )
         .await?;
         count(
             MetricName::StageMessages,
-            &[("stage", "scheduler".into()), ("outcome", "done".into())],
+            &[("stage", "scheduler".into()), ("outcome", outcome.into())],
             1,
         );
-        tracing::info!(tenant = %schedule.tenant, source = %schedule.source, slot, "Fired a scheduled backup.");
-        fired += 1;
+        fired += u32::from(!in_flight);
     }
     Ok(fired)
 }

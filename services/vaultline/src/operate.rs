@@ -175,11 +175,7 @@ pub(crate) async fn gc(
         return Ok(());
     }
     let repository = vaultline_storage::Repository::open_dir(&config.repository.path).await?;
-    let mut reports = Vec::new();
-    for tenant in catalog.tenants_with_packs().await? {
-        let tenant = Name::new(tenant)?;
-        reports.push(vaultline_retention::gc::collect(catalog, &repository, &tenant, grace).await?);
-    }
+    let reports = vaultline_retention::gc::collect_all(catalog, &repository, grace).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
@@ -445,17 +441,14 @@ pub(crate) async fn webhook(
 }
 
 /// The URL's scheme and host, for messages; refuses what is not http(s).
-fn describe_url(url: &str) -> Result<String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .with_context(|| format!("{url:?} is not a URL"))?;
-    if scheme != "https" && scheme != "http" {
-        anyhow::bail!("webhook URLs must be http:// or https://, not {scheme}://");
+fn describe_url(text: &str) -> Result<String> {
+    let url = url::Url::parse(text).with_context(|| format!("{text:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        anyhow::bail!(
+            "webhook URLs must be http:// or https://, not {}://",
+            url.scheme()
+        );
     }
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = host.rsplit('@').next().unwrap_or_default();
-    if host.is_empty() {
-        anyhow::bail!("the webhook URL has no host");
-    }
-    Ok(format!("{scheme}://{host}"))
+    let host = url.host_str().context("the webhook URL has no host")?;
+    Ok(format!("{}://{host}", url.scheme()))
 }

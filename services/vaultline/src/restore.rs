@@ -40,8 +40,9 @@ pub async fn restore_tree(
         .get(&ObjectKey::manifest(tenant, snapshot))
         .await
         .with_context(|| format!("cannot read the manifest of snapshot {snapshot}"))?;
-    // Check the key before anything is written.
-    open_sealed(&manifest[..], identity).map_err(|e| wrong_key(e, tenant, snapshot))?;
+    // Opening checks the key, before anything is written.
+    let records = open_sealed(std::io::Cursor::new(manifest), identity)
+        .map_err(|e| wrong_key(e, tenant, snapshot))?;
     std::fs::create_dir_all(target)
         .with_context(|| format!("cannot create {}", target.display()))?;
     let target = target.canonicalize()?;
@@ -59,7 +60,7 @@ pub async fn restore_tree(
         );
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            read_manifest(manifest, repo, tenant, snapshot, identity, runtime, tx)
+            read_manifest(records, repo, tenant, snapshot, identity, runtime, tx)
         })
     };
 
@@ -203,7 +204,7 @@ fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -
 /// Walks the manifest (on a blocking thread: it decrypts and decompresses),
 /// starting a fetch-and-open task per chunk. Stops early when the writer is gone.
 fn read_manifest(
-    manifest: Vec<u8>,
+    records: impl Iterator<Item = vaultline_format::Result<Record>>,
     repo: Repository,
     tenant: Name,
     snapshot: SnapshotId,
@@ -217,13 +218,6 @@ fn read_manifest(
     // threads only add allocator arenas (memory), not speed.
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let decrypting = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
-    let records = match open_sealed(&manifest[..], &identity) {
-        Ok(records) => records,
-        Err(e) => {
-            send(Item::Failed(wrong_key(e, &tenant, &snapshot)));
-            return;
-        }
-    };
     for record in records {
         let ok = match record {
             Err(e) => send(Item::Failed(

@@ -25,6 +25,7 @@ pub struct DueDelivery {
     pub webhook: String,
     pub url: String,
     pub sealed_secret: Vec<u8>,
+    pub event_kind: String,
     pub body: String,
     /// Attempts made before this one.
     pub attempts: i32,
@@ -172,7 +173,7 @@ impl Catalog {
                                 WHERE status = 'pending' AND next_attempt_at <= now()
                                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                    AND w.tenant = d.tenant AND w.id = d.webhook
-                 RETURNING d.id, d.tenant, d.webhook, w.url, w.sealed_secret, d.body, d.attempts",
+                 RETURNING d.id, d.tenant, d.webhook, w.url, w.sealed_secret, d.event_kind, d.body, d.attempts",
                 &[&limit, &lease.as_secs_f64()],
             )
             .await?;
@@ -184,8 +185,9 @@ impl Catalog {
                 webhook: r.get(2),
                 url: r.get(3),
                 sealed_secret: r.get(4),
-                body: r.get(5),
-                attempts: r.get(6),
+                event_kind: r.get(5),
+                body: r.get(6),
+                attempts: r.get(7),
             })
             .collect())
     }

@@ -196,7 +196,10 @@ impl<W: Write> SealedWriter<W> {
 ///
 /// # Errors
 /// [`Error::WrongKey`] for another tenant's identity, [`Error::Corrupt`] when damaged.
-pub fn open_sealed<R: Read>(input: R, identity: &Identity) -> Result<RecordReader<impl BufRead>> {
+pub fn open_sealed<R: Read>(
+    input: R,
+    identity: &Identity,
+) -> Result<RecordReader<impl BufRead + use<R>>> {
     let decryptor = age::Decryptor::new(input).map_err(crate::keys::map_decrypt)?;
     let plain = decryptor
         .decrypt(std::iter::once(identity as &dyn age::Identity))

@@ -309,40 +309,27 @@ impl<S: vaultline_runtime::Stage> vaultline_runtime::Stage for Slow<S> {
     }
 }
 
-/// A node with every stage (the scheduler if asked), one of them `slow`.
-pub(crate) async fn node_with_slow(
+/// Every stage `vaultline serve` runs except `left_out`.
+pub(crate) fn all_but(left_out: &[StageName]) -> Vec<StageName> {
+    vaultline::SERVED
+        .iter()
+        .copied()
+        .filter(|s| !left_out.contains(s))
+        .collect()
+}
+
+/// A node with every stage (the scheduler if asked), stage `S` slowed.
+pub(crate) async fn node_with_slow<S: vaultline_runtime::Stage>(
     env: &Env,
-    slow: StageName,
     before: Duration,
     after: Duration,
     with_scheduler: bool,
 ) -> Result<vaultline_runtime::Node> {
-    use vaultline_auditor::Auditor;
-    use vaultline_extractor::Extractor;
-    use vaultline_packager::Packager;
-    use vaultline_uploader::Uploader;
-    use vaultline_verifier::Verifier;
-    let mut node = vaultline_runtime::Node::start(env.config(), "test").await?;
-    let deps = node.deps.clone();
-    macro_rules! stage {
-        ($ty:ty) => {
-            if slow == <$ty as vaultline_runtime::Stage>::NAME {
-                node.spawn_stage(Slow::<$ty>::new(deps.clone(), before, after).await?);
-            } else {
-                node.spawn::<$ty>().await?;
-            }
-        };
+    let mut left_out = vec![S::NAME];
+    if !with_scheduler {
+        left_out.push(StageName::Scheduler);
     }
-    stage!(Extractor);
-    stage!(Packager);
-    stage!(Uploader);
-    stage!(Verifier);
-    stage!(Auditor);
-    vaultline_retention::install(&mut node).await?;
-    if with_scheduler {
-        vaultline_scheduler::install(&mut node)
-            .await
-            .map_err(anyhow::Error::msg)?;
-    }
+    let mut node = vaultline::start_node(env.config(), &all_but(&left_out)).await?;
+    node.spawn_stage(Slow::<S>::new(node.deps.clone(), before, after).await?);
     Ok(node)
 }

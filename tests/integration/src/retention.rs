@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use vaultline_catalog::SnapshotStatus;
 use vaultline_storage::ObjectKey;
-use vaultline_types::{Name, SnapshotId, StageName};
+use vaultline_types::{Name, SnapshotId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_keeps_exactly_what_each_rule_says_and_preview_matches() -> Result<()> {
@@ -167,9 +167,8 @@ async fn gc_racing_a_backup_that_reuses_forgotten_chunks_loses_nothing() -> Resu
         "1",
     ])
     .await?;
-    let node = node_with_slow(
+    let node = node_with_slow::<vaultline_uploader::Uploader>(
         &env,
-        StageName::Uploader,
         Duration::from_secs(3),
         Duration::ZERO,
         false,

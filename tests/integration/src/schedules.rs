@@ -2,7 +2,7 @@
 //! fire once, a source never has two snapshots in flight, and scheduled
 //! snapshots flow through the whole pipeline.
 
-use crate::harness::{Env, Process, assert_verified, node_with_slow};
+use crate::harness::{Env, Process, all_but, assert_verified, node_with_slow};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -71,12 +71,7 @@ async fn replicas_fire_each_slot_once_and_downtime_catches_up_once() -> Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cron_schedule_fires_each_slot_once_with_two_scheduler_processes() -> Result<()> {
     let (env, _tree) = Env::with_small_source().await?;
-    let without_scheduler: Vec<StageName> = vaultline::SERVED
-        .iter()
-        .copied()
-        .filter(|s| *s != StageName::Scheduler)
-        .collect();
-    let node = vaultline::start_node(env.config(), &without_scheduler).await?;
+    let node = vaultline::start_node(env.config(), &all_but(&[StageName::Scheduler])).await?;
     let client = async_nats::connect(env.nats.url()).await?;
     let mut triggers = client.subscribe("vaultline.backup.request.>").await?;
     client.flush().await?;
@@ -140,12 +135,7 @@ async fn a_stopped_scheduler_catches_up_once_when_it_restarts() -> Result<()> {
     let mut triggers = client.subscribe("vaultline.backup.request.>").await?;
     client.flush().await?;
     // Every stage but the scheduler consumes, so slots are not skipped as in flight.
-    let without_scheduler: Vec<StageName> = vaultline::SERVED
-        .iter()
-        .copied()
-        .filter(|s| *s != StageName::Scheduler)
-        .collect();
-    let node = vaultline::start_node(env.config(), &without_scheduler).await?;
+    let node = vaultline::start_node(env.config(), &all_but(&[StageName::Scheduler])).await?;
     env.cli(&["schedule", "add", "acme/docs", "--cron", "*/2 * * * * *"])
         .await?;
     let scheduler = Process::start(&env, "vaultline-scheduler")?;
@@ -191,9 +181,8 @@ async fn a_stopped_scheduler_catches_up_once_when_it_restarts() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_source_never_has_two_snapshots_in_flight() -> Result<()> {
     let (env, _tree) = Env::with_small_source().await?;
-    let node = node_with_slow(
+    let node = node_with_slow::<vaultline_extractor::Extractor>(
         &env,
-        StageName::Extractor,
         Duration::ZERO,
         Duration::from_millis(2500),
         true,
