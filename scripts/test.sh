@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite. Starts its own nats-server and PostgreSQL per test
-# (on free ports, in temp dirs); installs them first when missing.
+# The whole test suite. Starts its own nats-server, PostgreSQL, MariaDB and
+# Garage (S3) per test (on free ports, in temp dirs); installs them first when
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 ensure_nats_server
 ensure_postgres
+ensure_mariadb
+ensure_garage
 echo "==> nats-server: $VAULTLINE_NATS_SERVER ($("$VAULTLINE_NATS_SERVER" --version))"
 # The process tests start the per-stage binaries themselves.
 cargo build --workspace --bins

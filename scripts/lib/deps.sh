@@ -36,5 +36,28 @@ ensure_postgres() {
   export PG_BIN
 }
 
+# MariaDB's server and client (the harness runs a private server per test;
+# the mariadb source needs mariadb-dump).
+ensure_mariadb() {
+  if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-dump >/dev/null; then
+    echo "==> installing MariaDB with apt"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client >/dev/null
+  fi
+}
+
+# Garage, a real S3 server for the tests, built from crates.io once and kept in
+# ~/.cache/vaultline/tools (about 13 minutes on 2 cores the first time).
+GARAGE_VERSION=2.5.0
+ensure_garage() {
+  local tools="${HOME:-/root}/.cache/vaultline/tools"
+  if [ -n "${VAULTLINE_GARAGE:-}" ] && [ -x "$VAULTLINE_GARAGE" ]; then return; fi
+  if [ ! -x "$tools/bin/garage" ] || ! "$tools/bin/garage" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+    echo "==> building garage $GARAGE_VERSION with cargo install (first run only)"
+    env -u CARGO_TARGET_DIR cargo install garage --version "$GARAGE_VERSION" --locked --root "$tools" --quiet
+  fi
+  export VAULTLINE_GARAGE="$tools/bin/garage"
+}
+
 # Build output survives between runs on the same machine; a fresh machine builds cold.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/vaultline/target}"

@@ -2,7 +2,11 @@
 //! content-defined chunking, keyed chunk ids and the dedup lookup; stages only
 //! new data; emits *data extracted* per batch and *snapshot extracted*.
 
+mod draft;
 mod files;
+mod postgres;
+mod rows;
+mod stream;
 
 use std::sync::Arc;
 use vaultline_catalog::SnapshotStatus;
@@ -61,12 +65,13 @@ impl Stage for Extractor {
             // Extraction finished but our ack was lost: say so again (the
             // output's id is stable, so the stream drops it if it was seen).
             SnapshotStatus::Extracted if cx.delivered > 1 => {
-                let summary = files::Summary {
+                let summary = draft::Summary {
                     batches: row.batches_total.unwrap_or(0) as u32,
                     files: row.files as u64,
                     bytes_read: row.bytes_read as u64,
                     bytes_new: row.bytes_new as u64,
                     source_digest: row.source_digest.clone().unwrap_or_default(),
+                    tables: vec![],
                 };
                 let attempt = row.attempt.unwrap_or(1) as u32;
                 return Ok(vec![extracted(tenant, source, snapshot, attempt, &summary)]);
@@ -82,24 +87,45 @@ impl Stage for Extractor {
         .await?;
 
         let attempt = u32::try_from(cx.delivered).unwrap_or(1);
+        let job = draft::Job {
+            deps: self.deps.clone(),
+            tenant: tenant.clone(),
+            source: source.clone(),
+            snapshot: snapshot.clone(),
+            attempt,
+            key_id: key.key_id.clone(),
+            chunk_key: key.chunk_key,
+            batch_bytes: self.batch_bytes,
+            created: cx.published.unix_timestamp(),
+        };
+        let bad_config = |e: serde_json::Error| {
+            StageError::permanent("source", format!("source {tenant}/{source}: {e}"))
+        };
+        let config = source_row.config.clone();
         let summary = match source_row.kind.as_str() {
             "files" => {
-                let config: files::FilesConfig = serde_json::from_value(source_row.config.clone())
-                    .map_err(|e| {
-                        StageError::permanent("source", format!("source {tenant}/{source}: {e}"))
-                    })?;
-                let job = files::Job {
-                    deps: self.deps.clone(),
-                    tenant: tenant.clone(),
-                    source: source.clone(),
-                    snapshot: snapshot.clone(),
-                    attempt,
-                    key_id: key.key_id.clone(),
-                    chunk_key: key.chunk_key,
-                    batch_bytes: self.batch_bytes,
-                    created: cx.published.unix_timestamp(),
-                };
+                let config: files::FilesConfig =
+                    serde_json::from_value(config).map_err(bad_config)?;
                 files::extract(job, config, cx).await?
+            }
+            "postgres" => {
+                let config: stream::PostgresConfig =
+                    serde_json::from_value(config).map_err(bad_config)?;
+                let credential = self.credential(&tenant, &source).await?;
+                let program = postgres::program(&config, credential).await?;
+                stream::extract(job, program, cx).await?
+            }
+            "mariadb" | "mysql" => {
+                let config: stream::MariadbConfig =
+                    serde_json::from_value(config).map_err(bad_config)?;
+                let credential = self.credential(&tenant, &source).await?;
+                stream::extract(job, stream::mariadb_program(&config, credential)?, cx).await?
+            }
+            "command" => {
+                let config: stream::CommandConfig =
+                    serde_json::from_value(config).map_err(bad_config)?;
+                let credential = self.credential(&tenant, &source).await?;
+                stream::extract(job, stream::command_program(&config, credential)?, cx).await?
             }
             other => {
                 return Err(StageError::permanent(
@@ -110,6 +136,10 @@ impl Stage for Extractor {
                 ));
             }
         };
+        let tables = (!summary.tables.is_empty())
+            .then(|| serde_json::to_value(&summary.tables))
+            .transpose()
+            .map_err(|e| StageError::permanent("source", e.to_string()))?;
         catalog
             .set_extracted(
                 &tenant,
@@ -120,6 +150,7 @@ impl Stage for Extractor {
                 summary.bytes_read,
                 summary.bytes_new,
                 &summary.source_digest,
+                tables.as_ref(),
             )
             .await?;
         tracing::info!(
@@ -144,16 +175,46 @@ impl Stage for Extractor {
     }
 }
 
+impl Extractor {
+    /// Opens a source's stored credential, just before its program runs.
+    /// The plaintext lives in this call's stack and the child's environment or
+    /// option file only.
+    async fn credential(
+        &self,
+        tenant: &Name,
+        source: &Name,
+    ) -> Result<Option<Vec<u8>>, StageError> {
+        let Some(sealed) = self.deps.catalog.source_credential(tenant, source).await? else {
+            return Ok(None);
+        };
+        let key =
+            vaultline_runtime::deps::load_credentials_key(&self.deps.config).map_err(|e| {
+                StageError::permanent(
+                    "source",
+                    format!("source {tenant}/{source} has a stored credential, but {e}"),
+                )
+            })?;
+        key.open(&sealed).map(Some).map_err(|_| {
+            StageError::permanent(
+                "source",
+                format!(
+                    "the stored credential of source {tenant}/{source} does not open with this credentials key"
+                ),
+            )
+        })
+    }
+}
+
 /// The end-of-extraction event, from a fresh summary or one rebuilt from the catalog.
 fn extracted(
     tenant: Name,
     source: Name,
     snapshot: SnapshotId,
     attempt: u32,
-    summary: &files::Summary,
+    summary: &draft::Summary,
 ) -> Outgoing {
     Outgoing::event(&SnapshotExtracted {
-        manifest: files::draft_key(&tenant, &snapshot, attempt),
+        manifest: draft::draft_key(&tenant, &snapshot, attempt),
         tenant,
         source,
         snapshot,
@@ -167,7 +228,7 @@ fn extracted(
 
 /// Emits a finished batch; used by the source connectors.
 pub(crate) fn batch_event(
-    job: &files::Job,
+    job: &draft::Job,
     batch: u32,
     staged: String,
     chunks: u32,

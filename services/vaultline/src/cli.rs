@@ -12,7 +12,7 @@ use vaultline_format::keys::{Kek, identity_file_text};
 use vaultline_runtime::Config;
 use vaultline_runtime::deps::load_kek;
 use vaultline_scheduler::Cadence;
-use vaultline_storage::{ObjectKey, Repository};
+use vaultline_storage::ObjectKey;
 use vaultline_types::{BackupRequested, Name, SnapshotId, StageName, TriggerKind, headers};
 
 #[derive(Parser, Debug)]
@@ -116,15 +116,62 @@ pub enum Command {
     Restore {
         /// Snapshot id.
         snapshot: String,
-        /// Target directory (created if missing).
+        /// Target directory (created if missing), or `-` for stdout.
         #[arg(long)]
-        to: PathBuf,
+        to: Option<PathBuf>,
+        /// Restore only this path (and what is under it) of a file tree.
+        #[arg(long)]
+        path: Option<String>,
+        /// A database to restore a postgres or mariadb snapshot into
+        /// (`postgres://user@host/db`, `mariadb://user@host/db`; the password
+        /// from PGPASSWORD or MYSQL_PWD).
+        #[arg(long)]
+        into: Option<String>,
+        /// Pipe a command snapshot into this shell command (without a value:
+        /// the source's own --restore-command).
+        #[arg(long, num_args = 0..=1, default_missing_value = "")]
+        into_command: Option<String>,
         /// Tenant identity file; without it the key is unwrapped from the catalog with the KEK.
         #[arg(long)]
         identity: Option<PathBuf>,
         /// Tenant of the snapshot (needed with --identity when there is no catalog).
         #[arg(long)]
         tenant: Option<String>,
+        /// Read this repository (`s3://bucket/prefix`, `file:///dir`) with no
+        /// catalog and no NATS; needs --identity and --tenant.
+        #[arg(long)]
+        repo: Option<String>,
+    },
+    /// Check a snapshot now: level 1 (stored objects against their recorded
+    /// digests, no key), or with --full level 2 as well (read back in full and
+    /// compared with the source digest). A damaged snapshot is marked corrupt
+    /// and the exit code is 1.
+    Verify {
+        /// Snapshot id.
+        snapshot: String,
+        /// Level 2 as well.
+        #[arg(long)]
+        full: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the latest verified snapshot of a postgres or mariadb source
+    /// into a scratch database, compare every table's row count with the
+    /// counts taken at dump time, drop the scratch database, and publish the
+    /// result. Exit code 1 when a count differs or the restore fails.
+    Drill {
+        /// `tenant/source`
+        source: String,
+        /// Instead of drilling now, drill every so often (`1d`, `12h`), or `off`.
+        #[arg(long)]
+        every: Option<String>,
+        /// Seconds to wait for the verifier to run it.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run stages: all of them, or those named with --stage.
     Serve {
@@ -179,16 +226,41 @@ pub enum ScheduleCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum SourceCommand {
-    /// Add a source: `vaultline source add acme/docs --type files --path /srv/docs`.
+    /// Add a source: `vaultline source add acme/docs --type files --path /srv/docs`,
+    /// `… acme/db --type postgres --url postgres://backup@db:5432/shop --password-file F`,
+    /// `… acme/vault --type command --command 'vault operator raft snapshot save -'`.
     Add {
         /// `tenant/source`
         source: String,
-        /// Source type.
+        /// Source type: files, postgres, mariadb (or mysql), command.
         #[arg(long = "type", default_value = "files")]
         kind: String,
-        /// Directory to back up (type files).
+        /// Directory to back up (files).
         #[arg(long)]
-        path: PathBuf,
+        path: Option<PathBuf>,
+        /// Database URL without a password (postgres://…, mariadb://…).
+        #[arg(long)]
+        url: Option<String>,
+        /// File holding the database password; stored sealed with the credentials key.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Shell command whose stdout is the backup (command).
+        #[arg(long)]
+        command: Option<String>,
+        /// Shell command that reads a backup on stdin to restore it (command).
+        #[arg(long)]
+        restore_command: Option<String>,
+        /// File holding a secret for the command, stored sealed (command).
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Environment variable the command receives the secret in (command).
+        #[arg(long)]
+        secret_env: Option<String>,
+        /// Verification after every snapshot: `digests` (level 1: stored
+        /// objects re-hashed, no key) or `full` (level 2: also decrypted,
+        /// reassembled and compared with the source digest).
+        #[arg(long, default_value = "digests", value_parser = ["digests", "full"])]
+        verify: String,
         /// Retention rules (none: keep everything).
         #[command(flatten)]
         policy: PolicyArgs,
@@ -257,7 +329,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     &key.chunk_key,
                 )
                 .await?;
-            let repo = Repository::open_dir(&config.repository.path).await?;
+            let repo = vaultline_runtime::deps::open_repository(&config.repository, None).await?;
             let public = serde_json::json!({ "tenant": name, "key_id": key.key_id, "recipient": key.recipient });
             repo.put_bytes(
                 &ObjectKey::tenant_key(&name, &key.key_id),
@@ -284,25 +356,53 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             source,
             kind,
             path,
+            url,
+            password_file,
+            command,
+            restore_command,
+            secret_file,
+            secret_env,
+            verify,
             policy,
         }) => {
             let (tenant, source) = parse_pair(&source)?;
-            if kind != "files" {
-                bail!("source type {kind:?} is not supported by this build (supported: files)");
-            }
-            let path = path
-                .canonicalize()
-                .with_context(|| format!("source path {}", path.display()))?;
-            let config_json = serde_json::json!({ "path": path });
+            let verify_level = if verify == "full" { 2 } else { 1 };
+            let spec = crate::sources::SourceSpec {
+                kind,
+                path,
+                url,
+                password_file,
+                command,
+                restore_command,
+                secret_file,
+                secret_env,
+            };
+            let (kind, config_json, secret, shown) = spec.resolve()?;
+            let sealed = match secret {
+                Some(secret) => Some(
+                    vaultline_runtime::deps::load_credentials_key(&config)?.seal(secret.as_bytes()),
+                ),
+                None => None,
+            };
             let retention = serde_json::to_value(policy.policy()?)?;
             catalog(&config)
                 .await?
-                .add_source(&tenant, &source, &kind, &config_json, &retention)
+                .add_source(&vaultline_catalog::NewSource {
+                    tenant: &tenant,
+                    name: &source,
+                    kind: &kind,
+                    config: &config_json,
+                    retention: &retention,
+                    sealed_credential: sealed.as_deref(),
+                    verify_level,
+                })
                 .await?;
-            println!(
-                "added source {tenant}/{source} ({kind}: {})",
-                path.display()
-            );
+            let sealed_note = if sealed.is_some() {
+                ", credential stored sealed"
+            } else {
+                ""
+            };
+            println!("added source {tenant}/{source} ({kind}: {shown}{sealed_note})");
         }
         Command::Schedule(command) => schedule(&config, command).await?,
         Command::Audit(command) => {
@@ -361,19 +461,29 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore {
             snapshot,
             to,
+            path,
+            into,
+            into_command,
             identity,
             tenant,
+            repo,
         } => {
             let snapshot = SnapshotId::parse(&snapshot)?;
-            let repo = Repository::open_dir(&config.repository.path).await?;
-            let (tenant, identity) = match identity {
-                Some(file) => {
+            let target = crate::restoring::Target::from_flags(to, into, into_command)?;
+            let repository =
+                vaultline_runtime::deps::open_repository(&config.repository, repo.as_deref())
+                    .await?;
+            let (tenant, identity, restore_command) = match (identity, repo.is_some()) {
+                (Some(file), offline) => {
                     let text = std::fs::read_to_string(&file)
                         .with_context(|| format!("cannot read identity file {}", file.display()))?;
                     let identity = vaultline_format::keys::parse_identity(&text)?;
-                    let tenant = match tenant {
-                        Some(t) => Name::new(t)?,
-                        None => {
+                    let tenant = match (tenant, offline) {
+                        (Some(t), _) => Name::new(t)?,
+                        (None, true) => {
+                            bail!("--repo needs --tenant (there is no catalog to look it up)")
+                        }
+                        (None, false) => {
                             catalog(&config)
                                 .await?
                                 .find_snapshot(&snapshot)
@@ -381,29 +491,76 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                                 .tenant
                         }
                     };
-                    (tenant, identity)
+                    (tenant, identity, None)
                 }
-                None => {
+                (None, true) => bail!("--repo needs --identity (the tenant's identity file)"),
+                (None, false) => {
                     let catalog = catalog(&config).await?;
                     let row = catalog.find_snapshot(&snapshot).await?;
                     let key = catalog.key(&row.tenant, &row.key_id).await?;
+                    let restore_command = catalog
+                        .source(&row.tenant, &row.source)
+                        .await
+                        .ok()
+                        .and_then(|s| {
+                            s.config
+                                .get("restore-command")
+                                .and_then(|c| c.as_str().map(str::to_owned))
+                        });
                     (
                         row.tenant,
                         load_kek(&config)?.unwrap(&key.wrapped_identity)?,
+                        restore_command,
                     )
                 }
             };
             let started = Instant::now();
-            let done =
-                crate::restore::restore_tree(&repo, &tenant, &snapshot, &identity, &to).await?;
-            println!(
-                "restored {} entries ({} files, {}) of snapshot {snapshot} to {} in {:.1}s; digest verified",
+            let done = crate::restoring::run(
+                &repository,
+                &tenant,
+                &snapshot,
+                &identity,
+                path.as_deref(),
+                target.clone(),
+                restore_command,
+            )
+            .await?;
+            let checked = if done.digest_checked {
+                "digest verified"
+            } else {
+                "every chunk authenticated"
+            };
+            eprintln!(
+                "restored {} entries ({} files, {}) of snapshot {snapshot} to {target} in {:.1}s; {checked}",
                 done.entries,
                 done.files,
                 human_bytes(done.bytes as i64),
-                to.display(),
                 started.elapsed().as_secs_f64()
             );
+        }
+        Command::Verify {
+            snapshot,
+            full,
+            json,
+        } => {
+            return crate::checks::verify(&config, &catalog(&config).await?, &snapshot, full, json)
+                .await;
+        }
+        Command::Drill {
+            source,
+            every,
+            timeout,
+            json,
+        } => {
+            return crate::checks::drill(
+                &config,
+                &catalog(&config).await?,
+                &source,
+                every,
+                timeout,
+                json,
+            )
+            .await;
         }
         Command::Serve { stages } => {
             let stages = if stages.is_empty() {
@@ -538,7 +695,7 @@ async fn toggle(catalog: &Catalog, source: &str, enabled: bool) -> Result<()> {
     Ok(())
 }
 
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

@@ -1,9 +1,11 @@
 //! The `vaultline` CLI and the all-in-one node: every stage in one process on
 //! the same code as the per-stage binaries.
 
+mod checks;
 pub mod cli;
 pub mod operate;
-pub mod restore;
+pub mod restoring;
+pub mod sources;
 
 use vaultline_runtime::{Config, Node, StageError};
 use vaultline_types::StageName;
@@ -29,7 +31,7 @@ async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError
         StageName::Extractor => node.spawn::<vaultline_extractor::Extractor>().await,
         StageName::Packager => node.spawn::<vaultline_packager::Packager>().await,
         StageName::Uploader => node.spawn::<vaultline_uploader::Uploader>().await,
-        StageName::Verifier => node.spawn::<vaultline_verifier::Verifier>().await,
+        StageName::Verifier => vaultline_verifier::install(node).await,
         StageName::Retention => vaultline_retention::install(node).await,
         StageName::Auditor => vaultline_auditor::install(node).await,
         StageName::Scheduler => vaultline_scheduler::install(node)

@@ -174,7 +174,7 @@ pub(crate) async fn gc(
         }
         return Ok(());
     }
-    let repository = vaultline_storage::Repository::open_dir(&config.repository.path).await?;
+    let repository = vaultline_runtime::deps::open_repository(&config.repository, None).await?;
     let reports = vaultline_retention::gc::collect_all(catalog, &repository, grace).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);

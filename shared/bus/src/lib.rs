@@ -289,6 +289,30 @@ impl Bus {
             .durable_name
             .clone()
             .unwrap_or_else(|| stage.to_string());
+        // A consumer made by an older release may lack a subject this one
+        // reads (the verifier's drill requests): update it to this release's
+        // definition in place, which keeps its position.
+        if let Ok(mut existing) = stream
+            .get_consumer::<jetstream::consumer::pull::Config>(&name)
+            .await
+            && let Ok(info) = existing.info().await
+        {
+            let mut have = info.config.filter_subjects.clone();
+            if !info.config.filter_subject.is_empty() {
+                have.push(info.config.filter_subject.clone());
+            }
+            let mut want = config.filter_subjects.clone();
+            if !config.filter_subject.is_empty() {
+                want.push(config.filter_subject.clone());
+            }
+            if want.iter().any(|s| !have.contains(s)) {
+                stream
+                    .update_consumer(config.clone())
+                    .await
+                    .map_err(|e| js_err("update consumer")(e.to_string()))?;
+                tracing::info!(consumer = %name, "Widened the consumer's subjects.");
+            }
+        }
         let consumer = stream
             .get_or_create_consumer(&name, config)
             .await

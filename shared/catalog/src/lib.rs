@@ -4,6 +4,7 @@
 
 mod audit;
 mod chunks;
+mod drills;
 mod gc;
 mod history;
 mod schedules;
@@ -13,11 +14,12 @@ mod webhooks;
 
 pub use audit::{AuditCheck, AuditEvent, BrokenRow, audit_hash};
 pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
+pub use drills::DrillRow;
 pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow, ScheduleSpec};
 pub use snapshots::{SnapshotLock, SnapshotRow, SnapshotStatus};
-pub use tenants::{SourceRow, TenantKeyRow};
+pub use tenants::{NewSource, SourceRow, TenantKeyRow};
 pub use webhooks::{AttemptOutcome, DueDelivery, WebhookRow};
 
 use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};
@@ -89,6 +91,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_schedules.sql")),
     (3, include_str!("../migrations/0003_operating_loop.sql")),
+    (4, include_str!("../migrations/0004_data_path.sql")),
 ];
 
 /// A pool of catalog connections.

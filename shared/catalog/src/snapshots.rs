@@ -287,12 +287,14 @@ impl Catalog {
         bytes_read: u64,
         bytes_new: u64,
         source_digest: &str,
+        tables: Option<&serde_json::Value>,
     ) -> Result<()> {
         self.client()
             .await?
             .execute(
                 "UPDATE snapshots SET status = 'extracted', extracted_at = coalesce(extracted_at, now()),
-                     batches_total = $3, files = $4, bytes_read = $5, bytes_new = $6, source_digest = $7, attempt = $8
+                     batches_total = $3, files = $4, bytes_read = $5, bytes_new = $6, source_digest = $7, attempt = $8,
+                     tables = $9
                  WHERE tenant = $1 AND id = $2 AND status = 'extracting'",
                 &[
                     &tenant.as_str(),
@@ -303,6 +305,7 @@ impl Catalog {
                     &(bytes_new as i64),
                     &source_digest,
                     &(attempt as i32),
+                    &tables,
                 ],
             )
             .await?;
@@ -434,7 +437,9 @@ impl Catalog {
         error: Option<&str>,
     ) -> Result<bool> {
         let from: &[&str] = match status {
-            SnapshotStatus::Verified | SnapshotStatus::Corrupt => &["stored"],
+            SnapshotStatus::Verified => &["stored"],
+            // A later on-demand check (level 2, a drill) may find a verified one damaged.
+            SnapshotStatus::Corrupt => &["stored", "verified"],
             SnapshotStatus::Failed => &["extracting", "extracted", "stored"],
             SnapshotStatus::Expired => &["verified", "corrupt", "failed"],
             _ => return Err(Error::Conflict(format!("{status} is not a final status"))),

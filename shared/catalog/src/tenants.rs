@@ -28,6 +28,22 @@ pub struct SourceRow {
     pub kind: String,
     pub config: serde_json::Value,
     pub retention: serde_json::Value,
+    /// 1: stored digests after every snapshot; 2: a full read-back too.
+    pub verify_level: i16,
+}
+
+/// A source to add, with its sealed credential if it has one.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSource<'a> {
+    pub tenant: &'a Name,
+    pub name: &'a Name,
+    pub kind: &'a str,
+    pub config: &'a serde_json::Value,
+    pub retention: &'a serde_json::Value,
+    /// Sealed with the credentials key; never the plaintext.
+    pub sealed_credential: Option<&'a [u8]>,
+    /// 1 (stored digests) or 2 (full read-back) after every snapshot.
+    pub verify_level: i16,
 }
 
 impl Catalog {
@@ -126,27 +142,37 @@ impl Catalog {
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown tenant, [`Error::Conflict`] when the source exists.
-    pub async fn add_source(
-        &self,
-        tenant: &Name,
-        name: &Name,
-        kind: &str,
-        config: &serde_json::Value,
-        retention: &serde_json::Value,
-    ) -> Result<()> {
-        let client = self.client().await?;
-        if client
+    pub async fn add_source(&self, source: &NewSource<'_>) -> Result<()> {
+        let NewSource {
+            tenant,
+            name,
+            kind,
+            config,
+            retention,
+            sealed_credential,
+            verify_level,
+        } = *source;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if tx
             .query_opt("SELECT 1 FROM tenants WHERE name = $1", &[&tenant.as_str()])
             .await?
             .is_none()
         {
             return Err(Error::NotFound(format!("unknown tenant {tenant}")));
         }
-        let inserted = client
+        let inserted = tx
             .execute(
-                "INSERT INTO sources (tenant, name, kind, config, retention) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT DO NOTHING",
-                &[&tenant.as_str(), &name.as_str(), &kind, config, retention],
+                "INSERT INTO sources (tenant, name, kind, config, retention, verify_level)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &tenant.as_str(),
+                    &name.as_str(),
+                    &kind,
+                    config,
+                    retention,
+                    &verify_level,
+                ],
             )
             .await?;
         if inserted == 0 {
@@ -154,7 +180,32 @@ impl Catalog {
                 "source {tenant}/{name} already exists"
             )));
         }
+        if let Some(sealed) = sealed_credential {
+            tx.execute(
+                "INSERT INTO credentials (tenant, source, sealed) VALUES ($1, $2, $3)",
+                &[&tenant.as_str(), &name.as_str(), &sealed],
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The sealed credential of a source, if it has one. Only the extractor
+    /// (just before it runs the source) and drills ask for it.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn source_credential(&self, tenant: &Name, name: &Name) -> Result<Option<Vec<u8>>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT sealed FROM credentials WHERE tenant = $1 AND source = $2",
+                &[&tenant.as_str(), &name.as_str()],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Replaces a source's retention policy.
@@ -190,7 +241,7 @@ impl Catalog {
             .client()
             .await?
             .query_opt(
-                "SELECT kind, config, retention FROM sources WHERE tenant = $1 AND name = $2",
+                "SELECT kind, config, retention, verify_level FROM sources WHERE tenant = $1 AND name = $2",
                 &[&tenant.as_str(), &name.as_str()],
             )
             .await?
@@ -201,6 +252,7 @@ impl Catalog {
             kind: row.get(0),
             config: row.get(1),
             retention: row.get(2),
+            verify_level: row.get(3),
         })
     }
 
@@ -213,7 +265,7 @@ impl Catalog {
             .client()
             .await?
             .query(
-                "SELECT tenant, name, kind, config, retention FROM sources
+                "SELECT tenant, name, kind, config, retention, verify_level FROM sources
                  WHERE $1::text IS NULL OR tenant = $1 ORDER BY tenant, name",
                 &[&tenant.map(Name::as_str)],
             )
@@ -227,6 +279,7 @@ impl Catalog {
                     kind: r.get(2),
                     config: r.get(3),
                     retention: r.get(4),
+                    verify_level: r.get(5),
                 })
             })
             .collect())

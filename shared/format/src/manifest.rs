@@ -105,6 +105,18 @@ pub struct Footer {
     /// Every pack the entries reference (final manifests only).
     #[serde(default)]
     pub packs: Vec<PackRecord>,
+    /// Database sources: the row count of every table at dump time, in name
+    /// order, which restore drills compare against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableRows>,
+}
+
+/// Rows of one table when the dump was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    /// Qualified name, e.g. `public.orders` (PostgreSQL) or `orders` (MariaDB).
+    pub name: String,
+    pub rows: u64,
 }
 
 /// One manifest record.
@@ -294,6 +306,10 @@ mod tests {
                 bytes: 3,
                 source_digest: "00".into(),
                 packs: vec![],
+                tables: vec![TableRows {
+                    name: "public.t".into(),
+                    rows: 7,
+                }],
             }),
         ]
     }

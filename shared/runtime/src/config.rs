@@ -48,8 +48,32 @@ impl std::fmt::Debug for CatalogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RepositoryConfig {
-    /// Directory of the filesystem repository.
+    /// Where the repository is: `s3://bucket[/prefix]` or `file:///dir`.
+    /// When absent, the directory `path`.
+    pub url: Option<String>,
+    /// Directory of the filesystem repository (when `url` is absent).
     pub path: PathBuf,
+    /// How to reach the S3 server of an `s3://` url.
+    pub s3: S3Config,
+}
+
+/// S3 connection settings. Each falls back to the standard AWS variable
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`); the secret is only ever read from a file or the
+/// environment, never written inline in the config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Objects at least this many bytes are uploaded in parts.
+    pub multipart_threshold: Option<u64>,
+    /// Bytes per part (at least 5 MiB).
+    pub part_size: Option<u64>,
+    /// Attempts per request, the first included.
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +92,11 @@ pub struct KeysConfig {
     /// File holding the key-encryption key (an age identity). The variable
     /// `VAULTLINE_KEK` may hold the key itself instead.
     pub kek_file: Option<PathBuf>,
+    /// File holding the credentials key (an age identity) that seals source
+    /// credentials. Separate from the KEK on purpose: the extractor needs it,
+    /// and must never be able to unwrap tenant identities. The variable
+    /// `VAULTLINE_CREDENTIALS_KEY` may hold the key itself instead.
+    pub credentials_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,7 +187,9 @@ impl Default for CatalogConfig {
 impl Default for RepositoryConfig {
     fn default() -> Self {
         RepositoryConfig {
+            url: None,
             path: "/var/lib/vaultline/repository".into(),
+            s3: S3Config::default(),
         }
     }
 }

@@ -2,11 +2,12 @@
 //! repository and staging, shared by every stage of a process.
 
 use crate::Config;
+use crate::config::RepositoryConfig;
 use std::sync::Arc;
 use vaultline_bus::Bus;
 use vaultline_catalog::Catalog;
 use vaultline_format::keys::Kek;
-use vaultline_storage::{Repository, Staging};
+use vaultline_storage::{Repository, S3Options, Staging};
 
 /// A dependency could not be opened at start.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,7 @@ impl Deps {
         if !applied.is_empty() {
             tracing::info!(?applied, "Applied catalog migrations.");
         }
-        let repository = Repository::open_dir(&config.repository.path).await?;
+        let repository = open_repository(&config.repository, None).await?;
         let staging = Staging::open_dir(&config.staging.path, config.staging.ttl)?;
         Ok(Arc::new(Deps {
             config,
@@ -64,19 +65,126 @@ impl Deps {
 /// When neither is set, the file is unreadable, or it holds no age identity.
 /// The message never contains key material.
 pub fn load_kek(config: &Config) -> Result<Kek, StartError> {
-    let text = match (std::env::var("VAULTLINE_KEK"), &config.keys.kek_file) {
+    load_age_key(
+        "key-encryption key",
+        "VAULTLINE_KEK",
+        "keys.kek-file",
+        config.keys.kek_file.as_deref(),
+    )
+}
+
+/// Loads the credentials key from `VAULTLINE_CREDENTIALS_KEY` or
+/// `keys.credentials-key-file`: the extractor (to open source credentials
+/// just in time) and `vaultline source add` (to seal them) call this.
+///
+/// # Errors
+/// As [`load_kek`].
+pub fn load_credentials_key(config: &Config) -> Result<Kek, StartError> {
+    load_age_key(
+        "credentials key",
+        "VAULTLINE_CREDENTIALS_KEY",
+        "keys.credentials-key-file",
+        config.keys.credentials_key_file.as_deref(),
+    )
+}
+
+fn load_age_key(
+    what: &str,
+    var: &str,
+    setting: &str,
+    file: Option<&std::path::Path>,
+) -> Result<Kek, StartError> {
+    let text = match (std::env::var(var), file) {
         (Ok(text), _) => text,
         (Err(_), Some(path)) => std::fs::read_to_string(path).map_err(|e| {
             StartError::Other(format!(
-                "cannot read the key-encryption key file {}: {e}",
+                "cannot read the {what} file {}: {e}",
                 path.display()
             ))
         })?,
         (Err(_), None) => {
-            return Err(StartError::Other(
-                "no key-encryption key: set keys.kek-file in the config or VAULTLINE_KEK".into(),
-            ));
+            return Err(StartError::Other(format!(
+                "no {what}: set {setting} in the config or {var}"
+            )));
         }
     };
-    Kek::parse(&text).map_err(|e| StartError::Other(format!("key-encryption key: {e}")))
+    Kek::parse(&text).map_err(|e| StartError::Other(format!("{what}: {e}")))
+}
+
+/// Opens the configured repository, or the one at `url` when given (restore
+/// with `--repo`). `s3://bucket[/prefix]` takes its endpoint, region and
+/// credentials from `[repository.s3]` or the standard AWS variables.
+///
+/// # Errors
+/// On an unknown scheme, a missing S3 setting or an unreadable secret file.
+/// Messages name the missing setting, never a secret.
+pub async fn open_repository(
+    config: &RepositoryConfig,
+    url: Option<&str>,
+) -> Result<Repository, StartError> {
+    let Some(url) = url.or(config.url.as_deref()) else {
+        return Ok(Repository::open_dir(&config.path).await?);
+    };
+    if let Some(path) = url.strip_prefix("file://") {
+        return Ok(Repository::open_dir(path).await?);
+    }
+    let Some(rest) = url.strip_prefix("s3://") else {
+        if url.contains("://") {
+            return Err(StartError::Other(format!(
+                "repository url {url:?}: the scheme must be s3:// or file://"
+            )));
+        }
+        return Ok(Repository::open_dir(url).await?);
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(StartError::Other(format!(
+            "repository url {url:?} names no bucket"
+        )));
+    }
+    let s3 = &config.s3;
+    let setting = |value: &Option<String>, vars: &[&str], name: &str| {
+        value
+            .clone()
+            .or_else(|| vars.iter().find_map(|v| std::env::var(v).ok()))
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                StartError::Other(format!(
+                    "S3 repository: set repository.s3.{name} or {}",
+                    vars.join(" or ")
+                ))
+            })
+    };
+    let secret_access_key = match &s3.secret_access_key_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                StartError::Other(format!(
+                    "cannot read the S3 secret key file {}: {e}",
+                    path.display()
+                ))
+            })?
+            .trim()
+            .to_owned(),
+        None => setting(&None, &["AWS_SECRET_ACCESS_KEY"], "secret-access-key-file")?,
+    };
+    let options = S3Options {
+        endpoint: setting(
+            &s3.endpoint,
+            &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+            "endpoint",
+        )?,
+        region: setting(&s3.region, &["AWS_REGION", "AWS_DEFAULT_REGION"], "region")?,
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+        access_key_id: setting(&s3.access_key_id, &["AWS_ACCESS_KEY_ID"], "access-key-id")?,
+        secret_access_key,
+        multipart_threshold: s3
+            .multipart_threshold
+            .unwrap_or(S3Options::DEFAULT_MULTIPART_THRESHOLD),
+        part_size: s3.part_size.unwrap_or(S3Options::DEFAULT_PART_SIZE),
+        max_attempts: s3.max_attempts.unwrap_or(S3Options::DEFAULT_MAX_ATTEMPTS),
+    };
+    Ok(Repository::S3(vaultline_storage::S3Repository::new(
+        options,
+    )))
 }

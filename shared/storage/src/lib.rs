@@ -2,9 +2,11 @@
 //! long-lived) and staging (claim-check data between stages, with a TTL).
 
 mod repository;
+mod s3;
 mod staging;
 
 pub use repository::{ObjectKey, Repository};
+pub use s3::{S3Options, S3Repository};
 pub use staging::Staging;
 
 /// Errors of the storage layer.
@@ -32,13 +34,32 @@ pub enum Error {
     /// A key that would leave its root.
     #[error("invalid key {0:?}")]
     InvalidKey(String),
+    /// An S3 request failed after the SDK's own retries.
+    #[error("S3 {op} {key}: {message}")]
+    S3 {
+        /// The S3 operation, e.g. `PutObject`.
+        op: &'static str,
+        /// The object key (without the repository prefix).
+        key: String,
+        /// The server's error code and message, or the transport error.
+        message: String,
+        /// Whether a later retry may succeed (throttling, timeouts, a server down).
+        transient: bool,
+    },
+    /// A repository URL or option that cannot be used.
+    #[error("repository {0}")]
+    Config(String),
 }
 
 impl Error {
     /// True when retrying may help (a full disk or a flaky mount), false for
     /// a missing object or a bad key.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Io { .. })
+        match self {
+            Error::Io { .. } => true,
+            Error::S3 { transient, .. } => *transient,
+            _ => false,
+        }
     }
 }
 

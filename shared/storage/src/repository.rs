@@ -2,7 +2,7 @@
 //! immutable once written and become visible only complete (write to a
 //! temporary name, fsync, rename).
 
-use crate::{Result, check_key, io_err, temp_suffix};
+use crate::{Result, S3Repository, check_key, io_err, temp_suffix};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -28,11 +28,13 @@ impl ObjectKey {
 }
 
 /// A repository backend. An enum rather than a trait object: the set of
-/// backends is closed and known (fs now, S3 with the data-path work).
+/// backends is closed and known.
 #[derive(Debug, Clone)]
 pub enum Repository {
     /// A directory on a local filesystem.
     Fs(FsRepository),
+    /// A bucket (and key prefix) on an S3-compatible server.
+    S3(S3Repository),
 }
 
 /// Local-directory backend.
@@ -58,6 +60,7 @@ impl Repository {
     pub fn describe(&self) -> String {
         match self {
             Repository::Fs(fs) => format!("file://{}", fs.root.display()),
+            Repository::S3(s3) => s3.describe(),
         }
     }
 
@@ -70,6 +73,7 @@ impl Repository {
         check_key(key)?;
         match self {
             Repository::Fs(fs) => fs.put_file(key, local, false).await,
+            Repository::S3(s3) => s3.put_file(key, local, false).await,
         }
     }
 
@@ -82,6 +86,7 @@ impl Repository {
         check_key(key)?;
         match self {
             Repository::Fs(fs) => fs.put_file(key, local, true).await,
+            Repository::S3(s3) => s3.put_file(key, local, true).await,
         }
     }
 
@@ -93,6 +98,7 @@ impl Repository {
         check_key(key)?;
         match self {
             Repository::Fs(fs) => fs.put_bytes(key, bytes).await,
+            Repository::S3(s3) => s3.put_bytes(key, bytes).await,
         }
     }
 
@@ -103,6 +109,7 @@ impl Repository {
     pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
         check_key(key)?;
         match self {
+            Repository::S3(s3) => s3.get(key).await,
             Repository::Fs(fs) => {
                 let path = fs.root.join(key);
                 tokio::fs::read(&path)
@@ -120,6 +127,7 @@ impl Repository {
     pub async fn digest(&self, key: &str) -> Result<([u8; 32], u64)> {
         check_key(key)?;
         match self {
+            Repository::S3(s3) => s3.digest(key).await,
             Repository::Fs(fs) => {
                 let path = fs.root.join(key);
                 let mut file = tokio::fs::File::open(&path)
@@ -148,6 +156,7 @@ impl Repository {
     pub async fn get_range(&self, key: &str, offset: u64, length: u32) -> Result<Vec<u8>> {
         check_key(key)?;
         match self {
+            Repository::S3(s3) => s3.get_range(key, offset, length).await,
             Repository::Fs(fs) => {
                 let path = fs.root.join(key);
                 let mut file = tokio::fs::File::open(&path)
@@ -172,6 +181,7 @@ impl Repository {
     pub async fn size(&self, key: &str) -> Result<Option<u64>> {
         check_key(key)?;
         match self {
+            Repository::S3(s3) => s3.size(key).await,
             Repository::Fs(fs) => {
                 let path = fs.root.join(key);
                 match tokio::fs::metadata(&path).await {
@@ -190,6 +200,7 @@ impl Repository {
     pub async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         match self {
+            Repository::S3(s3) => s3.delete(key).await,
             Repository::Fs(fs) => {
                 let path = fs.root.join(key);
                 match tokio::fs::remove_file(&path).await {
@@ -208,6 +219,7 @@ impl Repository {
     /// When the root is not a readable directory.
     pub async fn ping(&self) -> Result<()> {
         match self {
+            Repository::S3(s3) => s3.ping().await,
             Repository::Fs(fs) => {
                 let _entries = tokio::fs::read_dir(&fs.root)
                     .await

@@ -1,10 +1,16 @@
 //! vaultline-testkit: real servers for integration tests, started on free
 //! ports with temporary directories and stopped on drop. No mocks.
 //!
+//! - Garage (S3) and MariaDB: see their modules.
 //! - nats-server: `VAULTLINE_NATS_SERVER` or `nats-server` on PATH; must be 2.10+.
 //! - PostgreSQL: `VAULTLINE_TEST_PG_URL` points at an existing server (a fresh
 //!   database is created per test), else a private cluster is made with
 //!   `initdb` from /usr/lib/postgresql/*/bin (as the `postgres` user when root).
+
+mod garage;
+mod mariadb;
+pub use garage::{Garage, garage_binary};
+pub use mariadb::MariaDb;
 
 use anyhow::{Context, Result, bail};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,7 +26,7 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<()> {
+pub(crate) fn wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {

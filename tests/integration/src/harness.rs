@@ -7,23 +7,51 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vaultline_catalog::{Catalog, SnapshotRow, SnapshotStatus};
 use vaultline_runtime::Config;
-use vaultline_testkit::{NatsServer, Postgres};
+use vaultline_testkit::{Garage, NatsServer, Postgres};
 use vaultline_types::{Name, StageName};
 
 pub(crate) struct Env {
     pub(crate) nats: NatsServer,
     pub(crate) _pg: Postgres,
+    /// The S3 server, when the repository is on S3.
+    pub(crate) garage: Option<Garage>,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) config_file: PathBuf,
     pub(crate) catalog: Catalog,
 }
 
 impl Env {
+    /// Servers and a config with a filesystem repository.
     pub(crate) async fn new() -> Result<Env> {
+        Env::build(false).await
+    }
+
+    /// Servers and a config with the repository in a Garage bucket.
+    pub(crate) async fn with_s3() -> Result<Env> {
+        Env::build(true).await
+    }
+
+    async fn build(s3: bool) -> Result<Env> {
         vaultline_runtime::telemetry::init();
         let nats = NatsServer::start()?;
         let pg = Postgres::start()?;
         let dir = tempfile::tempdir()?;
+        let garage = if s3 { Some(Garage::start()?) } else { None };
+        let repository = match &garage {
+            None => format!("path = \"{}/repository\"", dir.path().display()),
+            Some(garage) => {
+                let secret = dir.path().join("s3-secret");
+                std::fs::write(&secret, &garage.secret_access_key)?;
+                format!(
+                    "url = \"s3://{bucket}/repo\"\n[repository.s3]\nendpoint = \"{endpoint}\"\nregion = \"{region}\"\naccess-key-id = \"{key}\"\nsecret-access-key-file = \"{secret}\"\nmax-attempts = 3\nmultipart-threshold = 6291456\npart-size = 5242880",
+                    bucket = Garage::BUCKET,
+                    endpoint = garage.endpoint(),
+                    region = Garage::REGION,
+                    key = garage.access_key_id,
+                    secret = secret.display(),
+                )
+            }
+        };
         let kek_file = dir.path().join("kek.txt");
         std::fs::write(&kek_file, vaultline_format::keys::Kek::generate().1)?;
         let config_file = dir.path().join("vaultline.toml");
@@ -34,7 +62,7 @@ url = "{nats}"
 [catalog]
 url = "{pg}"
 [repository]
-path = "{root}/repository"
+{repository}
 [staging]
 path = "{root}/staging"
 ttl = "1h"
@@ -68,6 +96,7 @@ backoff = "200ms"
         Ok(Env {
             nats,
             _pg: pg,
+            garage,
             dir,
             config_file,
             catalog,
@@ -93,6 +122,21 @@ backoff = "200ms"
             "exit code {code:?}"
         );
         Ok(())
+    }
+
+    /// Runs the built `vaultline` binary with only `vars` for configuration
+    /// (no config file) and returns its output, whatever its exit status.
+    pub(crate) async fn bare_cli(
+        &self,
+        args: &[&str],
+        vars: &[(String, String)],
+    ) -> Result<std::process::Output> {
+        let mut command = tokio::process::Command::new(binary("vaultline")?);
+        command.args(args).env_remove("VAULTLINE_CONFIG");
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        Ok(command.output().await?)
     }
 
     /// Runs the built `vaultline` binary and returns its stdout (for `--json`).

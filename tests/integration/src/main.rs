@@ -8,4 +8,5 @@ mod ops;
 mod pipeline;
 mod processes;
 mod retention;
+mod s3;
 mod schedules;

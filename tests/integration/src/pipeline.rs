@@ -7,7 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-fn build_tree(root: &Path) -> Result<()> {
+pub(crate) fn build_tree(root: &Path) -> Result<()> {
     std::fs::create_dir_all(root.join("deep/er/still deeper"))?;
     std::fs::create_dir_all(root.join("empty dir"))?;
     std::fs::write(root.join("empty.txt"), b"")?;
@@ -44,7 +44,7 @@ fn build_tree(root: &Path) -> Result<()> {
 }
 
 #[derive(Debug, PartialEq)]
-enum Node {
+pub(crate) enum Node {
     Dir {
         mode: u32,
         mtime: (i64, i64),
@@ -61,7 +61,7 @@ enum Node {
 }
 
 /// Everything a restore must reproduce: paths, kinds, bytes, modes, mtimes, link targets.
-fn snapshot_of(root: &Path) -> Result<BTreeMap<String, Node>> {
+pub(crate) fn snapshot_of(root: &Path) -> Result<BTreeMap<String, Node>> {
     let mut out = BTreeMap::new();
     for entry in walk(root)? {
         let meta = std::fs::symlink_metadata(&entry)?;

@@ -1,7 +1,15 @@
-//! Restore: read a manifest with the tenant identity and rebuild the tree.
-//! Works from the repository alone (no catalog, no NATS). Never writes outside
-//! the target: paths with `..`, absolute paths, and paths through symlinks are
-//! refused before anything is written for them.
+//! vaultline-restore: read a snapshot back with the tenant identity. Works
+//! from the repository alone (no catalog, no NATS).
+//!
+//! One reader walks the manifest and fetches and decrypts chunks ahead; one
+//! writer takes them in manifest order and hands them to a [`Sink`]: a
+//! directory, a byte stream (stdout, pg_restore, mariadb, a command), or
+//! nothing at all (level-2 verification, which only recomputes digests).
+//!
+//! Never writes outside the target: paths with `..`, absolute paths, and
+//! paths through symlinks are refused before anything is written for them.
+
+pub mod programs;
 
 use anyhow::{Context, Result, bail};
 use std::ffi::OsStr;
@@ -11,10 +19,20 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use vaultline_format::keys::Identity;
 use vaultline_format::manifest::{
-    ContentDigest, Entry, EntryKind, Header, Record, SourceDigest, open_sealed,
+    ContentDigest, Entry, EntryKind, Footer, Header, Record, SourceDigest, TableRows, open_sealed,
 };
 use vaultline_storage::{ObjectKey, Repository};
 use vaultline_types::{Name, SnapshotId};
+
+/// Where restored bytes go.
+pub enum Sink<'a> {
+    /// A directory tree (created if missing).
+    Dir(&'a Path),
+    /// The content of the one selected file, e.g. stdout or a program's stdin.
+    Stream(&'a mut (dyn Write + Send)),
+    /// Nowhere: every chunk is fetched, decrypted and hashed (level 2).
+    Discard,
+}
 
 /// What a restore did.
 #[derive(Debug, Default)]
@@ -22,10 +40,55 @@ pub struct Restored {
     pub entries: u64,
     pub files: u64,
     pub bytes: u64,
+    /// The source type recorded in the manifest (`files`, `postgres`, …).
+    pub source_kind: String,
+    /// Database sources: rows per table at dump time.
+    pub tables: Vec<TableRows>,
+    /// True when the whole snapshot was read and its source digest matched;
+    /// false for a selection (`--path`), where each chunk is still authenticated.
+    pub digest_checked: bool,
 }
 
-/// Restores `snapshot` of `tenant` into `target`, then checks the rebuilt tree
-/// against the source digest recorded at backup time.
+/// Header and footer of a snapshot's manifest (entries are skipped).
+///
+/// # Errors
+/// A wrong identity, a missing or damaged manifest.
+pub async fn manifest_summary(
+    repo: &Repository,
+    tenant: &Name,
+    snapshot: &SnapshotId,
+    identity: &Identity,
+) -> Result<(Header, Footer)> {
+    let manifest = fetch_manifest(repo, tenant, snapshot).await?;
+    let records = open_sealed(std::io::Cursor::new(manifest), identity)
+        .map_err(|e| wrong_key(e, tenant, snapshot))?;
+    let (mut header, mut footer) = (None, None);
+    for record in records {
+        match record.with_context(|| format!("manifest of snapshot {snapshot}"))? {
+            Record::Header(h) => header = Some(h),
+            Record::Footer(f) => footer = Some(f),
+            Record::Entry(_) => {}
+        }
+    }
+    match (header, footer) {
+        (Some(h), Some(f)) => Ok((h, f)),
+        _ => bail!("manifest of snapshot {snapshot} is truncated"),
+    }
+}
+
+async fn fetch_manifest(
+    repo: &Repository,
+    tenant: &Name,
+    snapshot: &SnapshotId,
+) -> Result<Vec<u8>> {
+    repo.get(&ObjectKey::manifest(tenant, snapshot))
+        .await
+        .with_context(|| format!("cannot read the manifest of snapshot {snapshot}"))
+}
+
+/// Restores a directory tree (the whole snapshot, or the entries at and under
+/// `select`), then checks a whole tree against the source digest recorded at
+/// backup time.
 ///
 /// # Errors
 /// A wrong identity, a damaged or missing object, a hostile path, or a disk error.
@@ -36,38 +99,73 @@ pub async fn restore_tree(
     identity: &Identity,
     target: &Path,
 ) -> Result<Restored> {
-    let manifest = repo
-        .get(&ObjectKey::manifest(tenant, snapshot))
-        .await
-        .with_context(|| format!("cannot read the manifest of snapshot {snapshot}"))?;
+    restore(repo, tenant, snapshot, identity, None, Sink::Dir(target)).await
+}
+
+/// Restores `snapshot` of `tenant` into `sink`. `select` limits it to one
+/// path and what is under it. A [`Sink::Stream`] takes exactly one file: the
+/// selected one, or the only file of a database or command snapshot.
+///
+/// # Errors
+/// A wrong identity, a damaged or missing object, a hostile path, a
+/// selection that matches nothing (or several files for a stream), a digest
+/// mismatch, or a write error.
+pub async fn restore(
+    repo: &Repository,
+    tenant: &Name,
+    snapshot: &SnapshotId,
+    identity: &Identity,
+    select: Option<&str>,
+    mut sink: Sink<'_>,
+) -> Result<Restored> {
+    let manifest = fetch_manifest(repo, tenant, snapshot).await?;
     // Opening checks the key, before anything is written.
     let records = open_sealed(std::io::Cursor::new(manifest), identity)
         .map_err(|e| wrong_key(e, tenant, snapshot))?;
-    std::fs::create_dir_all(target)
-        .with_context(|| format!("cannot create {}", target.display()))?;
-    let target = target.canonicalize()?;
+    let select: Option<Vec<u8>> = match select {
+        Some(path) => {
+            let trimmed = path.trim_matches('/');
+            if trimmed.is_empty() {
+                None
+            } else {
+                Some(trimmed.as_bytes().to_vec())
+            }
+        }
+        None => None,
+    };
+    let target = match &sink {
+        Sink::Dir(target) => {
+            std::fs::create_dir_all(target)
+                .with_context(|| format!("cannot create {}", target.display()))?;
+            Some(target.canonicalize()?)
+        }
+        _ => None,
+    };
 
     // The reader walks the manifest and starts fetching and decrypting each
     // chunk as a task; the writer below takes them in manifest order. The
     // channel bounds how far the reader runs ahead (memory: IN_FLIGHT chunks).
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(IN_FLIGHT);
     let reader = {
-        let (repo, tenant, snapshot, identity) = (
+        let (repo, tenant, snapshot, identity, select) = (
             repo.clone(),
             tenant.clone(),
             snapshot.clone(),
             identity.clone(),
+            select.clone(),
         );
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            read_manifest(records, repo, tenant, snapshot, identity, runtime, tx)
+            read_manifest(
+                records, repo, tenant, snapshot, identity, select, runtime, tx,
+            )
         })
     };
 
     let mut digest = SourceDigest::default();
     let mut done = Restored::default();
     let mut dir_times = Vec::new();
-    let mut expected_digest = None;
+    let mut footer = None;
     let mut open: Option<OpenFile> = None;
     while let Some(item) = rx.recv().await {
         match item {
@@ -80,21 +178,33 @@ pub async fn restore_tree(
                         header.snapshot
                     );
                 }
+                if matches!(sink, Sink::Stream(_))
+                    && header.source_kind == "files"
+                    && select.is_none()
+                {
+                    bail!(
+                        "snapshot {snapshot} is a file tree: restore it to a directory, or stream one file with --path"
+                    );
+                }
+                done.source_kind = header.source_kind;
             }
-            Item::Footer(source_digest) => expected_digest = Some(source_digest),
+            Item::Footer(f) => footer = Some(f),
             Item::Chunk { plain, raw_length } => {
                 let file = open.as_mut().context("a chunk outside a file")?;
                 let plain = plain.await.context("a chunk task died")??;
                 if plain.len() != raw_length as usize {
                     bail!(
                         "a pack returned a chunk of the wrong size for {}",
-                        file.path.display()
+                        file.shown
                     );
                 }
                 file.hasher.update(&plain);
-                file.out
-                    .write_all(&plain)
-                    .with_context(|| format!("cannot write {}", file.path.display()))?;
+                let written = match (&mut file.out, &mut sink) {
+                    (Some(out), _) => out.write_all(&plain),
+                    (None, Sink::Stream(out)) => out.write_all(&plain),
+                    (None, _) => Ok(()),
+                };
+                written.with_context(|| format!("cannot write {}", file.shown))?;
             }
             Item::EndFile => {
                 let OpenFile {
@@ -102,20 +212,45 @@ pub async fn restore_tree(
                     path,
                     out,
                     hasher,
+                    shown,
                 } = open.take().context("a file end without a file")?;
-                out.into_inner()
-                    .map_err(|e| e.into_error())
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                set_mode(&path, entry.mode)?;
-                let mtime = filetime::FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
-                filetime::set_file_mtime(&path, mtime)?;
+                if let (Some(out), Some(path)) = (out, path) {
+                    out.into_inner()
+                        .map_err(|e| e.into_error())
+                        .with_context(|| format!("cannot write {shown}"))?;
+                    set_mode(&path, entry.mode)?;
+                    let mtime = filetime::FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
+                    filetime::set_file_mtime(&path, mtime)?;
+                }
                 digest.entry(&entry, hasher.finish());
                 done.files += 1;
                 done.bytes += entry.size;
                 done.entries += 1;
             }
             Item::Entry(entry) => {
-                let path = safe_join(&target, &entry.path)?;
+                let shown = String::from_utf8_lossy(&entry.path).into_owned();
+                let Some(target) = &target else {
+                    // A stream or nothing: only file content matters.
+                    if entry.kind == EntryKind::File {
+                        if matches!(sink, Sink::Stream(_)) && done.files > 0 {
+                            bail!(
+                                "more than one file matches in snapshot {snapshot}: pick one with --path"
+                            );
+                        }
+                        open = Some(OpenFile {
+                            entry,
+                            path: None,
+                            out: None,
+                            hasher: ContentDigest::default(),
+                            shown,
+                        });
+                    } else {
+                        digest.entry(&entry, [0u8; 32]);
+                        done.entries += 1;
+                    }
+                    continue;
+                };
+                let path = safe_join(target, &entry.path)?;
                 match entry.kind {
                     EntryKind::Dir => {
                         std::fs::create_dir_all(&path)
@@ -133,6 +268,11 @@ pub async fn restore_tree(
                         filetime::set_symlink_file_times(&path, mtime, mtime)?;
                     }
                     EntryKind::File => {
+                        if let Some(parent) = path.parent() {
+                            // A selected file's parents are not in the selection.
+                            std::fs::create_dir_all(parent)
+                                .with_context(|| format!("cannot create {}", parent.display()))?;
+                        }
                         remove_existing(&path)?;
                         let out = std::io::BufWriter::with_capacity(
                             1 << 20,
@@ -141,9 +281,10 @@ pub async fn restore_tree(
                         );
                         open = Some(OpenFile {
                             entry,
-                            path,
-                            out,
+                            path: Some(path),
+                            out: Some(out),
                             hasher: ContentDigest::default(),
+                            shown,
                         });
                         continue;
                     }
@@ -154,16 +295,32 @@ pub async fn restore_tree(
         }
     }
     reader.await.context("the manifest reader died")?;
+    if let Sink::Stream(out) = &mut sink {
+        out.flush().context("cannot write the restored stream")?;
+    }
     for (path, secs, nanos) in dir_times.into_iter().rev() {
         filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(secs, nanos))?;
     }
-    match expected_digest {
-        Some(expected) if expected == digest.finish() => Ok(done),
-        Some(_) => bail!(
-            "restored tree does not match the digest recorded at backup time (snapshot {snapshot})"
-        ),
-        None => bail!("manifest of snapshot {snapshot} is truncated (no footer)"),
+    let Some(footer) = footer else {
+        bail!("manifest of snapshot {snapshot} is truncated (no footer)");
+    };
+    done.tables = footer.tables;
+    if let Some(select) = &select {
+        if done.entries == 0 {
+            bail!(
+                "snapshot {snapshot} has no entry {:?}",
+                String::from_utf8_lossy(select)
+            );
+        }
+        return Ok(done);
     }
+    if footer.source_digest != digest.finish() {
+        bail!(
+            "restored data does not match the digest recorded at backup time (snapshot {snapshot})"
+        );
+    }
+    done.digest_checked = true;
+    Ok(done)
 }
 
 /// Chunks fetched and decrypted ahead of the writer.
@@ -181,15 +338,17 @@ enum Item {
         raw_length: u32,
     },
     EndFile,
-    Footer(String),
+    Footer(Footer),
     Failed(anyhow::Error),
 }
 
 struct OpenFile {
     entry: Entry,
-    path: PathBuf,
-    out: std::io::BufWriter<File>,
+    /// Where it is written, for a directory sink.
+    path: Option<PathBuf>,
+    out: Option<std::io::BufWriter<File>>,
     hasher: ContentDigest,
+    shown: String,
 }
 
 fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -> anyhow::Error {
@@ -202,13 +361,16 @@ fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -
 }
 
 /// Walks the manifest (on a blocking thread: it decrypts and decompresses),
-/// starting a fetch-and-open task per chunk. Stops early when the writer is gone.
+/// starting a fetch-and-open task per chunk of each selected entry. Stops
+/// early when the writer is gone.
+#[allow(clippy::too_many_arguments)]
 fn read_manifest(
     records: impl Iterator<Item = vaultline_format::Result<Record>>,
     repo: Repository,
     tenant: Name,
     snapshot: SnapshotId,
     identity: Identity,
+    select: Option<Vec<u8>>,
     runtime: tokio::runtime::Handle,
     tx: tokio::sync::mpsc::Sender<Item>,
 ) {
@@ -224,7 +386,8 @@ fn read_manifest(
                 anyhow::Error::new(e).context(format!("manifest of snapshot {snapshot}")),
             )),
             Ok(Record::Header(header)) => send(Item::Header(header)),
-            Ok(Record::Footer(footer)) => send(Item::Footer(footer.source_digest)),
+            Ok(Record::Footer(footer)) => send(Item::Footer(footer)),
+            Ok(Record::Entry(entry)) if !selected(&entry.path, select.as_deref()) => true,
             Ok(Record::Entry(entry)) if entry.kind == EntryKind::File => {
                 let chunks = entry.chunks.clone();
                 let shown = String::from_utf8_lossy(&entry.path).into_owned();
@@ -273,6 +436,16 @@ fn read_manifest(
         };
         if !ok {
             return;
+        }
+    }
+}
+
+/// The entry at `select` and everything under it (all entries without one).
+fn selected(path: &[u8], select: Option<&[u8]>) -> bool {
+    match select {
+        None => true,
+        Some(select) => {
+            path == select || (path.starts_with(select) && path.get(select.len()) == Some(&b'/'))
         }
     }
 }

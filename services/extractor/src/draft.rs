@@ -1,0 +1,251 @@
+//! What every source shares: the staged manifest draft and the batches of
+//! new chunks, looked up in the catalog in groups and staged as they fill.
+
+use crate::batch_event;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use vaultline_format::chunker;
+use vaultline_format::manifest::{ChunkRef, ContentDigest, Entry, Header, Record, write_record};
+use vaultline_runtime::{Deps, Outgoing, StageError};
+use vaultline_types::{ChunkId, Name, SnapshotId};
+
+/// Everything one extraction needs, movable to a blocking thread.
+pub(crate) struct Job {
+    pub(crate) deps: Arc<Deps>,
+    pub(crate) tenant: Name,
+    pub(crate) source: Name,
+    pub(crate) snapshot: SnapshotId,
+    pub(crate) attempt: u32,
+    pub(crate) key_id: String,
+    pub(crate) chunk_key: [u8; 32],
+    pub(crate) batch_bytes: u64,
+    pub(crate) created: i64,
+}
+
+pub(crate) struct Summary {
+    pub(crate) batches: u32,
+    pub(crate) files: u64,
+    pub(crate) bytes_read: u64,
+    pub(crate) bytes_new: u64,
+    pub(crate) source_digest: String,
+    /// Database sources: rows per table at dump time.
+    pub(crate) tables: Vec<vaultline_format::manifest::TableRows>,
+}
+
+/// Staging key of an attempt's manifest draft.
+pub(crate) fn draft_key(tenant: &Name, snapshot: &SnapshotId, attempt: u32) -> String {
+    format!("{tenant}/{snapshot}/a{attempt}/manifest.draft")
+}
+
+pub(crate) fn batch_key(job: &Job, batch: u32) -> String {
+    format!(
+        "{}/{}/a{}/batch-{batch:06}",
+        job.tenant, job.snapshot, job.attempt
+    )
+}
+
+/// Pending chunks are looked up in the catalog in groups this large.
+const LOOKUP_BYTES: usize = 8 << 20;
+const LOOKUP_CHUNKS: usize = 1024;
+
+pub(crate) fn source_err(what: impl std::fmt::Display) -> StageError {
+    StageError::permanent("source", what)
+}
+
+pub(crate) fn staging_io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
+    move |e| StageError::transient("staging", format!("writing {}: {e}", path.display()))
+}
+
+/// The draft manifest being written to staging.
+pub(crate) struct Draft {
+    out: BufWriter<File>,
+    temp: PathBuf,
+    key: String,
+}
+
+impl Draft {
+    /// Opens the draft and writes its header.
+    pub(crate) fn create(job: &Job, source_kind: &str) -> Result<Draft, StageError> {
+        let key = draft_key(&job.tenant, &job.snapshot, job.attempt);
+        let temp = job.deps.staging.temp_path(&key)?;
+        let mut out = BufWriter::new(File::create(&temp).map_err(staging_io(&temp))?);
+        write_record(
+            &mut out,
+            &Record::Header(Header {
+                format: vaultline_format::FORMAT_VERSION,
+                tenant: job.tenant.clone(),
+                source: job.source.clone(),
+                snapshot: job.snapshot.clone(),
+                source_kind: source_kind.into(),
+                created: job.created,
+                key_id: job.key_id.clone(),
+            }),
+        )?;
+        Ok(Draft { out, temp, key })
+    }
+
+    pub(crate) fn write(&mut self, record: &Record) -> Result<(), StageError> {
+        Ok(write_record(&mut self.out, record)?)
+    }
+
+    /// Flushes and moves the finished draft into place.
+    pub(crate) fn commit(self, job: &Job) -> Result<(), StageError> {
+        let Draft { mut out, temp, key } = self;
+        out.flush().map_err(staging_io(&temp))?;
+        drop(out);
+        job.deps.staging.commit(&temp, &key)?;
+        Ok(())
+    }
+}
+
+/// Chunks `input` into `entry` (its chunk list and size), handing new chunks
+/// to `batches`; returns the SHA-256 of the content. `what` names the input in errors.
+pub(crate) fn chunk_into(
+    input: impl Read,
+    entry: &mut Entry,
+    batches: &mut Batches<'_>,
+    chunk_key: &[u8; 32],
+    what: &dyn Fn() -> String,
+) -> Result<[u8; 32], StageError> {
+    let mut hasher = ContentDigest::default();
+    for chunk in chunker::chunks(std::io::BufReader::with_capacity(1 << 20, input)) {
+        let chunk = chunk.map_err(|e| source_err(format!("reading {}: {e}", what())))?;
+        hasher.update(&chunk);
+        let id = chunker::chunk_id(chunk_key, &chunk);
+        entry.size += chunk.len() as u64;
+        entry.chunks.push(ChunkRef {
+            id,
+            raw_length: chunk.len() as u32,
+            location: None,
+        });
+        batches.add(id, chunk)?;
+    }
+    Ok(hasher.finish())
+}
+
+/// Collects new chunks into staged batch files of about `batch_bytes`.
+/// Batch file format: `chunk id (32) | u32 LE length | bytes`, repeated.
+pub(crate) struct Batches<'a> {
+    job: &'a Job,
+    runtime: &'a tokio::runtime::Handle,
+    tx: mpsc::Sender<Outgoing>,
+    seen: HashSet<ChunkId>,
+    pending: Vec<(ChunkId, Vec<u8>)>,
+    pending_bytes: usize,
+    current: Option<(BufWriter<File>, PathBuf)>,
+    current_bytes: u64,
+    current_chunks: u32,
+    index: u32,
+    bytes_new: u64,
+}
+
+impl<'a> Batches<'a> {
+    pub(crate) fn new(
+        job: &'a Job,
+        runtime: &'a tokio::runtime::Handle,
+        tx: mpsc::Sender<Outgoing>,
+    ) -> Self {
+        Batches {
+            job,
+            runtime,
+            tx,
+            seen: HashSet::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            current: None,
+            current_bytes: 0,
+            current_chunks: 0,
+            index: 0,
+            bytes_new: 0,
+        }
+    }
+
+    pub(crate) fn add(&mut self, id: ChunkId, data: Vec<u8>) -> Result<(), StageError> {
+        // A chunk repeated within the snapshot is staged once.
+        if !self.seen.insert(id) {
+            return Ok(());
+        }
+        self.pending_bytes += data.len();
+        self.pending.push((id, data));
+        if self.pending_bytes >= LOOKUP_BYTES || self.pending.len() >= LOOKUP_CHUNKS {
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    /// The dedup lookup: only chunks the tenant has not stored go on.
+    fn flush_pending(&mut self) -> Result<(), StageError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<ChunkId> = self.pending.iter().map(|(id, _)| *id).collect();
+        let existing = self.runtime.block_on(
+            self.job
+                .deps
+                .catalog
+                .existing_chunks(&self.job.tenant, &ids),
+        )?;
+        for (id, data) in std::mem::take(&mut self.pending) {
+            if !existing.contains(&id) {
+                self.write(id, &data)?;
+            }
+        }
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    fn write(&mut self, id: ChunkId, data: &[u8]) -> Result<(), StageError> {
+        if self.current.is_none() {
+            let key = batch_key(self.job, self.index);
+            let tmp = self.job.deps.staging.temp_path(&key)?;
+            let file = File::create(&tmp).map_err(staging_io(&tmp))?;
+            self.current = Some((BufWriter::with_capacity(1 << 20, file), tmp));
+        }
+        let (out, tmp) = self.current.as_mut().expect("opened above");
+        out.write_all(&id.0)
+            .and_then(|()| out.write_all(&(data.len() as u32).to_le_bytes()))
+            .and_then(|()| out.write_all(data))
+            .map_err(staging_io(tmp))?;
+        self.current_bytes += data.len() as u64;
+        self.current_chunks += 1;
+        self.bytes_new += data.len() as u64;
+        if self.current_bytes >= self.job.batch_bytes {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), StageError> {
+        let Some((mut out, tmp)) = self.current.take() else {
+            return Ok(());
+        };
+        out.flush().map_err(staging_io(&tmp))?;
+        drop(out);
+        let key = batch_key(self.job, self.index);
+        self.job.deps.staging.commit(&tmp, &key)?;
+        let event = batch_event(
+            self.job,
+            self.index,
+            key,
+            self.current_chunks,
+            self.current_bytes,
+        );
+        self.tx.blocking_send(event).map_err(|_| {
+            StageError::transient("bus", "publishing batches stopped; extraction abandoned")
+        })?;
+        self.index += 1;
+        self.current_bytes = 0;
+        self.current_chunks = 0;
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Result<(u32, u64), StageError> {
+        self.flush_pending()?;
+        self.close()?;
+        Ok((self.index, self.bytes_new))
+    }
+}

@@ -1,0 +1,107 @@
+//! The `postgres` source's consistency: one REPEATABLE READ transaction
+//! exports its snapshot, pg_dump runs inside that same snapshot
+//! (`--snapshot`), and every table is counted in it. The counts are exactly
+//! the rows the dump holds, however busy the database is.
+
+use crate::draft::source_err;
+use crate::stream::{PostgresConfig, Program};
+use std::process::Command;
+use vaultline_format::manifest::TableRows;
+use vaultline_runtime::StageError;
+
+/// The open transaction whose snapshot pg_dump shares.
+pub(crate) struct ExportedSnapshot {
+    client: tokio_postgres::Client,
+    tables: Vec<TableRows>,
+}
+
+impl ExportedSnapshot {
+    /// Ends the transaction once pg_dump is done and returns the counts.
+    pub(crate) async fn finish(self) -> Result<Vec<TableRows>, StageError> {
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg_err("ending the snapshot transaction", &e))?;
+        Ok(self.tables)
+    }
+}
+
+fn pg_err(what: &str, e: &tokio_postgres::Error) -> StageError {
+    // tokio-postgres errors carry the server's message, never the password.
+    StageError::transient(
+        "source",
+        format!(
+            "postgres source, {what}: {}",
+            vaultline_databases::pg_message(e)
+        ),
+    )
+}
+
+/// Connects, exports a snapshot, counts every table in it, and builds the
+/// pg_dump command that reads the same snapshot.
+pub(crate) async fn program(
+    config: &PostgresConfig,
+    credential: Option<Vec<u8>>,
+) -> Result<Program, StageError> {
+    let mut pg: tokio_postgres::Config = config
+        .url
+        .parse()
+        .map_err(|e| source_err(format!("source url: {e}")))?;
+    if pg.get_password().is_some() {
+        return Err(source_err(
+            "the source url holds a password; store it with --password-file instead",
+        ));
+    }
+    let password = match credential {
+        Some(secret) => Some(
+            String::from_utf8(secret)
+                .map_err(|_| source_err("the stored credential is not UTF-8 text"))?,
+        ),
+        None => None,
+    };
+    if let Some(password) = &password {
+        pg.password(password);
+    }
+    let database = pg.get_dbname().unwrap_or("postgres").to_owned();
+    let client = vaultline_databases::pg_connect(&config.url, password.as_deref())
+        .await
+        .map_err(|e| StageError::transient("source", format!("postgres source: {e:#}")))?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| pg_err("starting the snapshot transaction", &e))?;
+    let snapshot: String = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(|e| pg_err("exporting the snapshot", &e))?
+        .get(0);
+    let tables = vaultline_databases::pg_table_counts(&client)
+        .await
+        .map_err(|e| pg_err("counting rows", &e))?
+        .into_iter()
+        .map(|t| TableRows {
+            name: t.name,
+            rows: t.rows,
+        })
+        .collect();
+    let pg_dump = config.pg_dump.clone().unwrap_or_else(|| "pg_dump".into());
+    let mut command = Command::new(&pg_dump);
+    // No compression inside the dump: zstd after chunking compresses it as
+    // well, and an uncompressed dump dedups against yesterday's.
+    command
+        .args(["--format=custom", "--compress=0", "--no-password"])
+        .arg(format!("--snapshot={snapshot}"))
+        .arg(format!("--dbname={}", config.url));
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
+    Ok(Program {
+        kind: "postgres",
+        shown: format!("pg_dump of {database}"),
+        command,
+        entry: format!("{database}.pgdump"),
+        count_sql_rows: false,
+        pg_snapshot: Some(ExportedSnapshot { client, tables }),
+        cleanup: None,
+    })
+}

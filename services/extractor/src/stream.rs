@@ -1,0 +1,346 @@
+//! Sources that are one byte stream from a program: `postgres` (pg_dump),
+//! `mariadb` (mariadb-dump) and `command` (any program's stdout). The stream
+//! becomes one file entry of the manifest; database sources add the row
+//! count of every table at dump time.
+//!
+//! Credentials come from the catalog sealed, are opened here just before the
+//! program starts, and reach it only through its environment or a 0600 file
+//! that is deleted when it exits: never its arguments, a message or a log.
+
+use crate::draft::{Batches, Draft, Job, Summary, chunk_into, source_err};
+use crate::rows::SqlRowCounter;
+use serde::Deserialize;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use tokio::sync::mpsc;
+use vaultline_format::manifest::{Entry, EntryKind, Footer, Record, SourceDigest, TableRows};
+use vaultline_runtime::{Cx, Outgoing, StageError};
+
+/// `postgres`: a database reached by URL (no password in it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct PostgresConfig {
+    /// `postgres://user@host:port/database`
+    pub(crate) url: String,
+    /// The pg_dump to run (default: `pg_dump` on PATH).
+    #[serde(default)]
+    pub(crate) pg_dump: Option<String>,
+}
+
+/// `mariadb` (or `mysql`): a database reached by URL (no password in it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct MariadbConfig {
+    /// `mariadb://user@host:port/database`
+    pub(crate) url: String,
+    /// The dump program (default: `mariadb-dump`, else `mysqldump`).
+    #[serde(default)]
+    pub(crate) dump: Option<String>,
+}
+
+/// `command`: a shell command whose stdout is the backup.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct CommandConfig {
+    /// Run with `/bin/sh -c`.
+    pub(crate) command: String,
+    /// Its pair, which reads the backup on stdin.
+    #[serde(default)]
+    #[expect(
+        dead_code,
+        reason = "read by `vaultline restore --into-command`, not here"
+    )]
+    pub(crate) restore_command: Option<String>,
+    /// Environment variable that carries the stored credential to the command.
+    #[serde(default)]
+    pub(crate) secret_env: Option<String>,
+    /// Name of the entry in the manifest (default `stdout`).
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+}
+
+/// What to run and how to read it, once the credential is opened.
+pub(crate) struct Program {
+    /// The source kind, written in the manifest header.
+    pub(crate) kind: &'static str,
+    /// Shown in errors: the program's name and target, never a secret.
+    pub(crate) shown: String,
+    pub(crate) command: Command,
+    /// Name of the manifest entry.
+    pub(crate) entry: String,
+    /// MariaDB: counts rows from the dump text itself.
+    pub(crate) count_sql_rows: bool,
+    /// PostgreSQL: row counts taken in the dump's own snapshot, and the
+    /// transaction that keeps that snapshot alive until pg_dump is done.
+    pub(crate) pg_snapshot: Option<crate::postgres::ExportedSnapshot>,
+    /// Deleted after the program exits (a MariaDB option file).
+    pub(crate) cleanup: Option<vaultline_databases::MariadbOptions>,
+}
+
+/// Runs the program on a blocking thread; batches flow back to be emitted here.
+pub(crate) async fn extract(job: Job, program: Program, cx: &Cx) -> Result<Summary, StageError> {
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(2);
+    let runtime = tokio::runtime::Handle::current();
+    let worker = tokio::task::spawn_blocking(move || run(&job, program, &runtime, tx));
+    while let Some(out) = rx.recv().await {
+        cx.emit(out).await?;
+    }
+    worker.await?
+}
+
+/// Keeps the last bytes a program wrote to stderr, for the error message.
+const STDERR_TAIL: usize = 2048;
+
+fn run(
+    job: &Job,
+    mut program: Program,
+    runtime: &tokio::runtime::Handle,
+    tx: mpsc::Sender<Outgoing>,
+) -> Result<Summary, StageError> {
+    let mut child = program
+        .command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| source_err(format!("cannot start {}: {e}", program.shown)))?;
+    let stderr = child.stderr.take().expect("piped");
+    let stderr_reader = std::thread::spawn(move || tail_of(stderr));
+    let result = read_stream(job, &mut program, &mut child, runtime, tx);
+    // Whatever happened to the stream, reap the program; a failure of ours
+    // (staging, bus) kills it rather than leaving it dumping into a closed pipe.
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait();
+    let tail = stderr_reader.join().unwrap_or_default();
+    drop(program.cleanup.take());
+    let (mut draft, summary_parts) = result?;
+    let status = status.map_err(|e| source_err(format!("waiting for {}: {e}", program.shown)))?;
+    if !status.success() {
+        // A source that dies mid-dump: maybe a restart or a network blip, so
+        // the delivery is retried; after the last attempt the snapshot fails
+        // with this message.
+        let tail = tail.trim();
+        return Err(StageError::transient(
+            "source",
+            if tail.is_empty() {
+                format!("{} exited with {status}", program.shown)
+            } else {
+                format!("{} exited with {status}: {tail}", program.shown)
+            },
+        ));
+    }
+    let tables = match program.pg_snapshot.take() {
+        Some(snapshot) => runtime.block_on(snapshot.finish())?,
+        None => summary_parts.sql_tables,
+    };
+    let (entry, content, batches) = (
+        summary_parts.entry,
+        summary_parts.content,
+        summary_parts.batches,
+    );
+    let mut digest = SourceDigest::default();
+    digest.entry(&entry, content);
+    let bytes_read = entry.size;
+    draft.write(&Record::Entry(entry))?;
+    let (batch_count, bytes_new) = batches.finish()?;
+    let source_digest = digest.finish();
+    draft.write(&Record::Footer(Footer {
+        entries: 1,
+        bytes: bytes_read,
+        source_digest: source_digest.clone(),
+        packs: vec![],
+        tables: tables.clone(),
+    }))?;
+    draft.commit(job)?;
+    Ok(Summary {
+        batches: batch_count,
+        files: 1,
+        bytes_read,
+        bytes_new,
+        source_digest,
+        tables,
+    })
+}
+
+struct StreamParts<'a> {
+    entry: Entry,
+    content: [u8; 32],
+    batches: Batches<'a>,
+    sql_tables: Vec<TableRows>,
+}
+
+fn read_stream<'a>(
+    job: &'a Job,
+    program: &mut Program,
+    child: &mut Child,
+    runtime: &'a tokio::runtime::Handle,
+    tx: mpsc::Sender<Outgoing>,
+) -> Result<(Draft, StreamParts<'a>), StageError> {
+    let stdout = child.stdout.take().expect("piped");
+    let draft = Draft::create(job, program.kind)?;
+    let mut batches = Batches::new(job, runtime, tx);
+    let mut entry = Entry {
+        path: program.entry.as_bytes().to_vec(),
+        kind: EntryKind::File,
+        mode: 0o600,
+        mtime: job.created,
+        mtime_nanos: 0,
+        size: 0,
+        target: None,
+        chunks: Vec::new(),
+    };
+    let shown = program.shown.clone();
+    let what = || format!("the output of {shown}");
+    let (content, sql_tables) = if program.count_sql_rows {
+        let mut counted = Counted {
+            inner: stdout,
+            counter: SqlRowCounter::default(),
+        };
+        let content = chunk_into(
+            &mut counted,
+            &mut entry,
+            &mut batches,
+            &job.chunk_key,
+            &what,
+        )?;
+        (content, counted.counter.finish())
+    } else {
+        let content = chunk_into(stdout, &mut entry, &mut batches, &job.chunk_key, &what)?;
+        (content, Vec::new())
+    };
+    Ok((
+        draft,
+        StreamParts {
+            entry,
+            content,
+            batches,
+            sql_tables,
+        },
+    ))
+}
+
+/// A reader that shows every byte it reads to a row counter.
+struct Counted<R> {
+    inner: R,
+    counter: SqlRowCounter,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.feed(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn tail_of(mut stderr: impl Read) -> String {
+    let mut tail = std::collections::VecDeque::with_capacity(STDERR_TAIL);
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            if tail.len() == STDERR_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(b);
+        }
+    }
+    String::from_utf8_lossy(tail.make_contiguous()).into_owned()
+}
+
+/// Builds the program of a `command` source.
+pub(crate) fn command_program(
+    config: &CommandConfig,
+    credential: Option<Vec<u8>>,
+) -> Result<Program, StageError> {
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(&config.command);
+    match (&config.secret_env, credential) {
+        (Some(var), Some(secret)) => {
+            let secret = String::from_utf8(secret)
+                .map_err(|_| source_err("the stored credential is not UTF-8 text"))?;
+            command.env(var, secret);
+        }
+        (Some(var), None) => {
+            return Err(source_err(format!(
+                "the source passes a credential in ${var} but none is stored (vaultline source add --secret-file)"
+            )));
+        }
+        (None, _) => {}
+    }
+    let first_word = config
+        .command
+        .split_whitespace()
+        .next()
+        .unwrap_or("command");
+    Ok(Program {
+        kind: "command",
+        shown: format!("command {first_word:?}"),
+        command,
+        entry: config.name.clone().unwrap_or_else(|| "stdout".into()),
+        count_sql_rows: false,
+        pg_snapshot: None,
+        cleanup: None,
+    })
+}
+
+/// Builds the program of a `mariadb` source: mariadb-dump in one consistent
+/// transaction, binary columns as hex so the row counter can read the text.
+pub(crate) fn mariadb_program(
+    config: &MariadbConfig,
+    credential: Option<Vec<u8>>,
+) -> Result<Program, StageError> {
+    let url = url::Url::parse(&config.url).map_err(|e| source_err(format!("source url: {e}")))?;
+    if !matches!(url.scheme(), "mariadb" | "mysql") {
+        return Err(source_err(
+            "a mariadb source url starts with mariadb:// or mysql://",
+        ));
+    }
+    if url.password().is_some() {
+        return Err(source_err(
+            "the source url holds a password; store it with --password-file instead",
+        ));
+    }
+    let database = url.path().trim_start_matches('/').to_owned();
+    if database.is_empty() {
+        return Err(source_err("the source url names no database"));
+    }
+    let dump = config.dump.clone().unwrap_or_else(|| {
+        if vaultline_databases::on_path("mariadb-dump") {
+            "mariadb-dump".into()
+        } else {
+            "mysqldump".into()
+        }
+    });
+    let password = credential
+        .map(String::from_utf8)
+        .transpose()
+        .map_err(|_| source_err("the stored credential is not UTF-8 text"))?;
+    let options = vaultline_databases::MariadbOptions::new(password.as_deref())
+        .map_err(|e| StageError::transient("source", format!("{e:#}")))?;
+    let (connection, _) = vaultline_databases::mariadb_args(&config.url)
+        .map_err(|e| source_err(format!("source url: {e:#}")))?;
+    let mut command = Command::new(&dump);
+    command.arg(options.arg()).args(connection).args([
+        "--single-transaction",
+        "--quick",
+        "--hex-blob",
+        "--skip-dump-date",
+        "--routines",
+        "--triggers",
+    ]);
+    command.arg("--").arg(&database);
+    Ok(Program {
+        kind: "mariadb",
+        shown: format!("{dump} of {database}"),
+        command,
+        entry: format!("{database}.sql"),
+        count_sql_rows: true,
+        pg_snapshot: None,
+        cleanup: Some(options),
+    })
+}

@@ -1,0 +1,142 @@
+//! Where `vaultline restore` puts a snapshot: a directory, stdout, a
+//! PostgreSQL or MariaDB database, or a command's stdin.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::Command;
+use vaultline_format::keys::Identity;
+use vaultline_restore::programs::{mariadb_command, pg_restore_command, restore_into};
+use vaultline_restore::{Restored, Sink};
+use vaultline_storage::Repository;
+use vaultline_types::{Name, SnapshotId};
+
+/// The destination chosen with --to, --into or --into-command.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Dir(PathBuf),
+    Stdout,
+    Postgres(String),
+    Mariadb(String),
+    /// A shell command; `None` means the source's own restore command.
+    Command(Option<String>),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Dir(dir) => write!(f, "{}", dir.display()),
+            Target::Stdout => f.write_str("stdout"),
+            Target::Postgres(url) | Target::Mariadb(url) => {
+                f.write_str(&vaultline_bus::redact_url(url))
+            }
+            Target::Command(_) => f.write_str("the restore command"),
+        }
+    }
+}
+
+impl Target {
+    /// Exactly one destination must be given.
+    ///
+    /// # Errors
+    /// None or several, or a database URL of an unknown kind or with a password.
+    pub fn from_flags(
+        to: Option<PathBuf>,
+        into: Option<String>,
+        into_command: Option<String>,
+    ) -> Result<Target> {
+        match (to, into, into_command) {
+            (Some(to), None, None) if to.as_os_str() == "-" => Ok(Target::Stdout),
+            (Some(to), None, None) => Ok(Target::Dir(to)),
+            (None, Some(url), None) => {
+                let parsed = url::Url::parse(&url).context("--into is not a URL")?;
+                if parsed.password().is_some() {
+                    bail!("--into must not hold a password: set PGPASSWORD or MYSQL_PWD");
+                }
+                match parsed.scheme() {
+                    "postgres" | "postgresql" => Ok(Target::Postgres(url)),
+                    "mariadb" | "mysql" => Ok(Target::Mariadb(url)),
+                    other => bail!("--into takes postgres:// or mariadb:// URLs, not {other}://"),
+                }
+            }
+            (None, None, Some(command)) => Ok(Target::Command(
+                Some(command).filter(|c| !c.trim().is_empty()),
+            )),
+            (None, None, None) => {
+                bail!("say where to restore: --to DIR, --to -, --into URL or --into-command")
+            }
+            _ => bail!("give only one of --to, --into and --into-command"),
+        }
+    }
+}
+
+/// Restores into `target`.
+///
+/// # Errors
+/// Whatever restore reports, a snapshot of the wrong kind for the target,
+/// or a restore program that fails (with the tail of its stderr).
+pub async fn run(
+    repo: &Repository,
+    tenant: &Name,
+    snapshot: &SnapshotId,
+    identity: &Identity,
+    select: Option<&str>,
+    target: Target,
+    source_restore_command: Option<String>,
+) -> Result<Restored> {
+    match target {
+        Target::Dir(dir) => {
+            vaultline_restore::restore(repo, tenant, snapshot, identity, select, Sink::Dir(&dir))
+                .await
+        }
+        Target::Stdout => {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            vaultline_restore::restore(
+                repo,
+                tenant,
+                snapshot,
+                identity,
+                select,
+                Sink::Stream(&mut out),
+            )
+            .await
+        }
+        Target::Postgres(url) | Target::Mariadb(url) => {
+            let kind = if url.starts_with("postgres") {
+                "postgres"
+            } else {
+                "mariadb"
+            };
+            let (header, _) =
+                vaultline_restore::manifest_summary(repo, tenant, snapshot, identity).await?;
+            if header.source_kind != kind {
+                bail!(
+                    "snapshot {snapshot} is a {} backup; it cannot be restored into a {kind} database",
+                    header.source_kind
+                );
+            }
+            let command = if kind == "postgres" {
+                pg_restore_command(&url)
+            } else {
+                mariadb_command(&url, None)?
+            };
+            let what = format!("restoring into {}", vaultline_bus::redact_url(&url));
+            restore_into(repo, tenant, snapshot, identity, command, &what).await
+        }
+        Target::Command(command) => {
+            let command = command
+                .or(source_restore_command)
+                .context("the source has no restore command: give one with --into-command 'CMD'")?;
+            let mut shell = Command::new("/bin/sh");
+            shell.arg("-c").arg(&command);
+            restore_into(
+                repo,
+                tenant,
+                snapshot,
+                identity,
+                shell,
+                "the restore command",
+            )
+            .await
+        }
+    }
+}

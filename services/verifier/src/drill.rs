@@ -1,0 +1,312 @@
+//! Restore drills: the latest verified snapshot of a postgres or mariadb
+//! source is restored into a scratch database on the source's own server,
+//! every table's row count is compared with the count taken at dump time,
+//! and the scratch database is dropped, whatever happened.
+//!
+//! A drill that finds a problem is a result, not an error: it is recorded,
+//! published (`drill.completed`) and counted. Only a catalog that cannot be
+//! reached makes the request retry.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+use time::OffsetDateTime;
+use vaultline_catalog::{DrillRow, SnapshotStatus};
+use vaultline_databases::{MariadbOptions, TableCount};
+use vaultline_format::keys::Kek;
+use vaultline_runtime::{Deps, StageError};
+use vaultline_types::{DrillCompleted, DrillRequested, Name, SnapshotId, TableCheck};
+
+/// Runs one drill and returns its result (already recorded in the catalog).
+///
+/// # Errors
+/// Only when the catalog cannot record it.
+pub async fn run(
+    deps: &Deps,
+    kek: Option<&Kek>,
+    request: &DrillRequested,
+) -> Result<DrillCompleted, StageError> {
+    let started_at = OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let mut snapshot = None;
+    let outcome = drill(deps, kek, &request.tenant, &request.source, &mut snapshot).await;
+    let duration_ms = clock.elapsed().as_millis() as u64;
+    let (tables, error) = match outcome {
+        Ok(tables) => {
+            let wrong: Vec<String> = tables
+                .iter()
+                .filter(|t| t.restored != Some(t.expected))
+                .map(|t| match t.restored {
+                    Some(n) => format!("{} has {n} rows, {} at dump time", t.table, t.expected),
+                    None => format!("{} is missing", t.table),
+                })
+                .collect();
+            let error = (!wrong.is_empty()).then(|| wrong.join("; "));
+            (tables, error)
+        }
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let outcome = if error.is_none() { "passed" } else { "failed" };
+    let labels = [
+        ("tenant", request.tenant.to_string()),
+        ("source", request.source.to_string()),
+    ];
+    metrics::gauge!("vaultline_drill_duration_seconds", &labels).set(duration_ms as f64 / 1000.0);
+    metrics::gauge!("vaultline_drill_last_success", &labels).set(if error.is_none() {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("vaultline_drill_last_timestamp_seconds", &labels)
+        .set(started_at.unix_timestamp() as f64);
+    let mut counted = labels.to_vec();
+    counted.push(("outcome", outcome.to_owned()));
+    metrics::counter!("vaultline_drills_total", &counted).increment(1);
+    match &error {
+        None => tracing::info!(tables = tables.len(), duration_ms, "Drill passed."),
+        Some(error) => tracing::error!(%error, duration_ms, "Drill failed."),
+    }
+    deps.catalog
+        .record_drill(&DrillRow {
+            tenant: request.tenant.to_string(),
+            source: request.source.to_string(),
+            snapshot: snapshot.as_ref().map(ToString::to_string),
+            request_id: request.request_id.clone(),
+            started_at,
+            duration_ms: duration_ms as i64,
+            outcome: outcome.to_owned(),
+            tables: serde_json::to_value(&tables).unwrap_or_default(),
+            error: error.clone(),
+        })
+        .await?;
+    Ok(DrillCompleted {
+        tenant: request.tenant.clone(),
+        source: request.source.clone(),
+        snapshot,
+        request_id: request.request_id.clone(),
+        outcome: outcome.to_owned(),
+        duration_ms,
+        tables,
+        error,
+    })
+}
+
+/// The drill proper; `Err` is the reason it could not check anything.
+async fn drill(
+    deps: &Deps,
+    kek: Option<&Kek>,
+    tenant: &Name,
+    source: &Name,
+    snapshot_out: &mut Option<SnapshotId>,
+) -> Result<Vec<TableCheck>, String> {
+    let catalog = &deps.catalog;
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    let source_row = catalog.source(tenant, source).await.map_err(|e| text(&e))?;
+    let kind = source_row.kind.as_str();
+    if kind != "postgres" && kind != "mariadb" {
+        return Err(format!(
+            "drills restore database sources; {tenant}/{source} is a {kind} source"
+        ));
+    }
+    let url = source_row
+        .config
+        .get("url")
+        .and_then(|u| u.as_str())
+        .ok_or("the source has no url")?
+        .to_owned();
+    let snapshots = catalog
+        .snapshots(Some(tenant), Some(source))
+        .await
+        .map_err(|e| text(&e))?;
+    let row = snapshots
+        .into_iter()
+        .find(|s| s.status == SnapshotStatus::Verified)
+        .ok_or_else(|| format!("{tenant}/{source} has no verified snapshot to drill"))?;
+    *snapshot_out = Some(row.id.clone());
+    let kek = kek.ok_or("this verifier has no key-encryption key (keys.kek-file)")?;
+    let key = catalog
+        .key(tenant, &row.key_id)
+        .await
+        .map_err(|e| text(&e))?;
+    let identity = kek.unwrap(&key.wrapped_identity).map_err(|e| text(&e))?;
+    let (header, footer) =
+        vaultline_restore::manifest_summary(&deps.repository, tenant, &row.id, &identity)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+    if header.source_kind != kind {
+        return Err(format!(
+            "snapshot {} is a {} backup, the source is {kind}",
+            row.id, header.source_kind
+        ));
+    }
+    let password = match catalog
+        .source_credential(tenant, source)
+        .await
+        .map_err(|e| text(&e))?
+    {
+        None => None,
+        Some(sealed) => {
+            let key = vaultline_runtime::deps::load_credentials_key(&deps.config)
+                .map_err(|e| format!("the source has a stored credential, but {e}"))?;
+            let plain = key
+                .open(&sealed)
+                .map_err(|_| "the stored credential does not open with this credentials key")?;
+            Some(String::from_utf8(plain).map_err(|_| "the stored credential is not UTF-8")?)
+        }
+    };
+    let scratch = scratch_name();
+    tracing::info!(snapshot = %row.id, %scratch, "Drill: restoring into a scratch database.");
+    let restored = if kind == "postgres" {
+        postgres(
+            deps,
+            tenant,
+            &row.id,
+            &identity,
+            &url,
+            password.as_deref(),
+            &scratch,
+        )
+        .await
+    } else {
+        mariadb(
+            deps,
+            tenant,
+            &row.id,
+            &identity,
+            &url,
+            password.as_deref(),
+            &scratch,
+        )
+        .await
+    }?;
+    let restored: BTreeMap<String, u64> = restored.into_iter().map(|t| (t.name, t.rows)).collect();
+    let mut checks: Vec<TableCheck> = footer
+        .tables
+        .iter()
+        .map(|t| TableCheck {
+            table: t.name.clone(),
+            expected: t.rows,
+            restored: restored.get(&t.name).copied(),
+        })
+        .collect();
+    // A table the dump did not count is as wrong as a missing one.
+    for (name, rows) in &restored {
+        if !footer.tables.iter().any(|t| &t.name == name) {
+            checks.push(TableCheck {
+                table: name.clone(),
+                expected: 0,
+                restored: Some(*rows),
+            });
+        }
+    }
+    if checks.is_empty() {
+        return Err("the snapshot records no tables to compare".into());
+    }
+    Ok(checks)
+}
+
+fn scratch_name() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("OS random source");
+    format!("vaultline_drill_{}", hex::encode(bytes))
+}
+
+async fn postgres(
+    deps: &Deps,
+    tenant: &Name,
+    snapshot: &SnapshotId,
+    identity: &vaultline_format::keys::Identity,
+    url: &str,
+    password: Option<&str>,
+    scratch: &str,
+) -> Result<Vec<TableCount>, String> {
+    let admin = vaultline_databases::pg_connect(url, password)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{scratch}\""))
+        .await
+        .map_err(|e| {
+            format!(
+                "creating the scratch database: {}",
+                vaultline_databases::pg_message(&e)
+            )
+        })?;
+    let result = async {
+        let scratch_url =
+            vaultline_databases::with_database(url, scratch).map_err(|e| format!("{e:#}"))?;
+        let mut command = vaultline_restore::programs::pg_restore_command(&scratch_url);
+        if let Some(password) = password {
+            command.env("PGPASSWORD", password);
+        }
+        vaultline_restore::programs::restore_into(
+            &deps.repository,
+            tenant,
+            snapshot,
+            identity,
+            command,
+            "pg_restore into the scratch database",
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+        let client = vaultline_databases::pg_connect(&scratch_url, password)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        vaultline_databases::pg_table_counts(&client)
+            .await
+            .map_err(|e| format!("counting rows: {}", vaultline_databases::pg_message(&e)))
+    }
+    .await;
+    // Always drop it, even after a failure; FORCE ends our own lingering session.
+    if let Err(e) = admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"
+        ))
+        .await
+    {
+        tracing::warn!(%scratch, error = %vaultline_databases::pg_message(&e), "Could not drop the scratch database.");
+    }
+    result
+}
+
+async fn mariadb(
+    deps: &Deps,
+    tenant: &Name,
+    snapshot: &SnapshotId,
+    identity: &vaultline_format::keys::Identity,
+    url: &str,
+    password: Option<&str>,
+    scratch: &str,
+) -> Result<Vec<TableCount>, String> {
+    let options = MariadbOptions::new(password).map_err(|e| format!("{e:#}"))?;
+    let ident = vaultline_databases::mariadb_ident(scratch);
+    vaultline_databases::mariadb_sql(url, &options, None, &format!("CREATE DATABASE {ident}"))
+        .map_err(|e| format!("creating the scratch database: {e:#}"))?;
+    let result = async {
+        let scratch_url =
+            vaultline_databases::with_database(url, scratch).map_err(|e| format!("{e:#}"))?;
+        let command = vaultline_restore::programs::mariadb_command(&scratch_url, Some(&options))
+            .map_err(|e| format!("{e:#}"))?;
+        vaultline_restore::programs::restore_into(
+            &deps.repository,
+            tenant,
+            snapshot,
+            identity,
+            command,
+            "mariadb into the scratch database",
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+        vaultline_databases::mariadb_table_counts(url, &options, scratch)
+            .map_err(|e| format!("{e:#}"))
+    }
+    .await;
+    if let Err(e) = vaultline_databases::mariadb_sql(
+        url,
+        &options,
+        None,
+        &format!("DROP DATABASE IF EXISTS {ident}"),
+    ) {
+        tracing::warn!(%scratch, error = %e, "Could not drop the scratch database.");
+    }
+    result
+}

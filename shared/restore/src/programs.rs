@@ -1,0 +1,115 @@
+//! Restoring into a program's stdin: pg_restore, the mariadb client, or a
+//! source's own restore command. Its exit status and the tail of its stderr
+//! decide and explain the outcome. Passwords travel in the standard variables
+//! (PGPASSWORD, MYSQL_PWD), never in arguments.
+
+use crate::{Restored, Sink, restore};
+use anyhow::{Context, Result, bail};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use vaultline_format::keys::Identity;
+use vaultline_storage::Repository;
+use vaultline_types::{Name, SnapshotId};
+
+/// pg_restore of a custom-format dump read from stdin, stopping at the first error.
+pub fn pg_restore_command(url: &str) -> Command {
+    let mut command = Command::new("pg_restore");
+    command
+        .args([
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "--no-password",
+        ])
+        .arg(format!("--dbname={url}"));
+    command
+}
+
+/// The mariadb (or mysql) client reading SQL from stdin into the URL's
+/// database; the password from `options`, else the client's own MYSQL_PWD.
+///
+/// # Errors
+/// When the URL does not parse or names no database.
+pub fn mariadb_command(
+    url: &str,
+    options: Option<&vaultline_databases::MariadbOptions>,
+) -> Result<Command> {
+    let (args, database) = vaultline_databases::mariadb_args(url)?;
+    if database.is_empty() {
+        bail!("the URL must name the database, e.g. mariadb://user@host/db");
+    }
+    let mut command = Command::new(vaultline_databases::mariadb_client());
+    if let Some(options) = options {
+        command.arg(options.arg());
+    }
+    command.args(args).arg(database);
+    Ok(command)
+}
+
+/// Restores the one file of `snapshot` (a dump, a command's output) into
+/// `command`'s stdin. `what` names the destination in errors.
+///
+/// # Errors
+/// Whatever restore reports, or a program that fails (with the tail of its
+/// stderr, which is where pg_restore and mariadb explain themselves).
+pub async fn restore_into(
+    repo: &Repository,
+    tenant: &Name,
+    snapshot: &SnapshotId,
+    identity: &Identity,
+    mut command: Command,
+    what: &str,
+) -> Result<Restored> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{what}: cannot start {:?}", command.get_program()))?;
+    let stderr = child.stderr.take().expect("piped");
+    let stderr_tail = std::thread::spawn(move || tail_of(stderr));
+    let mut stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped"));
+    let restored = restore(
+        repo,
+        tenant,
+        snapshot,
+        identity,
+        None,
+        Sink::Stream(&mut stdin),
+    )
+    .await;
+    // Closing stdin is the end of input; then the program's verdict.
+    drop(stdin);
+    if restored.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let tail = stderr_tail.join().unwrap_or_default();
+    let tail = tail.trim();
+    match restored {
+        // A program that died early shows up as a broken pipe; its own words say more.
+        Err(e) if !status.success() && !tail.is_empty() => {
+            Err(e.context(format!("{what} failed ({status}): {tail}")))
+        }
+        Err(e) => Err(e),
+        Ok(_) if !status.success() => bail!("{what} failed ({status}): {tail}"),
+        Ok(done) => Ok(done),
+    }
+}
+
+/// The last 2 KiB a program wrote to stderr.
+pub fn tail_of(mut stderr: impl Read) -> String {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 8192 {
+            kept.drain(..kept.len() - 2048);
+        }
+    }
+    let start = kept.len().saturating_sub(2048);
+    String::from_utf8_lossy(&kept[start..]).into_owned()
+}

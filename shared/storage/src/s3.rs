@@ -1,0 +1,460 @@
+//! The S3 backend (any S3-compatible server: AWS, Garage, MinIO, Ceph).
+//!
+//! The client is always built by hand, with an explicit endpoint, region and
+//! credentials: the SDK's default provider chain would probe the instance
+//! metadata address, which a backup worker has no business talking to.
+//! Objects are immutable and appear only complete: a single PUT, or a
+//! multipart upload that is invisible until completed (and aborted on error).
+
+use crate::{Error, Result};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use sha2::Digest;
+use std::path::Path;
+use std::time::Duration;
+
+/// How to reach a bucket. Secrets are held only here, never printed.
+#[derive(Clone)]
+pub struct S3Options {
+    /// e.g. `http://127.0.0.1:3900` or `https://s3.eu-west-1.amazonaws.com`.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Key prefix inside the bucket (no leading or trailing `/`), may be empty.
+    pub prefix: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Objects at least this large go up in parts.
+    pub multipart_threshold: u64,
+    /// Size of each part (S3 wants ≥ 5 MiB but for the last).
+    pub part_size: u64,
+    /// Attempts per request, first included (the SDK backs off exponentially with jitter).
+    pub max_attempts: u32,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Options {
+    /// Defaults for the tuning knobs; the caller fills in where and who.
+    pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 << 20;
+    pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+}
+
+/// A bucket (and prefix) holding one repository.
+#[derive(Clone)]
+pub struct S3Repository {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    endpoint: String,
+    multipart_threshold: u64,
+    part_size: u64,
+}
+
+impl std::fmt::Debug for S3Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Counts one request to S3 by operation and outcome (`vaultline_s3_requests_total`).
+fn count(op: &'static str, ok: bool) {
+    metrics::counter!(
+        "vaultline_s3_requests_total",
+        "operation" => op,
+        "outcome" => if ok { "ok" } else { "error" }
+    )
+    .increment(1);
+}
+
+impl S3Repository {
+    /// Builds the client. No request is made here.
+    pub fn new(options: S3Options) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .http_client(http)
+            .endpoint_url(&options.endpoint)
+            .region(Region::new(options.region.clone()))
+            .credentials_provider(Credentials::new(
+                &options.access_key_id,
+                &options.secret_access_key,
+                None,
+                None,
+                "vaultline-config",
+            ))
+            .force_path_style(true)
+            // The default (always checksum) breaks on S3-compatible servers
+            // such as Garage; we verify digests ourselves.
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(options.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(10)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(60))
+                    .build(),
+            )
+            .build();
+        S3Repository {
+            client: Client::from_conf(config),
+            bucket: options.bucket,
+            prefix: options.prefix.trim_matches('/').to_owned(),
+            endpoint: options.endpoint,
+            multipart_threshold: options.multipart_threshold.max(5 << 20),
+            part_size: options.part_size.max(5 << 20),
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{} at {}", self.bucket, self.endpoint)
+        } else {
+            format!("s3://{}/{} at {}", self.bucket, self.prefix, self.endpoint)
+        }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    pub(crate) async fn put_file(&self, key: &str, local: &Path, replace: bool) -> Result<u64> {
+        let size = tokio::fs::metadata(local)
+            .await
+            .map_err(crate::io_err("stat", local))?
+            .len();
+        if !replace && self.size(key).await? == Some(size) {
+            return Ok(size);
+        }
+        if size >= self.multipart_threshold {
+            self.put_multipart(key, local, size).await?;
+        } else {
+            let body = ByteStream::from_path(local).await.map_err(|e| Error::Io {
+                op: "read",
+                path: local.display().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            let result = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .content_length(size as i64)
+                .body(body)
+                .send()
+                .await;
+            count("PutObject", result.is_ok());
+            result.map_err(|e| s3_err("PutObject", key, e))?;
+        }
+        Ok(size)
+    }
+
+    async fn put_multipart(&self, key: &str, local: &Path, size: u64) -> Result<()> {
+        let full = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await;
+        count("CreateMultipartUpload", created.is_ok());
+        let upload_id = created
+            .map_err(|e| s3_err("CreateMultipartUpload", key, e))?
+            .upload_id
+            .ok_or_else(|| Error::S3 {
+                op: "CreateMultipartUpload",
+                key: key.to_owned(),
+                message: "the server returned no upload id".into(),
+                transient: true,
+            })?;
+        let uploaded = self.upload_parts(key, &full, &upload_id, local, size).await;
+        let completed = match uploaded {
+            Ok(parts) => {
+                let result = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                count("CompleteMultipartUpload", result.is_ok());
+                result
+                    .map(|_| ())
+                    .map_err(|e| s3_err("CompleteMultipartUpload", key, e))
+            }
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            // Parts of an unfinished upload cost storage until aborted; the
+            // object itself was never visible.
+            let aborted = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            count("AbortMultipartUpload", aborted.is_ok());
+        }
+        completed
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        full: &str,
+        upload_id: &str,
+        local: &Path,
+        size: u64,
+    ) -> Result<Vec<CompletedPart>> {
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        let mut number = 1i32;
+        while offset < size {
+            let length = self.part_size.min(size - offset);
+            let body = ByteStream::read_from()
+                .path(local)
+                .offset(offset)
+                .length(Length::Exact(length))
+                .build()
+                .await
+                .map_err(|e| Error::Io {
+                    op: "read",
+                    path: local.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+            let result = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(full)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(length as i64)
+                .body(body)
+                .send()
+                .await;
+            count("UploadPart", result.is_ok());
+            let part = result.map_err(|e| s3_err("UploadPart", key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag)
+                    .build(),
+            );
+            offset += length;
+            number += 1;
+        }
+        Ok(parts)
+    }
+
+    pub(crate) async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await;
+        count("PutObject", result.is_ok());
+        result.map(|_| ()).map_err(|e| s3_err("PutObject", key, e))
+    }
+
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .set_range(range)
+            .send()
+            .await;
+        count("GetObject", result.is_ok());
+        result.map_err(|e| {
+            if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                Error::NotFound {
+                    what: "object",
+                    key: key.to_owned(),
+                }
+            } else {
+                s3_err("GetObject", key, e)
+            }
+        })
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let output = self.get_object(key, None).await?;
+        let body = output.body.collect().await.map_err(|e| body_err(key, &e))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    pub(crate) async fn get_range(&self, key: &str, offset: u64, length: u32) -> Result<Vec<u8>> {
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        let range = format!("bytes={offset}-{}", offset + u64::from(length) - 1);
+        let output = self.get_object(key, Some(range)).await?;
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| body_err(key, &e))?
+            .into_bytes();
+        if body.len() != length as usize {
+            return Err(Error::S3 {
+                op: "GetObject",
+                key: key.to_owned(),
+                message: format!(
+                    "asked for {length} bytes at offset {offset}, got {}",
+                    body.len()
+                ),
+                transient: false,
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    pub(crate) async fn digest(&self, key: &str) -> Result<([u8; 32], u64)> {
+        let mut body = self.get_object(key, None).await?.body;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(bytes) = body.try_next().await.map_err(|e| body_err(key, &e))? {
+            hasher.update(&bytes);
+            size += bytes.len() as u64;
+        }
+        Ok((hasher.finalize().into(), size))
+    }
+
+    pub(crate) async fn size(&self, key: &str) -> Result<Option<u64>> {
+        let result = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await;
+        match result {
+            Ok(head) => {
+                count("HeadObject", true);
+                Ok(Some(head.content_length.unwrap_or(0).max(0) as u64))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+                count("HeadObject", true);
+                Ok(None)
+            }
+            Err(e) => {
+                count("HeadObject", false);
+                Err(s3_err("HeadObject", key, e))
+            }
+        }
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+        let result = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await;
+        count("DeleteObject", result.is_ok());
+        result
+            .map(|_| ())
+            .map_err(|e| s3_err("DeleteObject", key, e))
+    }
+
+    pub(crate) async fn ping(&self) -> Result<()> {
+        let result = self.client.head_bucket().bucket(&self.bucket).send().await;
+        count("HeadBucket", result.is_ok());
+        result
+            .map(|_| ())
+            .map_err(|e| s3_err("HeadBucket", &self.bucket, e))
+    }
+}
+
+/// An SDK error as ours: the operation, the key and the server's code and
+/// message (never the credentials, which the SDK does not print).
+fn s3_err<E, R>(op: &'static str, key: &str, e: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    // Retries happened inside the SDK already; a throttle, a timeout or a
+    // dropped connection may still pass later, a refusal will not.
+    let transient = match &e {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("");
+            matches!(
+                code,
+                "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" | ""
+            )
+        }
+        _ => true,
+    };
+    let message = match e.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("error"),
+            service.message().unwrap_or("no message")
+        ),
+        None => DisplayErrorContext(&e).to_string(),
+    };
+    Error::S3 {
+        op,
+        key: key.to_owned(),
+        message,
+        transient,
+    }
+}
+
+fn body_err(key: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::S3 {
+        op: "GetObject",
+        key: key.to_owned(),
+        message: format!("reading the body: {e}"),
+        transient: true,
+    }
+}
