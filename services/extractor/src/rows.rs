@@ -4,7 +4,8 @@
 //! the rows the dump actually holds cannot.
 //!
 //! Each table appears as `CREATE TABLE \`name\`` (so empty tables count 0)
-//! and its rows as `INSERT INTO \`name\` VALUES (…),(…);`. A row is a
+//! and its rows as `INSERT INTO \`name\` VALUES (…),(…);`, on one line or
+//! with a tuple per line. A row is a
 //! parenthesised tuple at depth 0; strings are single-quoted with backslash
 //! escapes, and `--hex-blob` keeps binary columns out of strings.
 
@@ -40,7 +41,8 @@ pub(crate) struct SqlRowCounter {
 
 const CREATE: &[u8] = b"CREATE TABLE `";
 const INSERT: &[u8] = b"INSERT INTO `";
-const VALUES: &[u8] = b" VALUES ";
+/// Followed by a space (MySQL) or a newline and one tuple per line (MariaDB 10.11+).
+const VALUES: &[u8] = b" VALUES";
 
 impl SqlRowCounter {
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
@@ -172,6 +174,7 @@ CREATE TABLE `empty` (\n  `id` int\n);\n\
 INSERT INTO `t``1` VALUES (1,'a (b)'),(2,'it\\'s ); (x'),(3,0x28),(4,'''('),(5,NULL);\n\
 INSERT INTO `t``1` VALUES (6,'x');\n\
 INSERT INTO `other` (`a`, `b`) VALUES (1,2),(3,4);\n\
+INSERT INTO `other` VALUES\n(5,'x\\n('),\n(6,'y');\n\
 /*!40000 ALTER TABLE `t1` ENABLE KEYS */;\n";
         for piece in [1, 3, 7, dump.len()] {
             let mut counter = SqlRowCounter::default();
@@ -187,7 +190,7 @@ INSERT INTO `other` (`a`, `b`) VALUES (1,2),(3,4);\n\
                 counts,
                 vec![
                     ("empty".to_owned(), 0),
-                    ("other".to_owned(), 2),
+                    ("other".to_owned(), 4),
                     ("t`1".to_owned(), 6)
                 ],
                 "pieces of {piece}"

@@ -47,8 +47,9 @@ pub(crate) async fn verify(
             finding.problems.join("; ")
         )
     });
+    // With --full both levels run, so each says what it sees.
     let mut level2 = None;
-    if full && reason.is_none() {
+    if full {
         let key = catalog.key(&row.tenant, &row.key_id).await?;
         let identity = vaultline_runtime::deps::load_kek(config)?.unwrap(&key.wrapped_identity)?;
         match vaultline_verifier::level2(&repository, &row.tenant, &snapshot, &identity)
@@ -56,7 +57,12 @@ pub(crate) async fn verify(
             .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             Ok(done) => level2 = Some(done),
-            Err(why) => reason = Some(why),
+            Err(why) => {
+                reason = Some(match reason {
+                    Some(first) => format!("{first}; {why}"),
+                    None => why,
+                });
+            }
         }
     }
     if let Some(reason) = &reason {

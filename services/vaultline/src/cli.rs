@@ -225,6 +225,8 @@ pub enum ScheduleCommand {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per process: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum SourceCommand {
     /// Add a source: `vaultline source add acme/docs --type files --path /srv/docs`,
     /// `… acme/db --type postgres --url postgres://backup@db:5432/shop --password-file F`,
@@ -264,6 +266,15 @@ pub enum SourceCommand {
         /// Retention rules (none: keep everything).
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+    /// Replace a source's stored password or secret (rotation); the next
+    /// snapshot uses it. Stored sealed with the credentials key.
+    SetCredential {
+        /// `tenant/source`
+        source: String,
+        /// File holding the new password or secret.
+        #[arg(long = "from-file")]
+        file: PathBuf,
     },
 }
 
@@ -403,6 +414,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 ""
             };
             println!("added source {tenant}/{source} ({kind}: {shown}{sealed_note})");
+        }
+        Command::Source(SourceCommand::SetCredential { source, file }) => {
+            let (tenant, source) = parse_pair(&source)?;
+            let secret = crate::sources::read_secret(&file)?;
+            let sealed =
+                vaultline_runtime::deps::load_credentials_key(&config)?.seal(secret.as_bytes());
+            catalog(&config)
+                .await?
+                .set_credential(&tenant, &source, &sealed)
+                .await?;
+            println!("stored a new credential for {tenant}/{source} (sealed)");
         }
         Command::Schedule(command) => schedule(&config, command).await?,
         Command::Audit(command) => {

@@ -16,10 +16,13 @@ pub struct SourceSpec {
     pub secret_env: Option<String>,
 }
 
-fn read_secret(path: &PathBuf) -> Result<String> {
+/// A secret from a file, without the trailing newline an editor adds.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn read_secret(path: &PathBuf) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the secret file {}", path.display()))?;
-    // A trailing newline is an editor's, not the password's.
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 

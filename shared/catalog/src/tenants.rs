@@ -191,6 +191,32 @@ impl Catalog {
         Ok(())
     }
 
+    /// Replaces (or first stores) a source's sealed credential: rotation.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown source.
+    pub async fn set_credential(&self, tenant: &Name, name: &Name, sealed: &[u8]) -> Result<()> {
+        let client = self.client().await?;
+        if client
+            .query_opt(
+                "SELECT 1 FROM sources WHERE tenant = $1 AND name = $2",
+                &[&tenant.as_str(), &name.as_str()],
+            )
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!("unknown source {tenant}/{name}")));
+        }
+        client
+            .execute(
+                "INSERT INTO credentials (tenant, source, sealed) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant, source) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()",
+                &[&tenant.as_str(), &name.as_str(), &sealed],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The sealed credential of a source, if it has one. Only the extractor
     /// (just before it runs the source) and drills ask for it.
     ///

@@ -73,9 +73,13 @@ pub async fn pg_connect(url: &str, password: Option<&str>) -> Result<tokio_postg
 
 /// The server's own message when there is one.
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|db| db.message().to_owned())
-        .unwrap_or_else(|| e.to_string())
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// `url` with its database replaced by `database`.

@@ -211,13 +211,16 @@ pub async fn restore(
                     entry,
                     path,
                     out,
+                    partial,
                     hasher,
                     shown,
                 } = open.take().context("a file end without a file")?;
-                if let (Some(out), Some(path)) = (out, path) {
+                if let (Some(out), Some(path), Some(partial)) = (out, path, partial) {
                     out.into_inner()
                         .map_err(|e| e.into_error())
                         .with_context(|| format!("cannot write {shown}"))?;
+                    // Complete and correct: only now does it get its name.
+                    partial.commit(&path)?;
                     set_mode(&path, entry.mode)?;
                     let mtime = filetime::FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
                     filetime::set_file_mtime(&path, mtime)?;
@@ -241,6 +244,7 @@ pub async fn restore(
                             entry,
                             path: None,
                             out: None,
+                            partial: None,
                             hasher: ContentDigest::default(),
                             shown,
                         });
@@ -274,15 +278,20 @@ pub async fn restore(
                                 .with_context(|| format!("cannot create {}", parent.display()))?;
                         }
                         remove_existing(&path)?;
+                        // Written under a hidden name first, so a restore that
+                        // fails midway leaves no truncated file that looks whole.
+                        let partial = partial_path(&path);
+                        remove_existing(&partial)?;
                         let out = std::io::BufWriter::with_capacity(
                             1 << 20,
-                            File::create(&path)
-                                .with_context(|| format!("cannot create {}", path.display()))?,
+                            File::create(&partial)
+                                .with_context(|| format!("cannot create {}", partial.display()))?,
                         );
                         open = Some(OpenFile {
                             entry,
                             path: Some(path),
                             out: Some(out),
+                            partial: Some(PartialFile(Some(partial))),
                             hasher: ContentDigest::default(),
                             shown,
                         });
@@ -347,8 +356,29 @@ struct OpenFile {
     /// Where it is written, for a directory sink.
     path: Option<PathBuf>,
     out: Option<std::io::BufWriter<File>>,
+    partial: Option<PartialFile>,
     hasher: ContentDigest,
     shown: String,
+}
+
+/// A file being written under its hidden name; removed if the restore stops
+/// before [`PartialFile::commit`].
+struct PartialFile(Option<PathBuf>);
+
+impl PartialFile {
+    fn commit(mut self, to: &Path) -> Result<()> {
+        let partial = self.0.take().expect("committed once");
+        std::fs::rename(&partial, to)
+            .with_context(|| format!("cannot rename {} to {}", partial.display(), to.display()))
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if let Some(partial) = self.0.take() {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
 }
 
 fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -> anyhow::Error {
@@ -438,6 +468,14 @@ fn read_manifest(
             return;
         }
     }
+}
+
+/// `dir/.name.vaultline-partial`: where a file is written until it is whole.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".vaultline-partial");
+    path.with_file_name(name)
 }
 
 /// The entry at `select` and everything under it (all entries without one).

@@ -140,6 +140,8 @@ pub struct Postgres {
     url: String,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
+    /// Port of a private cluster.
+    pub port: u16,
 }
 
 impl Postgres {
@@ -148,7 +150,23 @@ impl Postgres {
     /// # Errors
     /// When PostgreSQL's binaries are missing or it does not start.
     pub fn start() -> Result<Postgres> {
-        if let Ok(base) = std::env::var("VAULTLINE_TEST_PG_URL") {
+        Postgres::start_cluster(None)
+    }
+
+    /// Starts a private cluster whose `postgres` user needs `password` over
+    /// TCP (scram-sha-256), like a production database; the URL holds no password.
+    ///
+    /// # Errors
+    /// As [`Postgres::start`].
+    pub fn start_with_password(password: &str) -> Result<Postgres> {
+        Postgres::start_cluster(Some(password))
+    }
+
+    fn start_cluster(password: Option<&str>) -> Result<Postgres> {
+        if let Some(base) = std::env::var("VAULTLINE_TEST_PG_URL")
+            .ok()
+            .filter(|_| password.is_none())
+        {
             let name = format!("vaultline_test_{}_{}", std::process::id(), free_port());
             let status = Command::new("psql")
                 .args([&base, "-qc", &format!("CREATE DATABASE {name}")])
@@ -164,6 +182,7 @@ impl Postgres {
                 url,
                 child: None,
                 _dir: None,
+                port: 0,
             });
         }
         let bin = postgres_bin()?;
@@ -193,19 +212,24 @@ impl Postgres {
                 bail!("cannot hand {} to the postgres user", dir.path().display());
             }
         }
-        let out = run_as(&bin.join("initdb"))
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
-            .arg(&data)
-            .output()?;
+        let mut initdb = run_as(&bin.join("initdb"));
+        initdb.args(["-U", "postgres", "-E", "UTF8", "--no-sync"]);
+        match password {
+            None => {
+                initdb.args(["-A", "trust"]);
+            }
+            Some(password) => {
+                let pwfile = dir.path().join("pwfile");
+                std::fs::write(&pwfile, password)?;
+                if as_root {
+                    let _ = Command::new("chown").arg("postgres").arg(&pwfile).status();
+                }
+                initdb
+                    .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+                    .arg(format!("--pwfile={}", pwfile.display()));
+            }
+        }
+        let out = initdb.arg("-D").arg(&data).output()?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -259,7 +283,39 @@ impl Postgres {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             child: Some(child),
             _dir: Some(dir),
+            port,
         })
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/<database>` (no password in it).
+    pub fn url_for(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs SQL as the superuser over the private cluster's socket (no
+    /// password) and returns the rows, `|`-separated, without headers.
+    ///
+    /// # Errors
+    /// When psql fails.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
+        let socket = self._dir.as_ref().context("not a private cluster")?.path();
+        let out = Command::new("psql")
+            .arg("-h")
+            .arg(socket)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()?;
+        if !out.status.success() {
+            bail!("psql: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// URL of the test database.

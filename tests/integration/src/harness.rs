@@ -54,6 +54,11 @@ impl Env {
         };
         let kek_file = dir.path().join("kek.txt");
         std::fs::write(&kek_file, vaultline_format::keys::Kek::generate().1)?;
+        let credentials_key_file = dir.path().join("credentials-key.txt");
+        std::fs::write(
+            &credentials_key_file,
+            vaultline_format::keys::Kek::generate().1,
+        )?;
         let config_file = dir.path().join("vaultline.toml");
         // Short retry delays keep failure tests fast; everything else is the shipped default.
         let toml = format!(
@@ -68,6 +73,7 @@ path = "{root}/staging"
 ttl = "1h"
 [keys]
 kek-file = "{kek}"
+credentials-key-file = "{credentials_key}"
 [admin]
 listen = "127.0.0.1:0"
 [stages.extractor]
@@ -88,7 +94,8 @@ backoff = "200ms"
             nats = nats.url(),
             pg = pg.url(),
             root = dir.path().display(),
-            kek = kek_file.display()
+            kek = kek_file.display(),
+            credentials_key = credentials_key_file.display(),
         );
         std::fs::write(&config_file, toml)?;
         let catalog = Catalog::connect(pg.url())?;

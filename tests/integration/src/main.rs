@@ -4,9 +4,11 @@
 mod audit;
 mod failures;
 mod harness;
+mod integrity;
 mod ops;
 mod pipeline;
 mod processes;
 mod retention;
 mod s3;
 mod schedules;
+mod sources;

@@ -1,0 +1,251 @@
+//! Damage and hostility: one flipped byte in a stored pack is found by both
+//! verification levels and stops a restore before wrong bytes are written;
+//! hand-made hostile manifests restore nothing outside the target.
+
+use crate::harness::{Env, assert_verified};
+use anyhow::{Context, Result};
+use std::path::Path;
+use vaultline_catalog::SnapshotStatus;
+use vaultline_format::manifest::{
+    ChunkRef, Entry, EntryKind, Footer, Header, Location, Record, SealedWriter,
+};
+use vaultline_storage::ObjectKey;
+use vaultline_types::{ChunkId, Name, PackId, SnapshotId};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flipped_byte_in_a_pack_is_corrupt_at_both_levels_and_restore_refuses() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    std::fs::create_dir_all(&tree)?;
+    std::fs::write(
+        tree.join("big.bin"),
+        crate::harness::mixed_bytes(6 << 20, 3),
+    )?;
+    std::fs::write(tree.join("small.txt"), "small and separate\n")?;
+    env.tenant_with_source(&tree).await?;
+    let node = env.node().await?;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
+        .await?;
+    let row = env.wait_final(1).await?;
+    assert_verified(&row);
+    node.shutdown().await;
+
+    let tenant = Name::new("acme")?;
+    let packs = env.catalog.snapshot_packs(&tenant, &row.id).await?;
+    let (pack, size) = packs.first().copied().context("a pack")?;
+    let path = env.path("repository").join(ObjectKey::pack(&tenant, &pack));
+    let mut bytes = std::fs::read(&path)?;
+    let at = (size / 3) as usize; // inside a blob, past the header
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes)?;
+
+    // Level 1 alone: the digest no longer matches, and the pack is named.
+    let out = env
+        .bare_cli(
+            &[
+                "--config",
+                env.config_file.to_str().unwrap(),
+                "verify",
+                row.id.as_str(),
+                "--json",
+            ],
+            &[],
+        )
+        .await?;
+    assert_eq!(out.status.code(), Some(1));
+    let level1: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let error = level1["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("pack {pack} does not match its recorded digest")),
+        "{error}"
+    );
+    let marked = env.catalog.find_snapshot(&row.id).await?;
+    assert_eq!(marked.status, SnapshotStatus::Corrupt);
+    assert!(marked.error.unwrap_or_default().contains(&pack.to_string()));
+
+    // Level 2 finds it on its own: decrypting the damaged blob fails.
+    let out = env
+        .bare_cli(
+            &[
+                "--config",
+                env.config_file.to_str().unwrap(),
+                "verify",
+                row.id.as_str(),
+                "--full",
+                "--json",
+            ],
+            &[],
+        )
+        .await?;
+    assert_eq!(out.status.code(), Some(1));
+    let level2: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let error = level2["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("level 2: pack {pack} is damaged")),
+        "{error}"
+    );
+
+    // Restore fails loudly, and what it leaves behind is never wrong.
+    let target = env.path("restored");
+    let err = env
+        .cli(&["restore", row.id.as_str(), "--to", target.to_str().unwrap()])
+        .await
+        .expect_err("a damaged pack must not restore");
+    assert!(format!("{err:#}").contains("is damaged"), "{err:#}");
+    for entry in std::fs::read_dir(&target)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let original = tree.join(&name);
+        assert!(
+            original.exists() && std::fs::read(entry.path())? == std::fs::read(&original)?,
+            "restore left {name:?}, which is not the original"
+        );
+    }
+    Ok(())
+}
+
+/// Seals a manifest with `records` for snapshot `id` of acme into the fs repository.
+fn plant_manifest(env: &Env, identity: &Path, id: &SnapshotId, entries: Vec<Entry>) -> Result<()> {
+    let identity = vaultline_format::keys::parse_identity(&std::fs::read_to_string(identity)?)?;
+    let tenant = Name::new("acme")?;
+    let mut writer = SealedWriter::new(Vec::new(), &identity.to_public())?;
+    writer.write(&Record::Header(Header {
+        format: vaultline_format::FORMAT_VERSION,
+        tenant: tenant.clone(),
+        source: Name::new("docs")?,
+        snapshot: id.clone(),
+        source_kind: "files".into(),
+        created: 1_700_000_000,
+        key_id: "hostile".into(),
+    }))?;
+    let count = entries.len() as u64;
+    for entry in entries {
+        writer.write(&Record::Entry(entry))?;
+    }
+    writer.write(&Record::Footer(Footer {
+        entries: count,
+        bytes: 0,
+        source_digest: "00".into(),
+        packs: vec![],
+        tables: vec![],
+    }))?;
+    let path = env
+        .path("repository")
+        .join(ObjectKey::manifest(&tenant, id));
+    std::fs::create_dir_all(path.parent().context("parent")?)?;
+    std::fs::write(path, writer.finish()?)?;
+    Ok(())
+}
+
+fn entry(path: &str, kind: EntryKind, target: Option<&str>) -> Entry {
+    Entry {
+        path: path.as_bytes().to_vec(),
+        kind,
+        mode: 0o644,
+        mtime: 1_700_000_000,
+        mtime_nanos: 0,
+        size: if kind == EntryKind::File { 5 } else { 0 },
+        target: target.map(|t| t.as_bytes().to_vec()),
+        chunks: if kind == EntryKind::File {
+            vec![ChunkRef {
+                id: ChunkId([7; 32]),
+                raw_length: 5,
+                location: Some(Location {
+                    pack: PackId([9; 32]),
+                    offset: 8,
+                    length: 200,
+                }),
+            }]
+        } else {
+            vec![]
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_manifests_restore_nothing_outside_the_target() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    let identity = env.path("acme.key");
+    env.cli(&[
+        "tenant",
+        "export-identity",
+        "acme",
+        "--out",
+        identity.to_str().unwrap(),
+    ])
+    .await?;
+    // The restore target sits inside `jail`; everything else in `jail` is "outside".
+    let jail = env.path("jail");
+    let outside = jail.join("outside");
+    std::fs::create_dir_all(&outside)?;
+    let cases: Vec<(&str, Vec<Entry>, &str)> = vec![
+        (
+            "climbs out with ..",
+            vec![entry("../escaped.txt", EntryKind::File, None)],
+            "climbs out with '..'",
+        ),
+        (
+            "absolute path",
+            vec![entry(
+                &format!("{}/absolute.txt", outside.display()),
+                EntryKind::File,
+                None,
+            )],
+            "the path is absolute",
+        ),
+        (
+            "a symlink, then a file through it",
+            vec![
+                entry("link", EntryKind::Symlink, Some(outside.to_str().unwrap())),
+                entry("link/through.txt", EntryKind::File, None),
+            ],
+            "a parent is a symlink",
+        ),
+        (
+            "a directory named like the symlink's target, nested",
+            vec![
+                entry("a", EntryKind::Dir, None),
+                entry("a/up", EntryKind::Symlink, Some("../..")),
+                entry("a/up/escaped-again.txt", EntryKind::File, None),
+            ],
+            "a parent is a symlink",
+        ),
+    ];
+    for (i, (what, entries, refusal)) in cases.into_iter().enumerate() {
+        let id = SnapshotId::parse(&format!("20250101T00000{i}Z-0000000{i}"))?;
+        plant_manifest(&env, &identity, &id, entries)?;
+        let target = jail.join(format!("target-{i}"));
+        let out = env
+            .bare_cli(
+                &[
+                    "restore",
+                    id.as_str(),
+                    "--repo",
+                    &format!("file://{}", env.path("repository").display()),
+                    "--identity",
+                    identity.to_str().unwrap(),
+                    "--tenant",
+                    "acme",
+                    "--to",
+                    target.to_str().unwrap(),
+                ],
+                &[],
+            )
+            .await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: restore succeeded");
+        assert!(stderr.contains(refusal), "{what}: {stderr}");
+        // Nothing landed beside the target or in `outside`.
+        let mut landed: Vec<String> = std::fs::read_dir(&jail)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?;
+        landed.retain(|n| n != "outside" && !n.starts_with("target-"));
+        assert!(
+            landed.is_empty(),
+            "{what}: wrote {landed:?} outside the target"
+        );
+        assert_eq!(std::fs::read_dir(&outside)?.count(), 0, "{what}");
+        assert!(!env.path("escaped.txt").exists());
+    }
+    Ok(())
+}
