@@ -97,7 +97,7 @@ impl Draft {
         let Draft { mut out, temp, key } = self;
         out.flush().map_err(staging_io(&temp))?;
         drop(out);
-        job.deps.staging.commit(&temp, &key)?;
+        job.deps.staging.commit_blocking(&temp, &key)?;
         Ok(())
     }
 }
@@ -226,7 +226,7 @@ impl<'a> Batches<'a> {
         out.flush().map_err(staging_io(&tmp))?;
         drop(out);
         let key = batch_key(self.job, self.index);
-        self.job.deps.staging.commit(&tmp, &key)?;
+        self.job.deps.staging.commit_blocking(&tmp, &key)?;
         let event = batch_event(
             self.job,
             self.index,

@@ -35,8 +35,7 @@ impl Stage for Packager {
 
     async fn handle(&self, _cx: &Cx, batch: DataExtracted) -> Outcome {
         let staging = &self.deps.staging;
-        let raw = staging.path(&batch.staged)?;
-        if !raw.exists() {
+        let Some(raw) = staging.fetch(&batch.staged).await? else {
             let catalog = &self.deps.catalog;
             let key = BatchKey {
                 snapshot: &batch.snapshot,
@@ -61,21 +60,23 @@ impl Stage for Packager {
                     ),
                 ))
             };
-        }
+        };
         let key = self.deps.catalog.key(&batch.tenant, &batch.key_id).await?;
         let recipient = parse_recipient(&key.recipient)?;
         let pack_key = batch.staged.replace("/batch-", "/pack-") + ".pack";
         let temp = staging.temp_path(&pack_key)?;
         let level = self.zstd_level;
         let (temp, finished) =
-            tokio::task::spawn_blocking(move || pack_batch(&raw, temp, &recipient, level))
+            tokio::task::spawn_blocking(move || pack_batch(raw.path(), temp, &recipient, level))
                 .await??;
-        staging.commit(&temp, &pack_key)?;
+        staging.commit(&temp, &pack_key).await?;
         let index = rmp_serde::to_vec(&finished.entries).expect("index entries serialise");
         let index_temp = staging.temp_path(&format!("{pack_key}.idx"))?;
         std::fs::write(&index_temp, index)
             .map_err(|e| StageError::transient("staging", format!("writing pack index: {e}")))?;
-        staging.commit(&index_temp, &format!("{pack_key}.idx"))?;
+        staging
+            .commit(&index_temp, &format!("{pack_key}.idx"))
+            .await?;
         tracing::debug!(pack = %finished.id, size = finished.size, blobs = finished.entries.len(), "Packed batch.");
         Ok(vec![Outgoing::event(&PackStaged {
             tenant: batch.tenant,

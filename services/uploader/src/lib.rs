@@ -82,10 +82,8 @@ impl Uploader {
     /// its pack is durably in the repository.
     async fn store_pack(&self, pack: &PackStaged) -> Result<Option<Outgoing>, StageError> {
         let staging = &self.deps.staging;
-        let local = staging.path(&pack.staged)?;
-        let index_path = staging.path(&format!("{}.idx", pack.staged))?;
         let key = ObjectKey::pack(&pack.tenant, &pack.pack);
-        if !local.exists() {
+        let Some(local) = staging.fetch(&pack.staged).await? else {
             // Redelivered after we stored and cleaned up, or left over from a
             // superseded extraction attempt: both done.
             let catalog = &self.deps.catalog;
@@ -101,17 +99,21 @@ impl Uploader {
                 "staging",
                 format!("staged pack {} is gone before it was stored", pack.staged),
             ));
-        }
-        let index = tokio::fs::read(&index_path).await.map_err(|e| {
-            StageError::transient("staging", format!("{}: {e}", index_path.display()))
-        })?;
-        let entries: Vec<IndexEntry> = rmp_serde::from_slice(&index).map_err(|e| {
-            StageError::permanent(
+        };
+        let index_key = format!("{}.idx", pack.staged);
+        let index_file = staging.fetch(&index_key).await?.ok_or_else(|| {
+            StageError::transient(
                 "staging",
-                format!("pack index {}: {e}", index_path.display()),
+                format!("pack index {index_key} is not staged (yet)"),
             )
         })?;
-        let size = self.deps.repository.put_file(&key, &local).await?;
+        let index = tokio::fs::read(index_file.path())
+            .await
+            .map_err(|e| StageError::transient("staging", format!("{index_key}: {e}")))?;
+        let entries: Vec<IndexEntry> = rmp_serde::from_slice(&index).map_err(|e| {
+            StageError::permanent("staging", format!("pack index {index_key}: {e}"))
+        })?;
+        let size = self.deps.repository.put_file(&key, local.path()).await?;
         let chunks: Vec<StoredChunk> = entries
             .iter()
             .map(|e| StoredChunk {
@@ -130,7 +132,7 @@ impl Uploader {
             &format!("{}.idx", pack.staged),
             &pack.raw_staged,
         ] {
-            staging.remove(done)?;
+            staging.remove(done).await?;
         }
         vaultline_runtime::metrics::count(
             vaultline_runtime::metrics::MetricName::BytesStored,
@@ -217,7 +219,8 @@ impl Uploader {
         lock.release().await?;
         self.deps
             .staging
-            .remove_prefix(&format!("{tenant}/{snapshot}"))?;
+            .remove_prefix(&format!("{tenant}/{snapshot}"))
+            .await?;
         if !first && cx.delivered == 1 {
             return Ok(None);
         }

@@ -34,15 +34,16 @@ pub(crate) async fn write(
 ) -> Result<Written, StageError> {
     let key = deps.catalog.key(tenant, key_id).await?;
     let recipient = parse_recipient(&key.recipient)?;
-    let draft = deps
+    let Some(draft) = deps
         .staging
-        .path(&format!("{tenant}/{snapshot}/a{attempt}/manifest.draft"))?;
-    if !draft.exists() {
+        .fetch(&format!("{tenant}/{snapshot}/a{attempt}/manifest.draft"))
+        .await?
+    else {
         return Err(StageError::permanent(
             "staging",
             format!("the manifest draft of snapshot {snapshot} is gone (staging expired?)"),
         ));
-    }
+    };
     let final_key = format!("{tenant}/{snapshot}/manifest.final");
     let temp = deps.staging.temp_path(&final_key)?;
     let new_pack_bytes = deps
@@ -56,7 +57,7 @@ pub(crate) async fn write(
     );
     let (path, packs) = tokio::task::spawn_blocking(move || {
         let io = |e: std::io::Error| StageError::transient("staging", format!("manifest: {e}"));
-        let input = BufReader::with_capacity(1 << 20, File::open(&draft).map_err(io)?);
+        let input = BufReader::with_capacity(1 << 20, File::open(draft.path()).map_err(io)?);
         let out = BufWriter::with_capacity(1 << 20, File::create(&temp).map_err(io)?);
         let mut writer = SealedWriter::new(out, &recipient)?;
         let mut packs = BTreeSet::new();

@@ -7,7 +7,10 @@ use async_nats::jetstream::{self, consumer::PullConsumer, stream};
 use std::time::Duration;
 use vaultline_types::StageName;
 
+mod staging_store;
+
 pub use async_nats::jetstream::Message as JsMessage;
+pub use staging_store::{STAGING_BUCKET, StagingStore};
 
 /// Errors of the bus.
 #[derive(Debug, thiserror::Error)]

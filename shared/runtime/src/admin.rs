@@ -68,7 +68,7 @@ async fn check(deps: &Deps) -> Vec<(&'static str, Result<(), String>)> {
         Err(_) => Err("no answer within 2s".to_owned()),
     };
     let storage = deps.repository.ping().await.map_err(|e| e.to_string());
-    let staging = deps.staging.ping().map_err(|e| e.to_string());
+    let staging = deps.staging.ping().await.map_err(|e| e.to_string());
     vec![
         ("nats", nats),
         ("catalog", catalog),

@@ -79,6 +79,11 @@ pub struct S3Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct StagingConfig {
+    /// `dir`: finished items stay in `path`, which every stage must see (one
+    /// host, or a shared volume). `jetstream`: they go to the object store
+    /// bucket VAULTLINE_STAGING on NATS, so stages can run on different
+    /// hosts; `path` is then only local scratch space.
+    pub backend: StagingBackend,
     /// Directory for claim-check data between stages.
     pub path: PathBuf,
     /// Staged items older than this are swept.
@@ -194,9 +199,19 @@ impl Default for RepositoryConfig {
     }
 }
 
+/// Where finished staged items live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StagingBackend {
+    #[default]
+    Dir,
+    Jetstream,
+}
+
 impl Default for StagingConfig {
     fn default() -> Self {
         StagingConfig {
+            backend: StagingBackend::Dir,
             path: "/var/lib/vaultline/staging".into(),
             ttl: Duration::from_secs(24 * 3600),
         }

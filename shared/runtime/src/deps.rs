@@ -46,7 +46,11 @@ impl Deps {
             tracing::info!(?applied, "Applied catalog migrations.");
         }
         let repository = open_repository(&config.repository, None).await?;
-        let staging = Staging::open_dir(&config.staging.path, config.staging.ttl)?;
+        let mut staging = Staging::open_dir(&config.staging.path, config.staging.ttl)?;
+        if config.staging.backend == crate::config::StagingBackend::Jetstream {
+            let store = vaultline_bus::StagingStore::open(&bus.js, config.staging.ttl).await?;
+            staging = staging.with_shared(store);
+        }
         Ok(Arc::new(Deps {
             config,
             bus,

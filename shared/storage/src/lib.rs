@@ -7,7 +7,7 @@ mod staging;
 
 pub use repository::{ObjectKey, Repository};
 pub use s3::{S3Options, S3Repository};
-pub use staging::Staging;
+pub use staging::{Fetched, Staging};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,9 @@ pub enum Error {
         /// Whether a later retry may succeed (throttling, timeouts, a server down).
         transient: bool,
     },
+    /// The shared staging bucket failed.
+    #[error("shared staging: {0}")]
+    Shared(String),
     /// A repository URL or option that cannot be used.
     #[error("repository {0}")]
     Config(String),
@@ -58,6 +61,7 @@ impl Error {
         match self {
             Error::Io { .. } => true,
             Error::S3 { transient, .. } => *transient,
+            Error::Shared(_) => true,
             _ => false,
         }
     }

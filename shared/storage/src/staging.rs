@@ -1,17 +1,46 @@
 //! Claim-check staging: bulk bytes between stages live here, events carry keys.
-//! On one node, a local directory. Every item is written under a temporary
-//! name and renamed into place, so a reader never sees half an item; items
-//! older than the TTL are swept, so abandoned snapshots do not fill the disk.
+//!
+//! Items are always written to a local scratch directory first. On one node
+//! that directory *is* staging: a finished item is renamed into place, so a
+//! reader never sees half of one. Across hosts, a finished item is uploaded
+//! to a JetStream object store bucket ([`vaultline_bus::StagingStore`]) and
+//! fetched by whichever host handles the next stage. Either way items older
+//! than the TTL go away on their own (swept here, expired by the bucket
+//! there), so abandoned snapshots do not fill the disk.
 
 use crate::{Result, check_key, io_err, temp_suffix};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+use vaultline_bus::StagingStore;
 
-/// A local staging directory.
+/// Staging: a local directory, and the shared bucket when stages run apart.
 #[derive(Debug, Clone)]
 pub struct Staging {
     root: PathBuf,
     ttl: Duration,
+    shared: Option<StagingStore>,
+}
+
+/// A staged item ready to read: in place (local staging) or a downloaded
+/// copy, deleted when this is dropped (shared staging).
+#[derive(Debug)]
+pub enum Fetched {
+    InPlace(PathBuf),
+    Copy(tempfile::TempPath),
+}
+
+impl Fetched {
+    /// Where the item's bytes are.
+    pub fn path(&self) -> &Path {
+        match self {
+            Fetched::InPlace(path) => path,
+            Fetched::Copy(temp) => temp,
+        }
+    }
+}
+
+fn shared_err(e: vaultline_bus::Error) -> crate::Error {
+    crate::Error::Shared(e.to_string())
 }
 
 impl Staging {
@@ -22,16 +51,55 @@ impl Staging {
     pub fn open_dir(root: impl Into<PathBuf>, ttl: Duration) -> Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(io_err("create staging", &root))?;
-        Ok(Staging { root, ttl })
+        Ok(Staging {
+            root,
+            ttl,
+            shared: None,
+        })
     }
 
-    /// Path of a committed item (it may not exist).
-    ///
-    /// # Errors
-    /// For keys that would leave the staging root.
-    pub fn path(&self, key: &str) -> Result<PathBuf> {
+    /// Hands finished items to `store` instead of keeping them in the local
+    /// directory, which then only holds items being written or read.
+    pub fn with_shared(mut self, store: StagingStore) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
+    /// True when stages hand items over through the shared bucket.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
         check_key(key)?;
         Ok(self.root.join(key))
+    }
+
+    /// A committed item, ready to read, or `None` when there is none (never
+    /// staged, already cleaned up, or expired).
+    ///
+    /// # Errors
+    /// On a bad key, or when the shared bucket or the local disk fails.
+    pub async fn fetch(&self, key: &str) -> Result<Option<Fetched>> {
+        let path = self.path(key)?;
+        let Some(store) = &self.shared else {
+            return Ok(tokio::fs::try_exists(&path)
+                .await
+                .unwrap_or(false)
+                .then_some(Fetched::InPlace(path)));
+        };
+        let fetching = self.root.join(".fetching");
+        tokio::fs::create_dir_all(&fetching)
+            .await
+            .map_err(io_err("create directory", &fetching))?;
+        let copy = tempfile::NamedTempFile::new_in(&fetching)
+            .map_err(io_err("create", &fetching))?
+            .into_temp_path();
+        if store.get_file(key, &copy).await.map_err(shared_err)? {
+            Ok(Some(Fetched::Copy(copy)))
+        } else {
+            Ok(None)
+        }
     }
 
     /// A temporary path to write an item to before [`Staging::commit`].
@@ -50,22 +118,43 @@ impl Staging {
         Ok(parent.join(name))
     }
 
-    /// Moves a finished temporary file into place under `key`.
+    /// Publishes a finished temporary file as the item `key`: renamed into
+    /// place, or uploaded to the shared bucket (and the local file removed).
     ///
     /// # Errors
-    /// When the rename fails.
-    pub fn commit(&self, temp: &Path, key: &str) -> Result<()> {
+    /// When the rename or the upload fails.
+    pub async fn commit(&self, temp: &Path, key: &str) -> Result<()> {
         let path = self.path(key)?;
-        std::fs::rename(temp, &path).map_err(io_err("rename", &path))
+        match &self.shared {
+            None => tokio::fs::rename(temp, &path)
+                .await
+                .map_err(io_err("rename", &path)),
+            Some(store) => {
+                let uploaded = store.put_file(key, temp).await.map_err(shared_err);
+                let _ = tokio::fs::remove_file(temp).await;
+                uploaded
+            }
+        }
+    }
+
+    /// [`Staging::commit`] from a blocking thread (the extractor's walker).
+    ///
+    /// # Errors
+    /// As [`Staging::commit`].
+    pub fn commit_blocking(&self, temp: &Path, key: &str) -> Result<()> {
+        tokio::runtime::Handle::current().block_on(self.commit(temp, key))
     }
 
     /// Removes an item; removing an absent item succeeds (handlers are idempotent).
     ///
     /// # Errors
     /// On I/O errors other than absence.
-    pub fn remove(&self, key: &str) -> Result<()> {
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        if let Some(store) = &self.shared {
+            return store.delete(key).await.map_err(shared_err);
+        }
         let path = self.path(key)?;
-        match std::fs::remove_file(&path) {
+        match tokio::fs::remove_file(&path).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
             _ => Ok(()),
         }
@@ -75,9 +164,15 @@ impl Staging {
     ///
     /// # Errors
     /// On I/O errors other than absence.
-    pub fn remove_prefix(&self, prefix: &str) -> Result<()> {
+    pub async fn remove_prefix(&self, prefix: &str) -> Result<()> {
+        if let Some(store) = &self.shared {
+            store
+                .delete_prefix(&format!("{}/", prefix.trim_end_matches('/')))
+                .await
+                .map_err(shared_err)?;
+        }
         let path = self.path(prefix)?;
-        match std::fs::remove_dir_all(&path) {
+        match tokio::fs::remove_dir_all(&path).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
             _ => Ok(()),
         }
@@ -90,14 +185,18 @@ impl Staging {
         sweep_dir(&self.root, cutoff, false)
     }
 
-    /// Checks the staging directory is usable (for `/health/ready`).
+    /// Checks staging is usable (for `/health/ready`).
     ///
     /// # Errors
-    /// When it cannot be listed.
-    pub fn ping(&self) -> Result<()> {
+    /// When the directory cannot be listed or the shared bucket does not answer.
+    pub async fn ping(&self) -> Result<()> {
         std::fs::read_dir(&self.root)
             .map(|_| ())
-            .map_err(io_err("list", &self.root))
+            .map_err(io_err("list", &self.root))?;
+        if let Some(store) = &self.shared {
+            store.ping().await.map_err(shared_err)?;
+        }
+        Ok(())
     }
 }
 
@@ -127,22 +226,20 @@ fn sweep_dir(dir: &Path, cutoff: SystemTime, remove_if_empty: bool) -> usize {
 mod tests {
     use super::*;
 
-    #[test]
-    fn items_appear_whole_and_expire_after_the_ttl() {
+    #[tokio::test]
+    async fn items_appear_whole_and_expire_after_the_ttl() {
         let dir = tempfile::tempdir().unwrap();
         let staging = Staging::open_dir(dir.path(), Duration::from_millis(50)).unwrap();
         let temp = staging.temp_path("t/s/batch-0").unwrap();
         std::fs::write(&temp, b"data").unwrap();
-        assert!(!staging.path("t/s/batch-0").unwrap().exists());
-        staging.commit(&temp, "t/s/batch-0").unwrap();
-        assert_eq!(
-            std::fs::read(staging.path("t/s/batch-0").unwrap()).unwrap(),
-            b"data"
-        );
+        assert!(staging.fetch("t/s/batch-0").await.unwrap().is_none());
+        staging.commit(&temp, "t/s/batch-0").await.unwrap();
+        let fetched = staging.fetch("t/s/batch-0").await.unwrap().unwrap();
+        assert_eq!(std::fs::read(fetched.path()).unwrap(), b"data");
         assert_eq!(staging.sweep(), 0);
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(staging.sweep(), 1);
         assert!(!dir.path().join("t").exists());
-        assert!(staging.path("../escape").is_err());
+        assert!(staging.fetch("../escape").await.is_err());
     }
 }

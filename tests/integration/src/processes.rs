@@ -1,6 +1,10 @@
-//! The per-stage binaries, each its own process (as in a cluster): a backup
+//! The per-stage binaries, each its own process as on separate hosts: they
+//! share only NATS (with staging in its object store), the catalog and the
+//! S3 repository, each with a local scratch directory of its own. A backup
 //! flows through all of them, each answers /metrics and /health, and each
-//! exits cleanly on SIGTERM.
+//! exits cleanly on SIGTERM. Then each stage is killed (SIGKILL) in the
+//! middle of a snapshot and restarted: the snapshot still ends verified and
+//! restores byte-identical.
 
 use crate::harness::{Env, assert_verified, binary};
 use anyhow::Result;
@@ -10,6 +14,45 @@ use vaultline_testkit::{free_port, http_get, wait_for_status};
 use vaultline_types::StageName;
 
 struct Stages(Vec<(StageName, Child, std::net::SocketAddr)>);
+
+/// Starts `vaultline-<stage>` as if on a host of its own: its own scratch
+/// directory, staging through NATS, short ack waits so a killed process's
+/// messages come back quickly.
+fn start_stage(env: &Env, stage: StageName) -> Result<(Child, std::net::SocketAddr)> {
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let mut command = Command::new(binary(&format!("vaultline-{stage}"))?);
+    command
+        .env("VAULTLINE_CONFIG", &env.config_file)
+        .env("VAULTLINE_ADMIN__LISTEN", admin.to_string())
+        .env("VAULTLINE_STAGING__BACKEND", "jetstream")
+        .env(
+            "VAULTLINE_STAGING__PATH",
+            env.path(&format!("scratch-{stage}")),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for consumer in ["extractor", "packager", "uploader", "verifier"] {
+        command.env(
+            format!("VAULTLINE_STAGES__{}__ACK_WAIT", consumer.to_uppercase()),
+            "2s",
+        );
+    }
+    Ok((command.spawn()?, admin))
+}
+
+/// Names of the items in the shared staging bucket.
+async fn staged_objects(env: &Env) -> Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(env.nats.url()).await?);
+    let store = js.get_object_store(vaultline_bus::STAGING_BUCKET).await?;
+    let names = store
+        .list()
+        .await?
+        .map_ok(|info| info.name)
+        .try_collect()
+        .await?;
+    Ok(names)
+}
 
 impl Drop for Stages {
     fn drop(&mut self) {
@@ -22,18 +65,15 @@ impl Drop for Stages {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_stage_runs_as_its_own_process() -> Result<()> {
-    let (env, _tree) = Env::with_small_source().await?;
+    let env = Env::with_s3().await?;
+    let tree = env.path("tree");
+    crate::pipeline::build_tree(&tree)?;
+    env.tenant_with_source(&tree).await?;
     env.cli(&["schedule", "add", "acme/docs", "--every", "1day"])
         .await?;
     let mut stages = Stages(Vec::new());
     for stage in StageName::ALL {
-        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let child = Command::new(binary(&format!("vaultline-{stage}"))?)
-            .env("VAULTLINE_CONFIG", &env.config_file)
-            .env("VAULTLINE_ADMIN__LISTEN", admin.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let (child, admin) = start_stage(&env, stage)?;
         stages.0.push((stage, child, admin));
     }
     for (_, _, admin) in &stages.0 {
@@ -42,7 +82,29 @@ async fn each_stage_runs_as_its_own_process() -> Result<()> {
 
     env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
         .await?;
-    assert_verified(&env.wait_final(1).await?);
+    let row = env.wait_final(1).await?;
+    assert_verified(&row);
+    let restored = env.path("restored");
+    env.cli(&[
+        "restore",
+        row.id.as_str(),
+        "--to",
+        restored.to_str().unwrap(),
+    ])
+    .await?;
+    assert!(crate::pipeline::snapshot_of(&tree)? == crate::pipeline::snapshot_of(&restored)?);
+    // Nothing of the snapshot is left in the shared bucket or any scratch directory.
+    assert_eq!(staged_objects(&env).await?, Vec::<String>::new());
+    for stage in StageName::ALL {
+        let scratch = env.path(&format!("scratch-{stage}"));
+        let files: Vec<_> = walkdir::WalkDir::new(&scratch)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.path().display().to_string())
+            .collect();
+        assert!(files.is_empty(), "{stage} left {files:?}");
+    }
     for (stage, _, admin) in &stages.0 {
         let metrics = http_get(*admin, "/metrics").await?.1;
         if *stage != StageName::Scheduler {
@@ -74,5 +136,134 @@ async fn each_stage_runs_as_its_own_process() -> Result<()> {
         };
         assert!(exit.success(), "{stage} exited with {exit}");
     }
+    Ok(())
+}
+
+/// When to pull the trigger on a stage, judged from the catalog.
+fn mid_snapshot(victim: StageName, status: &str, packs_stored: i64) -> bool {
+    match victim {
+        // Reading the source, some batches already handed on.
+        StageName::Extractor | StageName::Packager => status == "extracting" && packs_stored >= 1,
+        // Some packs uploaded, more to come.
+        StageName::Uploader => {
+            (status == "extracting" || status == "extracted") && packs_stored >= 1
+        }
+        // Stored, being read back (level 2 takes a while).
+        StageName::Verifier => status == "stored",
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stage_killed_mid_snapshot_is_resumed_and_the_snapshot_restores_byte_identical()
+-> Result<()> {
+    let env = Env::with_s3().await?;
+    let tree = env.path("tree");
+    std::fs::create_dir_all(tree.join("docs"))?;
+    for i in 0..40 {
+        std::fs::write(
+            tree.join(format!("docs/note-{i}.txt")),
+            format!("note {i}\n").repeat(200),
+        )?;
+    }
+    env.cli(&["tenant", "create", "acme"]).await?;
+    env.cli(&[
+        "source",
+        "add",
+        "acme/docs",
+        "--path",
+        tree.to_str().unwrap(),
+        "--verify",
+        "full",
+    ])
+    .await?;
+    let mut stages = Stages(Vec::new());
+    for stage in StageName::ALL {
+        if stage == StageName::Scheduler {
+            continue;
+        }
+        let (child, admin) = start_stage(&env, stage)?;
+        stages.0.push((stage, child, admin));
+    }
+    for (_, _, admin) in &stages.0 {
+        wait_for_status(*admin, "/health/ready", 200, Duration::from_secs(30)).await?;
+    }
+    let sql = env.sql().await?;
+    let victims = [
+        StageName::Extractor,
+        StageName::Packager,
+        StageName::Uploader,
+        StageName::Verifier,
+    ];
+    for (round, victim) in victims.into_iter().enumerate() {
+        // New data every round, so every stage has real work.
+        std::fs::write(
+            tree.join("big.bin"),
+            crate::harness::mixed_bytes(160 << 20, 100 + round as u64),
+        )?;
+        env.cli(&["backup", "acme/docs"]).await?;
+        // Watch the catalog and kill the victim in the middle of its work.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let seen = loop {
+            let row = sql
+                .query_opt(
+                    "SELECT s.status, (SELECT count(*) FROM snapshot_batches b
+                                        WHERE b.tenant = s.tenant AND b.snapshot = s.id)
+                       FROM snapshots s ORDER BY s.started_at DESC OFFSET 0 LIMIT 1",
+                    &[],
+                )
+                .await?;
+            let count: i64 = sql
+                .query_one("SELECT count(*) FROM snapshots", &[])
+                .await?
+                .get(0);
+            if let Some(row) = row
+                && count == round as i64 + 1
+            {
+                let status: String = row.get(0);
+                if mid_snapshot(victim, &status, row.get(1)) {
+                    break status;
+                }
+                anyhow::ensure!(
+                    !matches!(status.as_str(), "verified" | "failed" | "corrupt"),
+                    "round {round}: the snapshot ended ({status}) before {victim} could be killed"
+                );
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "round {round}: never saw {victim} mid-snapshot"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let slot = stages
+            .0
+            .iter_mut()
+            .find(|(stage, _, _)| *stage == victim)
+            .expect("every victim runs");
+        slot.1.kill()?; // SIGKILL: no chance to finish or clean up
+        slot.1.wait()?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (child, admin) = start_stage(&env, victim)?;
+        slot.1 = child;
+        slot.2 = admin;
+
+        let row = env.wait_final(round + 1).await?;
+        assert_verified(&row);
+        let restored = env.path(&format!("restored-{round}"));
+        env.cli(&[
+            "restore",
+            row.id.as_str(),
+            "--to",
+            restored.to_str().unwrap(),
+        ])
+        .await?;
+        assert!(
+            crate::pipeline::snapshot_of(&tree)? == crate::pipeline::snapshot_of(&restored)?,
+            "round {round}: killing {victim} while {seen} changed what restores"
+        );
+        std::fs::remove_dir_all(&restored)?;
+    }
+    // Every attempt's leftovers were cleaned up with its snapshot.
+    assert_eq!(staged_objects(&env).await?, Vec::<String>::new());
     Ok(())
 }
