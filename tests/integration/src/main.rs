@@ -6,6 +6,7 @@ mod failures;
 mod harness;
 mod integrity;
 mod ops;
+mod outages;
 mod pipeline;
 mod processes;
 mod retention;
