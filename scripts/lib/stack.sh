@@ -1,7 +1,9 @@
 # Starts a private single-node stack under $WORK: nats-server with JetStream,
-# a PostgreSQL cluster, and `vaultline serve` with a filesystem repository.
-# Needs deps.sh sourced and ensure_* run. Sets VL, VAULTLINE_CONFIG, SERVE_PID
-# and PG_PORT; stack_cleanup (installed as the EXIT trap) stops everything.
+# a PostgreSQL cluster, and `vaultline serve` with a filesystem repository, or
+# with STACK_S3=1 a Garage S3 server and the repository in its bucket.
+# Needs deps.sh sourced and ensure_* run (ensure_garage for STACK_S3). Sets VL,
+# VAULTLINE_CONFIG, SERVE_PID and PG_PORT; stack_cleanup (installed as the
+# EXIT trap) stops everything.
 NATS_PORT="${NATS_PORT:-14222}" PG_PORT="${PG_PORT:-15432}" ADMIN="${ADMIN:-127.0.0.1:19464}"
 pids=()
 run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -29,13 +31,23 @@ stack_start() {
   run_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w \
     -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $WORK/pg" start >/dev/null
 
+  local repository="path = \"$WORK/repository\""
+  if [ "${STACK_S3:-0}" = 1 ]; then
+    stack_garage
+    repository="url = \"s3://vaultline/repo\"
+[repository.s3]
+endpoint = \"$S3_ENDPOINT\"
+region = \"garage\"
+access-key-id = \"$S3_KEY_ID\"
+secret-access-key-file = \"$WORK/s3-secret\""
+  fi
   cat >"$WORK/vaultline.toml" <<TOML
 [nats]
 url = "nats://127.0.0.1:$NATS_PORT"
 [catalog]
 url = "postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 [repository]
-path = "$WORK/repository"
+$repository
 [staging]
 path = "$WORK/staging"
 [keys]
@@ -58,4 +70,40 @@ stack_serve() {
   for _ in $(seq 150); do python3 -c "$ready" 2>/dev/null && return 0; sleep 0.2; done
   echo "vaultline serve did not become ready; see $WORK/serve.log" >&2
   return 1
+}
+
+# A single-node Garage (S3) with bucket `vaultline` and one key; sets
+# S3_ENDPOINT and S3_KEY_ID and writes the secret to $WORK/s3-secret.
+stack_garage() {
+  local port="${GARAGE_PORT:-13900}" rpc="${GARAGE_RPC_PORT:-13901}" dir="$WORK/garage"
+  mkdir -p "$dir"
+  cat >"$dir/garage.toml" <<TOML
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$port"
+root_domain = ".s3.garage.localhost"
+TOML
+  local g=("$VAULTLINE_GARAGE" -c "$dir/garage.toml")
+  echo "==> starting Garage (S3) on :$port"
+  RUST_LOG=warn "${g[@]}" server >"$WORK/garage.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 150); do "${g[@]}" status >/dev/null 2>&1 && break; sleep 0.1; done
+  local id; id=$("${g[@]}" node id -q | cut -d@ -f1)
+  "${g[@]}" layout assign -z dc1 -c 100G "$id" >/dev/null
+  "${g[@]}" layout apply --version 1 >/dev/null
+  S3_KEY_ID="GK$(python3 -c 'import secrets; print(secrets.token_hex(12))')"
+  local secret; secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+  "${g[@]}" key import --yes -n vaultline "$S3_KEY_ID" "$secret" >/dev/null
+  "${g[@]}" bucket create vaultline >/dev/null
+  "${g[@]}" bucket allow --read --write --owner vaultline --key vaultline >/dev/null
+  (umask 077; echo "$secret" >"$WORK/s3-secret")
+  S3_ENDPOINT="http://127.0.0.1:$port"
+  export S3_ENDPOINT S3_KEY_ID
 }

@@ -145,7 +145,7 @@ pub async fn restore(
     // The reader walks the manifest and starts fetching and decrypting each
     // chunk as a task; the writer below takes them in manifest order. The
     // channel bounds how far the reader runs ahead (memory: IN_FLIGHT chunks).
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(IN_FLIGHT);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(QUEUED_ITEMS);
     let reader = {
         let (repo, tenant, snapshot, identity, select) = (
             repo.clone(),
@@ -189,7 +189,11 @@ pub async fn restore(
                 done.source_kind = header.source_kind;
             }
             Item::Footer(f) => footer = Some(f),
-            Item::Chunk { plain, raw_length } => {
+            Item::Chunk {
+                plain,
+                raw_length,
+                budget,
+            } => {
                 let file = open.as_mut().context("a chunk outside a file")?;
                 let plain = plain.await.context("a chunk task died")??;
                 if plain.len() != raw_length as usize {
@@ -205,6 +209,8 @@ pub async fn restore(
                     (None, _) => Ok(()),
                 };
                 written.with_context(|| format!("cannot write {}", file.shown))?;
+                // Written: its share of the read-ahead budget goes back.
+                drop(budget);
             }
             Item::EndFile => {
                 let OpenFile {
@@ -332,10 +338,17 @@ pub async fn restore(
     Ok(done)
 }
 
-/// Chunks fetched and decrypted ahead of the writer.
-const IN_FLIGHT: usize = 8;
+/// Bytes fetched or decrypted ahead of the writer (each chunk counts as the
+/// larger of its sealed and its plain size): the bound on restore's memory,
+/// whatever the snapshot's size.
+const AHEAD_BYTES: u32 = 32 << 20;
+/// Consecutive blobs of a pack are fetched with one ranged GET up to this
+/// size (S3 and Garage serve one 8 MiB range far faster than 8 small ones).
+const RUN_BYTES: u64 = 8 << 20;
+/// Items queued between reader and writer (they are small: no chunk data).
+const QUEUED_ITEMS: usize = 1024;
 
-type ChunkTask = tokio::task::JoinHandle<Result<Vec<u8>>>;
+type ChunkResult = tokio::sync::oneshot::Receiver<Result<Vec<u8>>>;
 
 /// What the manifest reader hands the writer, in manifest order.
 enum Item {
@@ -343,8 +356,10 @@ enum Item {
     /// A directory, a symlink, or the start of a file (its chunks follow, then `EndFile`).
     Entry(Entry),
     Chunk {
-        plain: ChunkTask,
+        plain: ChunkResult,
         raw_length: u32,
+        /// This chunk's share of [`AHEAD_BYTES`], held until it is written.
+        budget: tokio::sync::OwnedSemaphorePermit,
     },
     EndFile,
     Footer(Footer),
@@ -390,9 +405,150 @@ fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -
     }
 }
 
+/// Consecutive blobs of one pack, fetched with one ranged read, then
+/// decrypted in parallel; each result goes to the writer's waiting item.
+struct Run {
+    pack: vaultline_types::PackId,
+    start: u64,
+    end: u64,
+    shown: String,
+    chunks: Vec<RunChunk>,
+}
+
+/// A blob of a run: its offset and length in the pack, and where its plaintext goes.
+type RunChunk = (u64, u32, tokio::sync::oneshot::Sender<Result<Vec<u8>>>);
+
+/// What the reader shares with the tasks it starts.
+struct Fetcher {
+    repo: Repository,
+    tenant: Name,
+    identity: std::sync::Arc<Identity>,
+    runtime: tokio::runtime::Handle,
+    /// Decryption runs on as many blocking threads as there are cores: more
+    /// threads only add allocator arenas (memory), not speed.
+    decrypting: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The read-ahead budget.
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
+    tx: tokio::sync::mpsc::Sender<Item>,
+    run: Option<Run>,
+}
+
+impl Fetcher {
+    /// Starts the pending run's fetch, if there is one.
+    fn dispatch(&mut self) {
+        let Some(run) = self.run.take() else { return };
+        let (repo, tenant, identity, decrypting) = (
+            self.repo.clone(),
+            self.tenant.clone(),
+            self.identity.clone(),
+            self.decrypting.clone(),
+        );
+        self.runtime.spawn(async move {
+            let key = ObjectKey::pack(&tenant, &run.pack);
+            let length = (run.end - run.start) as u32;
+            let bytes = match repo.get_range(&key, run.start, length).await {
+                Ok(bytes) => std::sync::Arc::new(bytes),
+                Err(e) => {
+                    for (_, _, reply) in run.chunks {
+                        let _ = reply.send(Err(anyhow::anyhow!(
+                            "cannot read pack {} for {}: {e}",
+                            run.pack,
+                            run.shown
+                        )));
+                    }
+                    return;
+                }
+            };
+            for (offset, length, reply) in run.chunks {
+                let (bytes, identity, decrypting, shown) = (
+                    bytes.clone(),
+                    identity.clone(),
+                    decrypting.clone(),
+                    run.shown.clone(),
+                );
+                let at = (offset - run.start) as usize;
+                let pack = run.pack;
+                tokio::spawn(async move {
+                    let Ok(_permit) = decrypting.acquire_owned().await else {
+                        return;
+                    };
+                    let opened = tokio::task::spawn_blocking(move || {
+                        vaultline_format::blob::open(&bytes[at..at + length as usize], &identity)
+                            .with_context(|| format!("pack {pack} is damaged (restoring {shown})"))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("a decryption task died: {e}")));
+                    let _ = reply.send(opened);
+                });
+            }
+        });
+    }
+
+    /// Sends an item; if the queue is full, the pending run is started first,
+    /// so the writer never waits on a run the blocked reader holds back.
+    fn send(&mut self, item: Item) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(item)) => {
+                self.dispatch();
+                self.tx.blocking_send(item).is_ok()
+            }
+        }
+    }
+
+    /// Queues one chunk: joins the pending run when it continues it, else
+    /// starts that run and begins a new one.
+    fn chunk(
+        &mut self,
+        location: vaultline_format::manifest::Location,
+        raw_length: u32,
+        shown: &str,
+    ) -> bool {
+        // Compressible chunks grow when opened: count whichever is larger.
+        let cost = location.length.max(raw_length);
+        let budget = match self.budget.clone().try_acquire_many_owned(cost) {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Over budget: start what is pending, then wait for the writer.
+                self.dispatch();
+                let budget = self.budget.clone();
+                match self.runtime.block_on(budget.acquire_many_owned(cost)) {
+                    Ok(permit) => permit,
+                    Err(_) => return false,
+                }
+            }
+        };
+        let continues = self.run.as_ref().is_some_and(|run| {
+            run.pack == location.pack
+                && run.end == location.offset
+                && run.end - run.start + u64::from(location.length) <= RUN_BYTES
+        });
+        if !continues {
+            self.dispatch();
+            self.run = Some(Run {
+                pack: location.pack,
+                start: location.offset,
+                end: location.offset,
+                shown: shown.to_owned(),
+                chunks: Vec::new(),
+            });
+        }
+        let (reply, plain) = tokio::sync::oneshot::channel();
+        let run = self.run.as_mut().expect("set above");
+        run.end += u64::from(location.length);
+        run.chunks.push((location.offset, location.length, reply));
+        self.send(Item::Chunk {
+            plain,
+            raw_length,
+            budget,
+        })
+    }
+}
+
 /// Walks the manifest (on a blocking thread: it decrypts and decompresses),
-/// starting a fetch-and-open task per chunk of each selected entry. Stops
-/// early when the writer is gone.
+/// queueing each selected entry and its chunks. Stops early when the writer
+/// is gone.
 #[allow(clippy::too_many_arguments)]
 fn read_manifest(
     records: impl Iterator<Item = vaultline_format::Result<Record>>,
@@ -404,70 +560,57 @@ fn read_manifest(
     runtime: tokio::runtime::Handle,
     tx: tokio::sync::mpsc::Sender<Item>,
 ) {
-    let send = |item: Item| tx.blocking_send(item).is_ok();
-    let identity = std::sync::Arc::new(identity);
-    // Decryption runs on as many blocking threads as there are cores: more
-    // threads only add allocator arenas (memory), not speed.
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let decrypting = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
+    let mut fetcher = Fetcher {
+        repo,
+        tenant,
+        identity: std::sync::Arc::new(identity),
+        runtime,
+        decrypting: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
+        budget: std::sync::Arc::new(tokio::sync::Semaphore::new(AHEAD_BYTES as usize)),
+        tx,
+        run: None,
+    };
     for record in records {
         let ok = match record {
-            Err(e) => send(Item::Failed(
+            Err(e) => fetcher.send(Item::Failed(
                 anyhow::Error::new(e).context(format!("manifest of snapshot {snapshot}")),
             )),
-            Ok(Record::Header(header)) => send(Item::Header(header)),
-            Ok(Record::Footer(footer)) => send(Item::Footer(footer)),
+            Ok(Record::Header(header)) => fetcher.send(Item::Header(header)),
+            Ok(Record::Footer(footer)) => fetcher.send(Item::Footer(footer)),
             Ok(Record::Entry(entry)) if !selected(&entry.path, select.as_deref()) => true,
             Ok(Record::Entry(entry)) if entry.kind == EntryKind::File => {
                 let chunks = entry.chunks.clone();
                 let shown = String::from_utf8_lossy(&entry.path).into_owned();
-                let mut ok = send(Item::Entry(entry));
+                let mut ok = fetcher.send(Item::Entry(entry));
                 for chunk in chunks {
                     if !ok {
                         break;
                     }
                     let Some(location) = chunk.location else {
-                        ok = send(Item::Failed(anyhow::anyhow!(
+                        ok = fetcher.send(Item::Failed(anyhow::anyhow!(
                             "manifest of snapshot {snapshot} lacks a chunk location for {shown}"
                         )));
                         break;
                     };
-                    let (repo, identity, tenant, shown, decrypting) = (
-                        repo.clone(),
-                        identity.clone(),
-                        tenant.clone(),
-                        shown.clone(),
-                        decrypting.clone(),
-                    );
-                    let plain = runtime.spawn(async move {
-                        let key = ObjectKey::pack(&tenant, &location.pack);
-                        let sealed = repo
-                            .get_range(&key, location.offset, location.length)
-                            .await
-                            .with_context(|| {
-                                format!("cannot read pack {} for {shown}", location.pack)
-                            })?;
-                        let _permit = decrypting.acquire_owned().await?;
-                        tokio::task::spawn_blocking(move || {
-                            vaultline_format::blob::open(&sealed, &identity).with_context(|| {
-                                format!("pack {} is damaged (restoring {shown})", location.pack)
-                            })
-                        })
-                        .await?
-                    });
-                    ok = send(Item::Chunk {
-                        plain,
-                        raw_length: chunk.raw_length,
-                    });
+                    if location.length.max(chunk.raw_length) > AHEAD_BYTES / 2 {
+                        ok = fetcher.send(Item::Failed(anyhow::anyhow!(
+                            "manifest of snapshot {snapshot} names a chunk of {} bytes for {shown}, larger than any vaultline writes",
+                            location.length.max(chunk.raw_length)
+                        )));
+                        break;
+                    }
+                    ok = fetcher.chunk(location, chunk.raw_length, &shown);
                 }
-                ok && send(Item::EndFile)
+                ok && fetcher.send(Item::EndFile)
             }
-            Ok(Record::Entry(entry)) => send(Item::Entry(entry)),
+            Ok(Record::Entry(entry)) => fetcher.send(Item::Entry(entry)),
         };
         if !ok {
-            return;
+            break;
         }
     }
+    fetcher.dispatch();
 }
 
 /// `dir/.name.vaultline-partial`: where a file is written until it is whole.
