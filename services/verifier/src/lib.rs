@@ -301,13 +301,11 @@ pub async fn install(node: &mut Node) -> Result<(), StageError> {
     Ok(())
 }
 
-/// How often due drills are looked for.
-const DRILL_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
-
 async fn drills_due(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
+    let every = deps.config.drills.check_interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(DRILL_CHECK) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|stop| *stop) => break,
         }
         let due = match deps.catalog.drills_due().await {

@@ -18,6 +18,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub retention: RetentionConfig,
     pub webhooks: WebhooksConfig,
+    pub drills: DrillsConfig,
     /// Per-stage knobs, keyed by stage name.
     pub stages: BTreeMap<String, StageSettings>,
 }
@@ -151,6 +152,22 @@ impl Default for WebhooksConfig {
             max_attempts: 10,
             backoff: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DrillsConfig {
+    /// How often the verifier looks for sources whose drill is due.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for DrillsConfig {
+    fn default() -> Self {
+        DrillsConfig {
+            check_interval: Duration::from_secs(30),
         }
     }
 }

@@ -90,6 +90,8 @@ backoff = ["200ms"]
 max-deliver = 3
 [webhooks]
 backoff = "200ms"
+[drills]
+check-interval = "500ms"
 "#,
             nats = nats.url(),
             pg = pg.url(),

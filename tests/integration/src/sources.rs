@@ -420,6 +420,38 @@ async fn a_mariadb_database_round_trips_through_garage_and_its_drill_passes() ->
     db.sql("DELETE FROM shop.customers WHERE id > 100")?;
     let (ok, stdout, _) = run_cli(&env, &["drill", "acme/shop", "--json"], &[]).await?;
     assert!(ok, "{stdout}");
+
+    // On a schedule: the CLI's shortest cadence is a minute, so the test sets
+    // one second in the catalog; the verifier's timer then requests drills.
+    env.cli(&["drill", "acme/shop", "--every", "1m"]).await?;
+    let client = env.sql().await?;
+    let every: i64 = client
+        .query_one(
+            "SELECT drill_every_seconds FROM sources WHERE name = 'shop'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(every, 60);
+    client
+        .execute(
+            "UPDATE sources SET drill_every_seconds = 1 WHERE name = 'shop'",
+            &[],
+        )
+        .await?;
+    vaultline_testkit::eventually(Duration::from_secs(60), "a scheduled drill", || {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM drills WHERE request_id LIKE 'drill-acme-shop-%' AND outcome = 'passed'",
+                    &[],
+                )
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) >= 1)
+        }
+    })
+    .await?;
     node.shutdown().await;
     Ok(())
 }
