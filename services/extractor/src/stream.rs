@@ -88,9 +88,6 @@ pub(crate) async fn extract(job: Job, program: Program, cx: &Cx) -> Result<Summa
     worker.await?
 }
 
-/// Keeps the last bytes a program wrote to stderr, for the error message.
-const STDERR_TAIL: usize = 2048;
-
 fn run(
     job: &Job,
     mut program: Program,
@@ -105,7 +102,7 @@ fn run(
         .spawn()
         .map_err(|e| source_err(format!("cannot start {}: {e}", program.shown)))?;
     let stderr = child.stderr.take().expect("piped");
-    let stderr_reader = std::thread::spawn(move || tail_of(stderr));
+    let stderr_reader = std::thread::spawn(move || vaultline_databases::stderr_tail(stderr));
     let result = read_stream(job, &mut program, &mut child, runtime, tx);
     // Whatever happened to the stream, reap the program; a failure of ours
     // (staging, bus) kills it rather than leaving it dumping into a closed pipe.
@@ -233,23 +230,6 @@ impl<R: Read> Read for Counted<R> {
         self.counter.feed(&buf[..n]);
         Ok(n)
     }
-}
-
-fn tail_of(mut stderr: impl Read) -> String {
-    let mut tail = std::collections::VecDeque::with_capacity(STDERR_TAIL);
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stderr.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        for &b in &buf[..n] {
-            if tail.len() == STDERR_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(b);
-        }
-    }
-    String::from_utf8_lossy(tail.make_contiguous()).into_owned()
 }
 
 /// Builds the program of a `command` source.

@@ -125,6 +125,26 @@ impl MariadbOptions {
     }
 }
 
+/// The last 2 KiB a program wrote to stderr, read to its end (run it on a
+/// thread of its own while the program's stdout is consumed). Dump and
+/// restore programs explain their failures there.
+pub fn stderr_tail(mut stderr: impl std::io::Read) -> String {
+    const TAIL: usize = 2048;
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 4 * TAIL {
+            kept.drain(..kept.len() - TAIL);
+        }
+    }
+    let start = kept.len().saturating_sub(TAIL);
+    String::from_utf8_lossy(&kept[start..]).into_owned()
+}
+
 /// `mariadb`, else `mysql` (older installs).
 pub fn mariadb_client() -> &'static str {
     if on_path("mariadb") {

@@ -5,7 +5,6 @@
 
 use crate::{Restored, Sink, restore};
 use anyhow::{Context, Result, bail};
-use std::io::Read;
 use std::process::{Command, Stdio};
 use vaultline_format::keys::Identity;
 use vaultline_storage::Repository;
@@ -67,7 +66,7 @@ pub async fn restore_into(
         .spawn()
         .with_context(|| format!("{what}: cannot start {:?}", command.get_program()))?;
     let stderr = child.stderr.take().expect("piped");
-    let stderr_tail = std::thread::spawn(move || tail_of(stderr));
+    let stderr_tail = std::thread::spawn(move || vaultline_databases::stderr_tail(stderr));
     let mut stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped"));
     let restored = restore(
         repo,
@@ -95,21 +94,4 @@ pub async fn restore_into(
         Ok(_) if !status.success() => bail!("{what} failed ({status}): {tail}"),
         Ok(done) => Ok(done),
     }
-}
-
-/// The last 2 KiB a program wrote to stderr.
-pub fn tail_of(mut stderr: impl Read) -> String {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stderr.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        kept.extend_from_slice(&buf[..n]);
-        if kept.len() > 8192 {
-            kept.drain(..kept.len() - 2048);
-        }
-    }
-    let start = kept.len().saturating_sub(2048);
-    String::from_utf8_lossy(&kept[start..]).into_owned()
 }

@@ -159,11 +159,9 @@ impl S3Repository {
         if size >= self.multipart_threshold {
             self.put_multipart(key, local, size).await?;
         } else {
-            let body = ByteStream::from_path(local).await.map_err(|e| Error::Io {
-                op: "read",
-                path: local.display().to_string(),
-                source: std::io::Error::other(e),
-            })?;
+            let body = ByteStream::from_path(local)
+                .await
+                .map_err(|e| read_err(local, e))?;
             let result = self
                 .client
                 .put_object()
@@ -256,11 +254,7 @@ impl S3Repository {
                 .length(Length::Exact(length))
                 .build()
                 .await
-                .map_err(|e| Error::Io {
-                    op: "read",
-                    path: local.display().to_string(),
-                    source: std::io::Error::other(e),
-                })?;
+                .map_err(|e| read_err(local, e))?;
             let result = self
                 .client
                 .upload_part()
@@ -447,6 +441,15 @@ where
         key: key.to_owned(),
         message,
         transient,
+    }
+}
+
+/// A local file that could not be streamed up.
+fn read_err(local: &Path, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Io {
+        op: "read",
+        path: local.display().to_string(),
+        source: std::io::Error::other(e),
     }
 }
 

@@ -148,6 +148,27 @@ check-interval = "500ms"
         Ok(command.output().await?)
     }
 
+    /// Runs the built `vaultline` binary with the env's config plus `vars`;
+    /// returns (success, stdout, stderr) whatever its exit status.
+    pub(crate) async fn run_cli(
+        &self,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Result<(bool, String, String)> {
+        let mut full = vec!["--config", self.config_file.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let out = self.bare_cli(&full, &vars).await?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// Runs the built `vaultline` binary and returns its stdout (for `--json`).
     pub(crate) async fn cli_output(&self, args: &[&str]) -> Result<String> {
         let output = tokio::process::Command::new(binary("vaultline")?)
@@ -204,7 +225,12 @@ check-interval = "500ms"
 
     /// The newest snapshot of acme/docs once it reaches a final status.
     pub(crate) async fn wait_final(&self, count: usize) -> Result<SnapshotRow> {
-        let (tenant, source) = (Name::new("acme")?, Name::new("docs")?);
+        self.wait_final_of("docs", count).await
+    }
+
+    /// The newest snapshot of acme/`source` once it is the `count`th and final.
+    pub(crate) async fn wait_final_of(&self, source: &str, count: usize) -> Result<SnapshotRow> {
+        let (tenant, source) = (Name::new("acme")?, Name::new(source)?);
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
             let rows = self.catalog.snapshots(Some(&tenant), Some(&source)).await?;
@@ -385,4 +411,25 @@ pub(crate) async fn node_with_slow<S: vaultline_runtime::Stage>(
     let mut node = vaultline::start_node(env.config(), &all_but(&left_out)).await?;
     node.spawn_stage(Slow::<S>::new(node.deps.clone(), before, after).await?);
     Ok(node)
+}
+
+/// How far the newest snapshot has got: the number of snapshots, and the
+/// newest one's status, batch count (once extracted) and packs stored so far.
+pub(crate) async fn snapshot_progress(
+    sql: &tokio_postgres::Client,
+) -> Result<(i64, Option<(String, Option<i32>, i64)>)> {
+    let count: i64 = sql
+        .query_one("SELECT count(*) FROM snapshots", &[])
+        .await?
+        .get(0);
+    let newest = sql
+        .query_opt(
+            "SELECT s.status, s.batches_total, (SELECT count(*) FROM snapshot_batches b
+                                WHERE b.tenant = s.tenant AND b.snapshot = s.id)
+               FROM snapshots s ORDER BY s.started_at DESC LIMIT 1",
+            &[],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1), r.get(2)));
+    Ok((count, newest))
 }

@@ -40,20 +40,8 @@ async fn a_flipped_byte_in_a_pack_is_corrupt_at_both_levels_and_restore_refuses(
     std::fs::write(&path, &bytes)?;
 
     // Level 1 alone: the digest no longer matches, and the pack is named.
-    let out = env
-        .bare_cli(
-            &[
-                "--config",
-                env.config_file.to_str().unwrap(),
-                "verify",
-                row.id.as_str(),
-                "--json",
-            ],
-            &[],
-        )
-        .await?;
-    assert_eq!(out.status.code(), Some(1));
-    let level1: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let (code, level1) = verify_json(&env, &row.id, &[]).await?;
+    assert_eq!(code, Some(1));
     let error = level1["error"].as_str().unwrap_or_default();
     assert!(
         error.contains(&format!("pack {pack} does not match its recorded digest")),
@@ -64,21 +52,8 @@ async fn a_flipped_byte_in_a_pack_is_corrupt_at_both_levels_and_restore_refuses(
     assert!(marked.error.unwrap_or_default().contains(&pack.to_string()));
 
     // Level 2 finds it on its own: decrypting the damaged blob fails.
-    let out = env
-        .bare_cli(
-            &[
-                "--config",
-                env.config_file.to_str().unwrap(),
-                "verify",
-                row.id.as_str(),
-                "--full",
-                "--json",
-            ],
-            &[],
-        )
-        .await?;
-    assert_eq!(out.status.code(), Some(1));
-    let level2: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let (code, level2) = verify_json(&env, &row.id, &["--full"]).await?;
+    assert_eq!(code, Some(1));
     let error = level2["error"].as_str().unwrap_or_default();
     assert!(
         error.contains(&format!("level 2: pack {pack} is damaged")),
@@ -102,6 +77,25 @@ async fn a_flipped_byte_in_a_pack_is_corrupt_at_both_levels_and_restore_refuses(
         );
     }
     Ok(())
+}
+
+/// `vaultline verify <snapshot> --json [more]`: its exit code and report.
+async fn verify_json(
+    env: &Env,
+    snapshot: &SnapshotId,
+    more: &[&str],
+) -> Result<(Option<i32>, serde_json::Value)> {
+    let mut args = vec![
+        "--config".to_owned(),
+        env.config_file.display().to_string(),
+        "verify".into(),
+        snapshot.to_string(),
+        "--json".into(),
+    ];
+    args.extend(more.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.bare_cli(&args, &[]).await?;
+    Ok((out.status.code(), serde_json::from_slice(&out.stdout)?))
 }
 
 /// Seals a manifest with `records` for snapshot `id` of acme into the fs repository.

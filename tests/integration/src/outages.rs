@@ -4,7 +4,7 @@
 //! byte-identical; an outage longer than the retries fails it with a clear
 //! error. Staged items also expire after the staging TTL on their own.
 
-use crate::harness::{Env, assert_verified, mixed_bytes};
+use crate::harness::{Env, assert_verified, mixed_bytes, snapshot_progress};
 use anyhow::Result;
 use std::time::{Duration, Instant};
 use vaultline_catalog::SnapshotStatus;
@@ -14,21 +14,8 @@ async fn wait_mid_upload(env: &Env, nth: i64) -> Result<()> {
     let sql = env.sql().await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let row = sql
-            .query_opt(
-                "SELECT s.status, (SELECT count(*) FROM snapshot_batches b
-                                    WHERE b.tenant = s.tenant AND b.snapshot = s.id)
-                   FROM snapshots s ORDER BY s.started_at DESC LIMIT 1",
-                &[],
-            )
-            .await?;
-        let count: i64 = sql
-            .query_one("SELECT count(*) FROM snapshots", &[])
-            .await?
-            .get(0);
-        if let Some(row) = row.filter(|_| count == nth) {
-            let status: String = row.get(0);
-            let packs: i64 = row.get(1);
+        let (count, newest) = snapshot_progress(&sql).await?;
+        if let Some((status, _, packs)) = newest.filter(|_| count == nth) {
             anyhow::ensure!(
                 !matches!(status.as_str(), "verified" | "failed" | "corrupt"),
                 "the snapshot ended ({status}) before the outage began"

@@ -250,21 +250,9 @@ async fn watch_and_kill(
 ) -> Result<Option<String>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let status = loop {
-        let count: i64 = sql
-            .query_one("SELECT count(*) FROM snapshots", &[])
-            .await?
-            .get(0);
-        let row = sql
-            .query_opt(
-                "SELECT s.status, s.batches_total, (SELECT count(*) FROM snapshot_batches b
-                                    WHERE b.tenant = s.tenant AND b.snapshot = s.id)
-                   FROM snapshots s ORDER BY s.started_at DESC LIMIT 1",
-                &[],
-            )
-            .await?;
-        if let Some(row) = row.filter(|_| count == nth) {
-            let status: String = row.get(0);
-            if mid_snapshot(victim, &status, row.get(2), row.get(1)) {
+        let (count, newest) = crate::harness::snapshot_progress(sql).await?;
+        if let Some((status, batches, packs)) = newest.filter(|_| count == nth) {
+            if mid_snapshot(victim, &status, packs, batches) {
                 break status;
             }
             if matches!(status.as_str(), "verified" | "failed" | "corrupt") {

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use vaultline_catalog::SnapshotStatus;
 use vaultline_testkit::{MariaDb, Postgres};
-use vaultline_types::Name;
 
 const PG_PASSWORD: &str = "pg-s3cret-for-tests";
 
@@ -117,47 +116,6 @@ async fn assert_secret_nowhere(env: &Env, secret: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs the built binary with the env's config and extra variables; returns
-/// (success, stdout, stderr).
-async fn run_cli(
-    env: &Env,
-    args: &[&str],
-    vars: &[(&str, &str)],
-) -> Result<(bool, String, String)> {
-    let mut full = vec!["--config", env.config_file.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let vars: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let out = env.bare_cli(&full, &vars).await?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
-async fn wait_final_of(
-    env: &Env,
-    source: &str,
-    count: usize,
-) -> Result<vaultline_catalog::SnapshotRow> {
-    let (tenant, source) = (Name::new("acme")?, Name::new(source)?);
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        let rows = env.catalog.snapshots(Some(&tenant), Some(&source)).await?;
-        if rows.len() >= count && rows.first().is_some_and(|r| r.status.is_terminal()) {
-            return rows.into_iter().next().context("no snapshot");
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "no final snapshot of {source} within 180s: {rows:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_database_round_trips_through_garage_and_its_drill_passes() -> Result<()> {
     let env = Env::with_s3().await?;
@@ -188,7 +146,7 @@ async fn a_postgres_database_round_trips_through_garage_and_its_drill_passes() -
     let node = env.node().await?;
     env.cli(&["backup", "acme/shop", "--wait", "--timeout", "300"])
         .await?;
-    let row = wait_final_of(&env, "shop", 1).await?;
+    let row = env.wait_final_of("shop", 1).await?;
     assert_verified(&row);
     // The verifier read it back in full (level 2) because the source asks for it.
     let client = env.sql().await?;
@@ -215,40 +173,42 @@ async fn a_postgres_database_round_trips_through_garage_and_its_drill_passes() -
 
     // Restore into a fresh database: every table's count and contents match.
     pg.psql("postgres", "CREATE DATABASE restored")?;
-    let (ok, _, stderr) = run_cli(
-        &env,
-        &[
-            "restore",
-            row.id.as_str(),
-            "--into",
-            &pg.url_for("restored"),
-        ],
-        &[("PGPASSWORD", PG_PASSWORD)],
-    )
-    .await?;
+    let (ok, _, stderr) = env
+        .run_cli(
+            &[
+                "restore",
+                row.id.as_str(),
+                "--into",
+                &pg.url_for("restored"),
+            ],
+            &[("PGPASSWORD", PG_PASSWORD)],
+        )
+        .await?;
     assert!(ok, "restore into postgres failed: {stderr}");
     assert_eq!(pg_fingerprint(&pg, "restored")?, want);
 
     // Into a MariaDB URL: refused before anything runs.
-    let (ok, _, stderr) = run_cli(
-        &env,
-        &[
-            "restore",
-            row.id.as_str(),
-            "--into",
-            "mariadb://root@127.0.0.1:1/x",
-        ],
-        &[],
-    )
-    .await?;
+    let (ok, _, stderr) = env
+        .run_cli(
+            &[
+                "restore",
+                row.id.as_str(),
+                "--into",
+                "mariadb://root@127.0.0.1:1/x",
+            ],
+            &[],
+        )
+        .await?;
     assert!(!ok && stderr.contains("is a postgres backup"), "{stderr}");
 
     // On-demand level 2 from the CLI agrees.
-    let (ok, stdout, stderr) = run_cli(&env, &["verify", row.id.as_str(), "--full"], &[]).await?;
+    let (ok, stdout, stderr) = env
+        .run_cli(&["verify", row.id.as_str(), "--full"], &[])
+        .await?;
     assert!(ok && stdout.contains("level 2 ok"), "{stdout}{stderr}");
 
     // The drill restores into a scratch database, compares, and drops it.
-    let (ok, stdout, stderr) = run_cli(&env, &["drill", "acme/shop", "--json"], &[]).await?;
+    let (ok, stdout, stderr) = env.run_cli(&["drill", "acme/shop", "--json"], &[]).await?;
     assert!(ok, "drill failed: {stdout}{stderr}");
     let drill: serde_json::Value = serde_json::from_str(&stdout)?;
     assert_eq!(drill["outcome"], "passed", "{drill}");
@@ -297,7 +257,7 @@ async fn a_postgres_database_round_trips_through_garage_and_its_drill_passes() -
     .await?;
     env.cli(&["backup", "acme/shop", "--timeout", "120"])
         .await?;
-    let failed = wait_final_of(&env, "shop", 2).await?;
+    let failed = env.wait_final_of("shop", 2).await?;
     assert_eq!(failed.status, SnapshotStatus::Failed);
     let error = failed.error.unwrap_or_default();
     assert!(
@@ -389,7 +349,7 @@ async fn a_mariadb_database_round_trips_through_garage_and_its_drill_passes() ->
     let node = env.node().await?;
     env.cli(&["backup", "acme/shop", "--wait", "--timeout", "300"])
         .await?;
-    let row = wait_final_of(&env, "shop", 1).await?;
+    let row = env.wait_final_of("shop", 1).await?;
     assert_verified(&row);
 
     // Counted from the dump text itself: exactly the rows the dump holds.
@@ -399,11 +359,13 @@ async fn a_mariadb_database_round_trips_through_garage_and_its_drill_passes() ->
 
     db.sql("CREATE DATABASE restored")?;
     let url = format!("mariadb://root@127.0.0.1:{}/restored", db.port);
-    let (ok, _, stderr) = run_cli(&env, &["restore", row.id.as_str(), "--into", &url], &[]).await?;
+    let (ok, _, stderr) = env
+        .run_cli(&["restore", row.id.as_str(), "--into", &url], &[])
+        .await?;
     assert!(ok, "restore into mariadb failed: {stderr}");
     assert_eq!(mariadb_fingerprint(&db, "restored")?, want);
 
-    let (ok, stdout, stderr) = run_cli(&env, &["drill", "acme/shop", "--json"], &[]).await?;
+    let (ok, stdout, stderr) = env.run_cli(&["drill", "acme/shop", "--json"], &[]).await?;
     assert!(ok, "drill failed: {stdout}{stderr}");
     let drill: serde_json::Value = serde_json::from_str(&stdout)?;
     assert_eq!(drill["outcome"], "passed", "{drill}");
@@ -418,7 +380,7 @@ async fn a_mariadb_database_round_trips_through_garage_and_its_drill_passes() ->
     // A drill of a source whose tables changed since the dump still compares
     // against the dump: restore is of the snapshot, not of today's data.
     db.sql("DELETE FROM shop.customers WHERE id > 100")?;
-    let (ok, stdout, _) = run_cli(&env, &["drill", "acme/shop", "--json"], &[]).await?;
+    let (ok, stdout, _) = env.run_cli(&["drill", "acme/shop", "--json"], &[]).await?;
     assert!(ok, "{stdout}");
 
     // On a schedule: the CLI's shortest cadence is a minute, so the test sets
@@ -499,7 +461,7 @@ async fn a_command_source_round_trips_its_bytes_and_a_dying_one_fails_clearly() 
     let node = env.node().await?;
     env.cli(&["backup", "acme/vault", "--wait", "--timeout", "120"])
         .await?;
-    let row = wait_final_of(&env, "vault", 1).await?;
+    let row = env.wait_final_of("vault", 1).await?;
     assert_verified(&row);
     assert_eq!(row.bytes_read, 9 << 20);
 
@@ -534,7 +496,7 @@ async fn a_command_source_round_trips_its_bytes_and_a_dying_one_fails_clearly() 
 
     env.cli(&["backup", "acme/dying", "--timeout", "120"])
         .await?;
-    let failed = wait_final_of(&env, "dying", 1).await?;
+    let failed = env.wait_final_of("dying", 1).await?;
     assert_eq!(failed.status, SnapshotStatus::Failed);
     let error = failed.error.unwrap_or_default();
     assert!(error.contains("exit status: 3"), "{error}");
