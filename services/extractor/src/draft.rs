@@ -103,7 +103,7 @@ impl Draft {
 }
 
 /// Chunks `input` into `entry` (its chunk list and size), handing new chunks
-/// to `batches`; returns the SHA-256 of the content. `what` names the input in errors.
+/// to `batches`; returns the digest of the content. `what` names the input in errors.
 pub(crate) fn chunk_into(
     input: impl Read,
     entry: &mut Entry,
@@ -111,20 +111,34 @@ pub(crate) fn chunk_into(
     chunk_key: &[u8; 32],
     what: &dyn Fn() -> String,
 ) -> Result<[u8; 32], StageError> {
+    enum Failed {
+        Read(std::io::Error),
+        Stage(StageError),
+    }
+    impl From<std::io::Error> for Failed {
+        fn from(e: std::io::Error) -> Self {
+            Failed::Read(e)
+        }
+    }
     let mut hasher = ContentDigest::default();
-    for chunk in chunker::chunks(std::io::BufReader::with_capacity(1 << 20, input)) {
-        let chunk = chunk.map_err(|e| source_err(format!("reading {}: {e}", what())))?;
-        hasher.update(&chunk);
-        let id = chunker::chunk_id(chunk_key, &chunk);
+    let mut chunker = batches.chunker.take().unwrap_or_default();
+    let chunked = chunker.chunk(input, |chunk| {
+        hasher.update(chunk);
+        let id = chunker::chunk_id(chunk_key, chunk);
         entry.size += chunk.len() as u64;
         entry.chunks.push(ChunkRef {
             id,
             raw_length: chunk.len() as u32,
             location: None,
         });
-        batches.add(id, chunk)?;
+        batches.add(id, chunk).map_err(Failed::Stage)
+    });
+    batches.chunker = Some(chunker);
+    match chunked {
+        Ok(()) => Ok(hasher.finish()),
+        Err(Failed::Read(e)) => Err(source_err(format!("reading {}: {e}", what()))),
+        Err(Failed::Stage(e)) => Err(e),
     }
-    Ok(hasher.finish())
 }
 
 /// Collects new chunks into staged batch files of about `batch_bytes`.
@@ -134,6 +148,8 @@ pub(crate) struct Batches<'a> {
     runtime: &'a tokio::runtime::Handle,
     tx: mpsc::Sender<Outgoing>,
     seen: HashSet<ChunkId>,
+    /// Kept across inputs: one buffer for the whole extraction.
+    chunker: Option<chunker::Chunker>,
     pending: Vec<(ChunkId, Vec<u8>)>,
     pending_bytes: usize,
     current: Option<(BufWriter<File>, PathBuf)>,
@@ -154,6 +170,7 @@ impl<'a> Batches<'a> {
             runtime,
             tx,
             seen: HashSet::new(),
+            chunker: None,
             pending: Vec::new(),
             pending_bytes: 0,
             current: None,
@@ -164,13 +181,13 @@ impl<'a> Batches<'a> {
         }
     }
 
-    pub(crate) fn add(&mut self, id: ChunkId, data: Vec<u8>) -> Result<(), StageError> {
+    pub(crate) fn add(&mut self, id: ChunkId, data: &[u8]) -> Result<(), StageError> {
         // A chunk repeated within the snapshot is staged once.
         if !self.seen.insert(id) {
             return Ok(());
         }
         self.pending_bytes += data.len();
-        self.pending.push((id, data));
+        self.pending.push((id, data.to_vec()));
         if self.pending_bytes >= LOOKUP_BYTES || self.pending.len() >= LOOKUP_CHUNKS {
             self.flush_pending()?;
         }
@@ -178,6 +195,15 @@ impl<'a> Batches<'a> {
     }
 
     /// The dedup lookup: only chunks the tenant has not stored go on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime
+    }
+
+    /// True when this extraction already handed `id` on (staged, or found stored).
+    pub(crate) fn has_seen(&self, id: &ChunkId) -> bool {
+        self.seen.contains(id)
+    }
+
     fn flush_pending(&mut self) -> Result<(), StageError> {
         if self.pending.is_empty() {
             return Ok(());

@@ -2,14 +2,17 @@
 //! same tree always yields the same manifest.
 
 use crate::draft::{Batches, Draft, Job, Summary, chunk_into, source_err};
+use crate::files_cache::{self, CachedFile, Next, Previous, Stat};
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
-use vaultline_format::manifest::{Entry, EntryKind, Footer, Record, SourceDigest};
+use vaultline_format::manifest::{ChunkRef, Entry, EntryKind, Footer, Record, SourceDigest};
 use vaultline_runtime::{Cx, Outgoing, StageError};
+use vaultline_types::ChunkId;
 
 /// Configuration of a `files` source.
 #[derive(Debug, Deserialize)]
@@ -31,6 +34,35 @@ pub(crate) async fn extract(job: Job, config: FilesConfig, cx: &Cx) -> Result<Su
     worker.await?
 }
 
+/// Pending entries are held back at most this many chunks (or entries)
+/// while the chunks of unchanged files are confirmed in one catalog query.
+const HELD_CHUNKS: usize = 4096;
+
+/// An entry waiting for its place in the draft.
+struct Held {
+    entry: Entry,
+    content: [u8; 32],
+    /// Files taken from the cache: where to read them again if their chunks
+    /// are no longer stored, and their stat for the next cache.
+    reuse: Option<(PathBuf, Stat)>,
+}
+
+/// The walk's output side: the draft, the batches, the digest and both caches.
+struct Walker<'a> {
+    job: &'a Job,
+    draft: Draft,
+    batches: Batches<'a>,
+    digest: SourceDigest,
+    previous: Previous,
+    next: Next,
+    held: Vec<Held>,
+    held_chunks: usize,
+    entries: u64,
+    files: u64,
+    bytes_read: u64,
+    reused: u64,
+}
+
 fn walk(
     job: &Job,
     root: &Path,
@@ -47,10 +79,29 @@ fn walk(
         }
         Err(e) => return Err(source_err(format!("source path {}: {e}", root.display()))),
     }
-    let mut draft = Draft::create(job, "files")?;
-    let mut batches = Batches::new(job, runtime, tx);
-    let mut digest = SourceDigest::default();
-    let (mut entries, mut files, mut bytes_read) = (0u64, 0u64, 0u64);
+    let cache = files_cache::cache_path(
+        &job.deps.staging.cache_dir(),
+        job.tenant.as_str(),
+        job.source.as_str(),
+    );
+    let root_bytes = root.as_os_str().as_bytes();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut w = Walker {
+        job,
+        draft: Draft::create(job, "files")?,
+        batches: Batches::new(job, runtime, tx),
+        digest: SourceDigest::default(),
+        previous: Previous::open(&cache, &job.key_id, root_bytes),
+        next: Next::create(cache, &job.key_id, root_bytes, started - 1),
+        held: Vec::new(),
+        held_chunks: 0,
+        entries: 0,
+        files: 0,
+        bytes_read: 0,
+        reused: 0,
+    };
 
     for item in walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -92,40 +143,64 @@ fn walk(
             target: None,
             chunks: Vec::new(),
         };
-        let mut content = [0u8; 32];
         if kind.is_symlink() {
             let target = std::fs::read_link(item.path())
                 .map_err(|e| source_err(format!("reading link {}: {e}", item.path().display())))?;
             entry.kind = EntryKind::Symlink;
             entry.target = Some(target.as_os_str().as_bytes().to_vec());
         } else if kind.is_file() {
-            let file = match File::open(item.path()) {
-                Ok(file) => file,
-                // Deleted between listing and reading: like every backup tool, skip it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(source_err(format!(
-                        "opening {}: {e}",
-                        item.path().display()
-                    )));
-                }
-            };
             entry.kind = EntryKind::File;
-            content = chunk_into(file, &mut entry, &mut batches, &job.chunk_key, &|| {
-                item.path().display().to_string()
-            })?;
-            files += 1;
-            bytes_read += entry.size;
+            let stat = Stat::of(&meta);
+            if let Some(cached) = w.previous.unchanged(&entry.path, &stat) {
+                entry.size = stat.size;
+                entry.chunks = cached
+                    .chunks
+                    .iter()
+                    .map(|&(id, raw_length)| ChunkRef {
+                        id,
+                        raw_length,
+                        location: None,
+                    })
+                    .collect();
+                w.hold(Held {
+                    entry,
+                    content: cached.content,
+                    reuse: Some((item.path().to_owned(), stat)),
+                })?;
+                continue;
+            }
+            // Entries before this one go first, and must not wait for a read.
+            w.settle()?;
+            // None: deleted between listing and reading; like every backup tool, skip it.
+            if let Some(content) = w.read(&mut entry, item.path())? {
+                w.record(entry, content, Some(stat))?;
+            }
+            continue;
         } else if !kind.is_dir() {
             tracing::warn!(path = %item.path().display(), "Skipping a special file (socket, fifo or device).");
             continue;
         }
-        digest.entry(&entry, content);
-        draft.write(&Record::Entry(entry))?;
-        entries += 1;
+        w.hold(Held {
+            entry,
+            content: [0; 32],
+            reuse: None,
+        })?;
     }
+    w.settle()?;
+    let Walker {
+        draft,
+        batches,
+        digest,
+        next,
+        entries,
+        files,
+        bytes_read,
+        reused,
+        ..
+    } = w;
     let (batch_count, bytes_new) = batches.finish()?;
     let source_digest = digest.finish();
+    let mut draft = draft;
     draft.write(&Record::Footer(Footer {
         entries,
         bytes: bytes_read,
@@ -134,6 +209,12 @@ fn walk(
         tables: vec![],
     }))?;
     draft.commit(job)?;
+    next.commit();
+    tracing::debug!(
+        files,
+        reused,
+        "Files unchanged since the last extraction were not read."
+    );
     Ok(Summary {
         batches: batch_count,
         files,
@@ -142,4 +223,107 @@ fn walk(
         source_digest,
         tables: vec![],
     })
+}
+
+impl Walker<'_> {
+    fn hold(&mut self, held: Held) -> Result<(), StageError> {
+        self.held_chunks += held.entry.chunks.len();
+        self.held.push(held);
+        if self.held_chunks >= HELD_CHUNKS || self.held.len() >= HELD_CHUNKS {
+            self.settle()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the held entries in order. Unchanged files keep their cached
+    /// chunks only when the catalog still has every one of them (retention
+    /// may have collected them since); otherwise they are read again.
+    fn settle(&mut self) -> Result<(), StageError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<ChunkId> = self
+            .held
+            .iter()
+            .filter(|h| h.reuse.is_some())
+            .flat_map(|h| h.entry.chunks.iter().map(|c| c.id))
+            .filter(|id| !self.batches.has_seen(id))
+            .collect();
+        let stored = if ids.is_empty() {
+            HashSet::new()
+        } else {
+            self.batches.runtime().block_on(
+                self.job
+                    .deps
+                    .catalog
+                    .existing_chunks(&self.job.tenant, &ids),
+            )?
+        };
+        let held = std::mem::take(&mut self.held);
+        self.held_chunks = 0;
+        for Held {
+            mut entry,
+            content,
+            reuse,
+        } in held
+        {
+            let Some((path, stat)) = reuse else {
+                self.record(entry, content, None)?;
+                continue;
+            };
+            let kept = entry
+                .chunks
+                .iter()
+                .all(|c| stored.contains(&c.id) || self.batches.has_seen(&c.id));
+            if kept {
+                self.reused += 1;
+                self.record(entry, content, Some(stat))?;
+                continue;
+            }
+            entry.chunks.clear();
+            entry.size = 0;
+            if let Some(content) = self.read(&mut entry, &path)? {
+                self.record(entry, content, Some(stat))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and chunks a file; `None` when it was deleted meanwhile.
+    fn read(&mut self, entry: &mut Entry, path: &Path) -> Result<Option<[u8; 32]>, StageError> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(source_err(format!("opening {}: {e}", path.display()))),
+        };
+        chunk_into(file, entry, &mut self.batches, &self.job.chunk_key, &|| {
+            path.display().to_string()
+        })
+        .map(Some)
+    }
+
+    /// Puts an entry in the draft, the digest and (files) the next cache.
+    fn record(
+        &mut self,
+        entry: Entry,
+        content: [u8; 32],
+        stat: Option<Stat>,
+    ) -> Result<(), StageError> {
+        self.digest.entry(&entry, content);
+        if let Some(stat) = stat {
+            self.files += 1;
+            self.bytes_read += entry.size;
+            self.next.add(&CachedFile {
+                path: entry.path.clone(),
+                // The size read, which a file growing meanwhile makes differ
+                // from the stat: then it will not match next time.
+                stat: stat.with_size(entry.size),
+                content,
+                chunks: entry.chunks.iter().map(|c| (c.id, c.raw_length)).collect(),
+            });
+        }
+        self.draft.write(&Record::Entry(entry))?;
+        self.entries += 1;
+        Ok(())
+    }
 }

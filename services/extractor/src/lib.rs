@@ -4,6 +4,7 @@
 
 mod draft;
 mod files;
+mod files_cache;
 mod postgres;
 mod rows;
 mod stream;

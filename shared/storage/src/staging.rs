@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use vaultline_bus::StagingStore;
 
+/// Where [`Staging::cache_dir`] is, under the staging root.
+const CACHE_DIR: &str = ".cache";
+/// How long a cache untouched by any run is kept.
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(31 * 24 * 3600);
+
 /// Staging: a local directory, and the shared bucket when stages run apart.
 #[derive(Debug, Clone)]
 pub struct Staging {
@@ -68,6 +73,13 @@ impl Staging {
     /// True when stages hand items over through the shared bucket.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// A directory for state a stage keeps on this host between runs (the
+    /// extractor's files cache). Sweeps leave it alone unless untouched for
+    /// [`CACHE_TTL`]; a name starting with a dot cannot be a tenant's.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join(CACHE_DIR)
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -181,8 +193,27 @@ impl Staging {
     /// Deletes items older than the TTL and the directories they leave empty.
     /// Returns how many files were removed.
     pub fn sweep(&self) -> usize {
-        let cutoff = SystemTime::now() - self.ttl;
-        sweep_dir(&self.root, cutoff, false)
+        let now = SystemTime::now();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let cutoff = if entry.file_name() == CACHE_DIR {
+                now - CACHE_TTL.max(self.ttl)
+            } else {
+                now - self.ttl
+            };
+            removed += match entry.metadata() {
+                Ok(meta) if meta.is_dir() => {
+                    sweep_dir(&path, cutoff, entry.file_name() != CACHE_DIR)
+                }
+                Ok(meta) => remove_if_older(&path, &meta, cutoff),
+                Err(_) => 0,
+            };
+        }
+        removed
     }
 
     /// Checks staging is usable (for `/health/ready`).
@@ -200,6 +231,15 @@ impl Staging {
     }
 }
 
+fn remove_if_older(path: &Path, meta: &std::fs::Metadata, cutoff: SystemTime) -> usize {
+    if meta.modified().is_ok_and(|m| m < cutoff) && std::fs::remove_file(path).is_ok() {
+        tracing::info!(path = %path.display(), "Swept expired staging item.");
+        1
+    } else {
+        0
+    }
+}
+
 fn sweep_dir(dir: &Path, cutoff: SystemTime, remove_if_empty: bool) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -210,9 +250,8 @@ fn sweep_dir(dir: &Path, cutoff: SystemTime, remove_if_empty: bool) -> usize {
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_dir() {
             removed += sweep_dir(&path, cutoff, true);
-        } else if meta.modified().is_ok_and(|m| m < cutoff) && std::fs::remove_file(&path).is_ok() {
-            tracing::info!(path = %path.display(), "Swept expired staging item.");
-            removed += 1;
+        } else {
+            removed += remove_if_older(&path, &meta, cutoff);
         }
     }
     if remove_if_empty {
@@ -236,9 +275,13 @@ mod tests {
         staging.commit(&temp, "t/s/batch-0").await.unwrap();
         let fetched = staging.fetch("t/s/batch-0").await.unwrap().unwrap();
         assert_eq!(std::fs::read(fetched.path()).unwrap(), b"data");
+        let cached = staging.cache_dir().join("files/t/s");
+        std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+        std::fs::write(&cached, b"cache").unwrap();
         assert_eq!(staging.sweep(), 0);
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(staging.sweep(), 1);
+        assert!(cached.exists(), "caches outlive the staging TTL");
         assert!(!dir.path().join("t").exists());
         assert!(staging.fetch("../escape").await.is_err());
     }

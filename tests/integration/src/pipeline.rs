@@ -3,6 +3,7 @@
 use crate::harness::{Env, assert_verified, mixed_bytes};
 use anyhow::Result;
 use std::collections::BTreeMap;
+use std::io::{Seek, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -166,6 +167,107 @@ async fn a_tree_round_trips_byte_identical_and_the_second_backup_dedups() -> Res
         },
     )
     .await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// The files cache: an incremental backup reuses the chunk lists of files
+/// whose stat is unchanged, sees every kind of change, and reads files again
+/// when their cached chunks are no longer in the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incremental_backups_reuse_unchanged_files_and_see_every_change() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    build_tree(&tree)?;
+    env.tenant_with_source(&tree).await?;
+    let node = env.node().await?;
+    // Files changed in the second before a backup are left out of the cache
+    // (a later write in the same tick would look unchanged); let them age.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "300"])
+        .await?;
+    assert_verified(&env.wait_final(1).await?);
+    let cache = env.path("staging/.cache/files/acme/docs");
+    let cached = std::fs::metadata(&cache)?.len();
+    assert!(cached > 1000, "the files cache holds {cached} bytes");
+
+    let restore_matches = |n: usize| {
+        let (env, tree) = (&env, &tree);
+        async move {
+            let row = env.wait_final(n).await?;
+            assert_verified(&row);
+            let restored = env.path(&format!("restored-{n}"));
+            env.cli(&[
+                "restore",
+                row.id.as_str(),
+                "--to",
+                restored.to_str().unwrap(),
+            ])
+            .await?;
+            let (want, got) = (snapshot_of(tree)?, snapshot_of(&restored)?);
+            assert_eq!(
+                want.keys().collect::<Vec<_>>(),
+                got.keys().collect::<Vec<_>>(),
+                "snapshot {n}"
+            );
+            for (path, node) in &want {
+                assert!(
+                    got[path] == *node,
+                    "{path} differs after restoring snapshot {n}"
+                );
+            }
+            anyhow::Ok(row)
+        }
+    };
+
+    // Every kind of change, including one that keeps the size and the mtime.
+    let er = tree.join("deep/er");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(er.join("file-3.txt"))?
+        .write_all(b"appended\n")?;
+    let same_size = er.join("file-4.txt");
+    let old = std::fs::metadata(&same_size)?;
+    std::fs::write(&same_size, "SMALL FILE 4\n".repeat(5))?;
+    filetime::set_file_mtime(
+        &same_size,
+        filetime::FileTime::from_last_modification_time(&old),
+    )?;
+    std::fs::remove_file(er.join("file-5.txt"))?;
+    std::fs::write(er.join("file-5b.txt"), "new\n")?;
+    let mut big = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tree.join("big.bin"))?;
+    big.seek(std::io::SeekFrom::Start(20 << 20))?;
+    big.write_all(&[7u8; 4096])?;
+    drop(big);
+    filetime::set_file_mtime(
+        tree.join("big.bin"),
+        filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789),
+    )?;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "300"])
+        .await?;
+    let second = restore_matches(2).await?;
+    assert!(
+        second.bytes_new < 10 << 20,
+        "the second backup staged {} new bytes",
+        second.bytes_new
+    );
+
+    // As if retention had collected every chunk since: nothing cached may be
+    // trusted now, and every file is read and stored again.
+    env.sql()
+        .await?
+        .execute("DELETE FROM chunks WHERE tenant = 'acme'", &[])
+        .await?;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "300"])
+        .await?;
+    let third = restore_matches(3).await?;
+    assert!(
+        third.bytes_new >= 50 << 20,
+        "with no chunk left in the catalog the third backup staged only {} bytes",
+        third.bytes_new
+    );
     node.shutdown().await;
     Ok(())
 }
