@@ -7,6 +7,8 @@
 #
 #   scripts/bench.sh                 # 3 repetitions, scale 1 (~1 GiB)
 #   BENCH_REPS=5 BENCH_SCALE=4 scripts/bench.sh   # the 4 GiB variant
+#   BENCH_GARAGE=0 scripts/bench.sh  # without the Garage row (which builds
+#                                    # Garage with cargo the first time, ~13 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
@@ -23,7 +25,7 @@ fi
 WORK="${VAULTLINE_BENCH_DIR:-$PWD/.bench}"
 SCALE="${BENCH_SCALE:-1}" REPS="${BENCH_REPS:-3}"
 mkdir -p "$WORK"
-rm -rf "$WORK/nats" "$WORK/pg" "$WORK/repository" "$WORK/staging" "$WORK"/restic* "$WORK"/borg* "$WORK/kek.txt" "$WORK/serve.log"
+rm -rf "$WORK/nats" "$WORK/pg" "$WORK/garage" "$WORK/repository" "$WORK/staging" "$WORK"/restic* "$WORK"/borg* "$WORK/kek.txt" "$WORK/serve.log"
 . scripts/lib/stack.sh
 stack_start
 
@@ -43,5 +45,27 @@ fi
 
 echo "==> measuring (${REPS} repetitions)"
 python3 scripts/bench/bench.py --work "$WORK" --base "$BASE" --vl "$VL" --config "$VAULTLINE_CONFIG" \
-  --serve-pid "$SERVE_PID" --reps "$REPS" --out docs/benchmarks.md \
+  --serve-pid "$SERVE_PID" --admin "$ADMIN" --reps "$REPS" --out docs/benchmarks.md \
   --mutate "$(printf '%q ' "${DATASET[@]}") mutate $WORK/data"
+
+if [ "${BENCH_GARAGE:-1}" = 1 ]; then
+  echo "==> the same full backup with the repository in Garage (S3)"
+  ensure_garage
+  kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+  stack_garage
+  python3 - "$VAULTLINE_CONFIG" "$WORK" <<'PY'
+import sys
+path, work = sys.argv[1], sys.argv[2]
+text = open(path).read().replace(f'path = "{work}/repository"\n', f"""url = "s3://vaultline/bench"
+[repository.s3]
+endpoint = "{__import__('os').environ['S3_ENDPOINT']}"
+region = "garage"
+access-key-id = "{__import__('os').environ['S3_KEY_ID']}"
+secret-access-key-file = "{work}/s3-secret"
+""")
+open(path, "w").write(text)
+PY
+  stack_serve
+  python3 scripts/bench/bench.py --garage --work "$WORK" --base "$BASE" --vl "$VL" --config "$VAULTLINE_CONFIG" \
+    --serve-pid "$SERVE_PID" --admin "$ADMIN" --reps "$REPS" --out docs/benchmarks.md --mutate :
+fi

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use vaultline_format::chunker;
-use vaultline_format::manifest::{ChunkRef, ContentDigest, Entry, Header, Record, write_record};
+use vaultline_format::manifest::{
+    ChunkRef, ContentDigest, ContentHash, Entry, Header, Record, write_record,
+};
 use vaultline_runtime::{Deps, Outgoing, StageError};
 use vaultline_types::{ChunkId, Name, SnapshotId};
 
@@ -83,6 +85,7 @@ impl Draft {
                 source_kind: source_kind.into(),
                 created: job.created,
                 key_id: job.key_id.clone(),
+                content_hash: ContentHash::Blake3,
             }),
         )?;
         Ok(Draft { out, temp, key })
@@ -102,43 +105,74 @@ impl Draft {
     }
 }
 
+/// Inputs at least this large (or of unknown size: dumps) are read and cut
+/// on a second thread while this one hashes and stages, so CDC and hashing
+/// use both cores. Smaller files are not worth a thread each.
+const PARALLEL_FROM: u64 = 8 << 20;
+
 /// Chunks `input` into `entry` (its chunk list and size), handing new chunks
-/// to `batches`; returns the digest of the content. `what` names the input in errors.
+/// to `batches`; returns the digest of the content. `size` is the input's
+/// expected size when known; `what` names the input in errors.
 pub(crate) fn chunk_into(
-    input: impl Read,
+    input: impl Read + Send,
     entry: &mut Entry,
     batches: &mut Batches<'_>,
     chunk_key: &[u8; 32],
+    size: Option<u64>,
     what: &dyn Fn() -> String,
 ) -> Result<[u8; 32], StageError> {
-    enum Failed {
-        Read(std::io::Error),
-        Stage(StageError),
-    }
-    impl From<std::io::Error> for Failed {
-        fn from(e: std::io::Error) -> Self {
-            Failed::Read(e)
-        }
-    }
-    let mut hasher = ContentDigest::default();
-    let mut chunker = batches.chunker.take().unwrap_or_default();
-    let chunked = chunker.chunk(input, |chunk| {
-        hasher.update(chunk);
-        let id = chunker::chunk_id(chunk_key, chunk);
+    let mut hasher = ContentDigest::new(ContentHash::Blake3);
+    let mut take = |chunk: Vec<u8>, batches: &mut Batches<'_>| {
+        hasher.update(&chunk);
+        let id = chunker::chunk_id(chunk_key, &chunk);
         entry.size += chunk.len() as u64;
         entry.chunks.push(ChunkRef {
             id,
             raw_length: chunk.len() as u32,
             location: None,
         });
-        batches.add(id, chunk).map_err(Failed::Stage)
-    });
+        batches.add(id, chunk)
+    };
+    let mut chunker = batches.chunker.take().unwrap_or_default();
+    let (chunker, read, handled) = if size.is_some_and(|size| size < PARALLEL_FROM) {
+        let mut handled = Ok(());
+        let read = chunker.chunk(input, |chunk| {
+            handled = take(chunk.to_vec(), batches);
+            if handled.is_ok() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("stopped"))
+            }
+        });
+        (chunker, read, handled)
+    } else {
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            let reader = scope.spawn(move || {
+                let read = chunker.chunk(input, |chunk| {
+                    // Fails only when the receiver stopped on an error of its own.
+                    tx.send(chunk.to_vec())
+                        .map_err(|_| std::io::Error::other("stopped"))
+                });
+                (chunker, read)
+            });
+            let mut handled = Ok(());
+            for chunk in rx.iter() {
+                handled = take(chunk, batches);
+                if handled.is_err() {
+                    break;
+                }
+            }
+            drop(rx);
+            let (chunker, read) = reader.join().expect("the chunking thread does not panic");
+            (chunker, read, handled)
+        })
+    };
     batches.chunker = Some(chunker);
-    match chunked {
-        Ok(()) => Ok(hasher.finish()),
-        Err(Failed::Read(e)) => Err(source_err(format!("reading {}: {e}", what()))),
-        Err(Failed::Stage(e)) => Err(e),
-    }
+    // The stage's own error first: a read stopped by it is not the input's fault.
+    handled?;
+    read.map_err(|e| source_err(format!("reading {}: {e}", what())))?;
+    Ok(hasher.finish())
 }
 
 /// Collects new chunks into staged batch files of about `batch_bytes`.
@@ -181,13 +215,13 @@ impl<'a> Batches<'a> {
         }
     }
 
-    pub(crate) fn add(&mut self, id: ChunkId, data: &[u8]) -> Result<(), StageError> {
+    pub(crate) fn add(&mut self, id: ChunkId, data: Vec<u8>) -> Result<(), StageError> {
         // A chunk repeated within the snapshot is staged once.
         if !self.seen.insert(id) {
             return Ok(());
         }
         self.pending_bytes += data.len();
-        self.pending.push((id, data.to_vec()));
+        self.pending.push((id, data));
         if self.pending_bytes >= LOOKUP_BYTES || self.pending.len() >= LOOKUP_CHUNKS {
             self.flush_pending()?;
         }

@@ -172,7 +172,7 @@ fn walk(
             // Entries before this one go first, and must not wait for a read.
             w.settle()?;
             // None: deleted between listing and reading; like every backup tool, skip it.
-            if let Some(content) = w.read(&mut entry, item.path())? {
+            if let Some(content) = w.read(&mut entry, item.path(), stat.size)? {
                 w.record(entry, content, Some(stat))?;
             }
             continue;
@@ -282,7 +282,7 @@ impl Walker<'_> {
             }
             entry.chunks.clear();
             entry.size = 0;
-            if let Some(content) = self.read(&mut entry, &path)? {
+            if let Some(content) = self.read(&mut entry, &path, stat.size)? {
                 self.record(entry, content, Some(stat))?;
             }
         }
@@ -290,15 +290,25 @@ impl Walker<'_> {
     }
 
     /// Reads and chunks a file; `None` when it was deleted meanwhile.
-    fn read(&mut self, entry: &mut Entry, path: &Path) -> Result<Option<[u8; 32]>, StageError> {
+    fn read(
+        &mut self,
+        entry: &mut Entry,
+        path: &Path,
+        size: u64,
+    ) -> Result<Option<[u8; 32]>, StageError> {
         let file = match File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(source_err(format!("opening {}: {e}", path.display()))),
         };
-        chunk_into(file, entry, &mut self.batches, &self.job.chunk_key, &|| {
-            path.display().to_string()
-        })
+        chunk_into(
+            file,
+            entry,
+            &mut self.batches,
+            &self.job.chunk_key,
+            Some(size),
+            &|| path.display().to_string(),
+        )
         .map(Some)
     }
 

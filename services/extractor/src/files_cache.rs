@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use vaultline_types::ChunkId;
 
 /// Bumped when the record layout changes; older caches are ignored.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct CacheHeader {

@@ -200,11 +200,19 @@ fn read_stream<'a>(
             &mut entry,
             &mut batches,
             &job.chunk_key,
+            None,
             &what,
         )?;
         (content, counted.counter.finish())
     } else {
-        let content = chunk_into(stdout, &mut entry, &mut batches, &job.chunk_key, &what)?;
+        let content = chunk_into(
+            stdout,
+            &mut entry,
+            &mut batches,
+            &job.chunk_key,
+            None,
+            &what,
+        )?;
         (content, Vec::new())
     };
     Ok((

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::sync::Arc;
 use vaultline_catalog::BatchKey;
+use vaultline_format::blob::Compressor;
 use vaultline_format::keys::{Recipient, parse_recipient};
 use vaultline_format::pack::PackWriter;
 use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
@@ -63,12 +64,17 @@ impl Stage for Packager {
         };
         let key = self.deps.catalog.key(&batch.tenant, &batch.key_id).await?;
         let recipient = parse_recipient(&key.recipient)?;
-        let pack_key = batch.staged.replace("/batch-", "/pack-") + ".pack";
-        let temp = staging.temp_path(&pack_key)?;
+        let base = batch.staged.replace("/batch-", "/pack-");
+        let temp = staging.temp_path(&format!("{base}.pack"))?;
         let level = self.zstd_level;
         let (temp, finished) =
             tokio::task::spawn_blocking(move || pack_batch(raw.path(), temp, &recipient, level))
                 .await??;
+        // Packing is not deterministic (fresh keys and nonces), and a
+        // redelivered batch may be packed twice at once: naming the staged
+        // pack by its id means the uploader always stores the bytes the id
+        // it was sent names.
+        let pack_key = format!("{base}-{}.pack", finished.id);
         staging.commit(&temp, &pack_key).await?;
         let index = rmp_serde::to_vec(&finished.entries).expect("index entries serialise");
         let index_temp = staging.temp_path(&format!("{pack_key}.idx"))?;
@@ -105,7 +111,8 @@ fn pack_batch(
         |e: std::io::Error| StageError::transient("staging", format!("{}: {e}", raw.display()));
     let mut input = BufReader::with_capacity(1 << 20, File::open(raw).map_err(staging_err)?);
     let out = BufWriter::with_capacity(1 << 20, File::create(&temp).map_err(staging_err)?);
-    let mut pack = PackWriter::new(out)?;
+    let mut pack = PackWriter::new(out, recipient)?;
+    let mut compressor = Compressor::new(level)?;
     let mut header = [0u8; 36];
     let mut chunk = Vec::new();
     loop {
@@ -123,8 +130,7 @@ fn pack_batch(
                 format!("staged batch {} is truncated: {e}", raw.display()),
             )
         })?;
-        let sealed = vaultline_format::blob::seal(&chunk, level, recipient)?;
-        pack.add(id, &sealed, len)?;
+        pack.add(id, &chunk, &mut compressor)?;
     }
-    Ok((temp, pack.finish(recipient)?))
+    Ok((temp, pack.finish(&mut compressor)?))
 }

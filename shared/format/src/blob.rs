@@ -1,8 +1,12 @@
-//! Blob framing: zstd, then age to the tenant's recipient. A blob is one chunk.
+//! Blob framing: zstd, then encryption. A blob is one chunk.
 //!
-//! Plaintext inside the age envelope: one codec byte (0 = stored raw, 1 = zstd)
-//! then the payload. Incompressible chunks are stored raw so random data does
-//! not grow.
+//! Plaintext: one codec byte (0 = stored raw, 1 = zstd) then the payload.
+//! Incompressible chunks are stored raw so random data does not grow.
+//!
+//! Packs written since format 2 seal blobs with their pack's key
+//! ([`crate::pack`]): `24-byte nonce | XChaCha20-Poly1305(plaintext) | tag`,
+//! with the chunk id as associated data. Format 1 packs sealed every blob as
+//! its own age file to the tenant ([`seal`], [`open`]); restore still reads them.
 
 use crate::keys::{Identity, Recipient, decrypt_with, encrypt_to};
 use crate::{Error, Result};
@@ -10,29 +14,80 @@ use crate::{Error, Result};
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
-/// Compresses and encrypts one chunk.
-///
-/// # Errors
-/// When zstd fails (it does not on in-memory input short of allocation failure).
-pub fn seal(chunk: &[u8], zstd_level: i32, recipient: &Recipient) -> Result<Vec<u8>> {
-    let mut framed = Vec::with_capacity(chunk.len() / 2 + 16);
-    framed.push(ZSTD);
-    zstd::stream::copy_encode(chunk, &mut framed, zstd_level)?;
-    if framed.len() > chunk.len() {
-        framed.clear();
-        framed.push(RAW);
-        framed.extend_from_slice(chunk);
-    }
-    Ok(encrypt_to(recipient, &framed))
+/// Chunks smaller than this are compressed without sampling first.
+const SAMPLED_FROM: usize = 64 << 10;
+/// Bytes per sample.
+const SAMPLE: usize = 16 << 10;
+
+/// Compresses chunks for sealing, reusing one zstd context.
+pub struct Compressor {
+    zstd: zstd::bulk::Compressor<'static>,
+    probe: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
+    level: i32,
 }
 
-/// Decrypts and decompresses one blob.
+impl Compressor {
+    /// A compressor at `level`.
+    ///
+    /// # Errors
+    /// When zstd refuses the level.
+    pub fn new(level: i32) -> Result<Self> {
+        Ok(Compressor {
+            zstd: zstd::bulk::Compressor::new(level)?,
+            probe: zstd::bulk::Compressor::new(1)?,
+            scratch: Vec::new(),
+            level,
+        })
+    }
+
+    /// The zstd level.
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// True when three samples of the chunk (start, middle, end) do not
+    /// shrink at zstd's fastest level: random or already compressed data,
+    /// which then skips the full compression that would not shrink it either.
+    fn incompressible(&mut self, chunk: &[u8]) -> bool {
+        if chunk.len() < SAMPLED_FROM {
+            return false;
+        }
+        let mid = chunk.len() / 2 - SAMPLE / 2;
+        [0, mid, chunk.len() - SAMPLE].iter().all(|&at| {
+            self.probe
+                .compress(&chunk[at..at + SAMPLE])
+                .is_ok_and(|c| c.len() * 100 >= SAMPLE * 97)
+        })
+    }
+
+    /// Appends `codec byte | payload` for `chunk` to `out`.
+    ///
+    /// # Errors
+    /// When zstd fails (it does not on in-memory input short of allocation failure).
+    pub fn frame(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if !self.incompressible(chunk) {
+            self.scratch.clear();
+            self.scratch
+                .reserve(zstd::zstd_safe::compress_bound(chunk.len()));
+            self.zstd.compress_to_buffer(chunk, &mut self.scratch)?;
+            if self.scratch.len() < chunk.len() {
+                out.push(ZSTD);
+                out.extend_from_slice(&self.scratch);
+                return Ok(());
+            }
+        }
+        out.push(RAW);
+        out.extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+/// The plaintext of a framed chunk: decompressed, or the raw payload.
 ///
 /// # Errors
-/// [`Error::WrongKey`] for another tenant's identity, [`Error::Corrupt`] for
-/// damaged bytes.
-pub fn open(sealed: &[u8], identity: &Identity) -> Result<Vec<u8>> {
-    let framed = decrypt_with(identity, sealed)?;
+/// [`Error::Corrupt`] for an unknown codec or a damaged zstd frame.
+pub fn unframe(framed: &[u8]) -> Result<Vec<u8>> {
     match framed.split_first() {
         Some((&RAW, payload)) => Ok(payload.to_vec()),
         Some((&ZSTD, payload)) => {
@@ -48,6 +103,25 @@ pub fn open(sealed: &[u8], identity: &Identity) -> Result<Vec<u8>> {
             reason: "unknown codec byte".into(),
         }),
     }
+}
+
+/// Compresses and encrypts one chunk as its own age file (format 1 packs).
+///
+/// # Errors
+/// When zstd fails (it does not on in-memory input short of allocation failure).
+pub fn seal(chunk: &[u8], zstd_level: i32, recipient: &Recipient) -> Result<Vec<u8>> {
+    let mut framed = Vec::with_capacity(chunk.len() / 2 + 16);
+    Compressor::new(zstd_level)?.frame(chunk, &mut framed)?;
+    Ok(encrypt_to(recipient, &framed))
+}
+
+/// Decrypts and decompresses one format 1 blob.
+///
+/// # Errors
+/// [`Error::WrongKey`] for another tenant's identity, [`Error::Corrupt`] for
+/// damaged bytes.
+pub fn open(sealed: &[u8], identity: &Identity) -> Result<Vec<u8>> {
+    unframe(&decrypt_with(identity, sealed)?)
 }
 
 #[cfg(test)]

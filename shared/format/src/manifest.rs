@@ -84,6 +84,22 @@ pub struct Header {
     pub created: i64,
     /// Id of the tenant key the blobs are encrypted to.
     pub key_id: String,
+    /// How file contents were digested for the source digest (absent in
+    /// manifests written before BLAKE3: SHA-256).
+    #[serde(default)]
+    pub content_hash: ContentHash,
+}
+
+/// The hash of file contents inside the source digest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentHash {
+    /// Manifests written before BLAKE3.
+    #[default]
+    Sha256,
+    /// What this build writes: over twice as fast as SHA-256 on one core,
+    /// and the extractor and restore hash every byte.
+    Blake3,
 }
 
 /// A pack the snapshot references, with its recorded size (its id is its digest).
@@ -222,14 +238,15 @@ pub fn open_sealed<R: Read>(
 
 /// The digest of a tree as the source presented it: SHA-256 over, for each
 /// entry in manifest order, `u64 LE path length | path | kind byte | u64 LE
-/// target length | target | u64 LE size | SHA-256 of the content`. Restore
+/// target length | target | u64 LE size | content digest` (BLAKE3, or SHA-256
+/// in older manifests: see [`ContentHash`]). Restore
 /// recomputes it to prove a snapshot reassembles to what was read.
 #[derive(Default)]
 pub struct SourceDigest(sha2::Sha256);
 
 impl SourceDigest {
-    /// Adds an entry once its content was read (`content` is the SHA-256 of
-    /// the file's bytes; the empty digest for non-files).
+    /// Adds an entry once its content was read (`content` is the
+    /// [`ContentDigest`] of the file's bytes; zeros for non-files).
     pub fn entry(&mut self, entry: &Entry, content: [u8; 32]) {
         let kind = match entry.kind {
             EntryKind::File => 0u8,
@@ -252,18 +269,35 @@ impl SourceDigest {
     }
 }
 
-/// SHA-256 of a file's content, fed chunk by chunk.
-#[derive(Default)]
-pub struct ContentDigest(sha2::Sha256);
+/// Digest of a file's content, fed chunk by chunk.
+pub enum ContentDigest {
+    Sha256(sha2::Sha256),
+    Blake3(Box<blake3::Hasher>),
+}
 
 impl ContentDigest {
+    /// A digest of the given kind.
+    pub fn new(kind: ContentHash) -> Self {
+        match kind {
+            ContentHash::Sha256 => ContentDigest::Sha256(sha2::Sha256::default()),
+            ContentHash::Blake3 => ContentDigest::Blake3(Box::default()),
+        }
+    }
     /// Adds bytes.
     pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        match self {
+            ContentDigest::Sha256(h) => h.update(bytes),
+            ContentDigest::Blake3(h) => {
+                h.update(bytes);
+            }
+        }
     }
     /// The digest.
     pub fn finish(self) -> [u8; 32] {
-        self.0.finalize().into()
+        match self {
+            ContentDigest::Sha256(h) => h.finalize().into(),
+            ContentDigest::Blake3(h) => *h.finalize().as_bytes(),
+        }
     }
 }
 
@@ -282,6 +316,7 @@ mod tests {
                 source_kind: "files".into(),
                 created: 1_795_000_000,
                 key_id: "k".into(),
+                content_hash: ContentHash::Blake3,
             }),
             Record::Entry(Entry {
                 path: "dir/ü name".as_bytes().to_vec(),

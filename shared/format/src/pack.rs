@@ -1,23 +1,42 @@
 //! Packs: many sealed blobs in one object, so object counts and requests stay low.
 //!
 //! ```text
-//! "VLPACK01" | blob 0 | blob 1 | … | sealed index | index length (u32 LE) | "VLPKEND1"
+//! "VLPACK02" | u32 LE n | age file of the pack key (n bytes) | blob 0 | blob 1 | …
+//!            | sealed index | u32 LE index length | "VLPKEND1"
 //! ```
-//! The index (MessagePack list of [`IndexEntry`]) is sealed like a blob, so the
-//! store learns neither chunk ids nor boundaries. The pack id is the SHA-256 of
-//! all its bytes, which makes it its own recorded digest.
+//! Each pack has its own random 32-byte key, age-encrypted to the tenant's
+//! recipient in the pack's header; blobs and the index are sealed with it
+//! (XChaCha20-Poly1305, see [`crate::blob`]). One X25519 agreement per pack
+//! instead of one per blob: for a tree of small files that was a fifth of
+//! the backup's CPU time. The packager still holds only the recipient, and
+//! forgets each pack key once the pack is written.
+//!
+//! Format 1 packs (`"VLPACK01"`, no header; every blob its own age file) are
+//! still read. The index (MessagePack list of [`IndexEntry`]) is sealed, so
+//! the store learns neither chunk ids nor boundaries. The pack id is the
+//! SHA-256 of all its bytes, which makes it its own recorded digest.
 
-use crate::keys::{Identity, Recipient};
-use crate::{Error, Result, blob};
+use crate::blob::{self, Compressor};
+use crate::keys::{Identity, Recipient, decrypt_with, encrypt_to};
+use crate::{Error, Result};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::io::Write;
 use vaultline_types::{ChunkId, PackId};
 
-/// First bytes of every pack.
-pub const MAGIC: &[u8; 8] = b"VLPACK01";
+/// First bytes of format 1 packs.
+pub const MAGIC_V1: &[u8; 8] = b"VLPACK01";
+/// First bytes of packs written now.
+pub const MAGIC: &[u8; 8] = b"VLPACK02";
 /// Last bytes of every pack.
 pub const END: &[u8; 8] = b"VLPKEND1";
+
+const NONCE: usize = 24;
+const TAG: usize = 16;
+/// Associated data of the sealed index (blobs use their chunk id).
+const INDEX_AAD: &[u8] = b"vaultline pack index";
 
 /// Where a blob sits in its pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,12 +51,134 @@ pub struct IndexEntry {
     pub raw_length: u32,
 }
 
-/// Streams a pack to `out` while hashing it; memory holds only the index.
+/// What opens a pack's blobs: its key (format 2), or the tenant identity
+/// itself (format 1, every blob an age file).
+pub enum PackKey {
+    V1(std::sync::Arc<Identity>),
+    V2(Box<XChaCha20Poly1305>),
+}
+
+impl std::fmt::Debug for PackKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PackKey::V1(_) => "PackKey::V1",
+            PackKey::V2(_) => "PackKey::V2(<redacted>)",
+        })
+    }
+}
+
+/// The result of reading a pack's first bytes.
+#[derive(Debug)]
+pub enum Header {
+    /// The header is longer: read at least this many bytes from the start.
+    NeedBytes(usize),
+    /// The key, and where the first blob starts.
+    Key(PackKey, u64),
+}
+
+/// How many leading bytes of a pack hold its header, usually.
+pub const HEADER_GUESS: usize = 512;
+
+fn corrupt(reason: impl Into<String>) -> Error {
+    Error::Corrupt {
+        what: "pack",
+        reason: reason.into(),
+    }
+}
+
+impl PackKey {
+    /// Reads the key from a pack's first bytes (at least 12, or the whole
+    /// pack when shorter), opening format 2 headers with `identity`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for an unknown magic or a damaged header,
+    /// [`Error::WrongKey`] for another tenant's identity.
+    pub fn read(prefix: &[u8], identity: &std::sync::Arc<Identity>) -> Result<Header> {
+        if prefix.len() < 8 {
+            return Err(corrupt("shorter than its magic bytes"));
+        }
+        match &prefix[..8] {
+            m if m == MAGIC_V1 => Ok(Header::Key(PackKey::V1(identity.clone()), 8)),
+            m if m == MAGIC => {
+                let Some(len) = prefix.get(8..12) else {
+                    return Ok(Header::NeedBytes(12));
+                };
+                let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+                let Some(wrapped) = prefix.get(12..12 + len) else {
+                    return Ok(Header::NeedBytes(12 + len));
+                };
+                let key = decrypt_with(identity, wrapped)?;
+                if key.len() != 32 {
+                    return Err(corrupt("the pack key is not 32 bytes"));
+                }
+                let cipher = XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key");
+                Ok(Header::Key(
+                    PackKey::V2(Box::new(cipher)),
+                    (12 + len) as u64,
+                ))
+            }
+            _ => Err(corrupt("missing magic bytes")),
+        }
+    }
+
+    /// Decrypts and decompresses the blob of chunk `id`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for damaged bytes (or a blob that is not `id`'s).
+    pub fn open(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>> {
+        match self {
+            PackKey::V1(identity) => blob::open(sealed, identity),
+            PackKey::V2(cipher) => blob::unframe(&open_with(cipher, &id.0, sealed)?),
+        }
+    }
+}
+
+fn seal_with(
+    cipher: &XChaCha20Poly1305,
+    aad: &[u8],
+    framed: &mut [u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let mut nonce = [0u8; NONCE];
+    getrandom::fill(&mut nonce).map_err(|e| Error::Key(format!("random source failed: {e}")))?;
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, framed)
+        .map_err(|_| Error::Key("encrypting a blob failed".into()))?;
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(framed);
+    out.extend_from_slice(&tag);
+    Ok(())
+}
+
+fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+    if sealed.len() < NONCE + TAG {
+        return Err(Error::Corrupt {
+            what: "blob",
+            reason: "shorter than its nonce and tag".into(),
+        });
+    }
+    let (nonce, rest) = sealed.split_at(NONCE);
+    let (body, tag) = rest.split_at(rest.len() - TAG);
+    let mut plain = body.to_vec();
+    cipher
+        .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut plain, tag.into())
+        .map_err(|_| Error::Corrupt {
+            what: "blob",
+            reason: "it does not authenticate (damaged, or not this chunk's)".into(),
+        })?;
+    Ok(plain)
+}
+
+/// Streams a pack to `out` while hashing it; memory holds only the index
+/// and one blob.
 pub struct PackWriter<W: Write> {
     out: W,
+    cipher: XChaCha20Poly1305,
     hasher: sha2::Sha256,
     offset: u64,
     entries: Vec<IndexEntry>,
+    framed: Vec<u8>,
+    sealed: Vec<u8>,
 }
 
 /// A finished pack.
@@ -54,18 +195,27 @@ pub struct FinishedPack<W> {
 }
 
 impl<W: Write> PackWriter<W> {
-    /// Starts a pack.
+    /// Starts a pack with a fresh key, wrapped to `recipient`.
     ///
     /// # Errors
-    /// When writing to `out` fails.
-    pub fn new(out: W) -> Result<Self> {
+    /// When writing to `out` or the random source fails.
+    pub fn new(out: W, recipient: &Recipient) -> Result<Self> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| Error::Key(format!("random source failed: {e}")))?;
+        let wrapped = encrypt_to(recipient, &key);
         let mut writer = PackWriter {
             out,
+            cipher: XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key"),
             hasher: sha2::Sha256::new(),
             offset: 0,
             entries: Vec::new(),
+            framed: Vec::new(),
+            sealed: Vec::new(),
         };
+        key.fill(0);
         writer.write(MAGIC)?;
+        writer.write(&(wrapped.len() as u32).to_le_bytes())?;
+        writer.write(&wrapped)?;
         Ok(writer)
     }
 
@@ -76,18 +226,24 @@ impl<W: Write> PackWriter<W> {
         Ok(())
     }
 
-    /// Appends a sealed blob.
+    /// Compresses, seals and appends one chunk.
     ///
     /// # Errors
-    /// When writing to `out` fails.
-    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_length: u32) -> Result<()> {
+    /// When compressing or writing to `out` fails.
+    pub fn add(&mut self, id: ChunkId, chunk: &[u8], compressor: &mut Compressor) -> Result<()> {
+        self.framed.clear();
+        compressor.frame(chunk, &mut self.framed)?;
+        self.sealed.clear();
+        seal_with(&self.cipher, &id.0, &mut self.framed, &mut self.sealed)?;
         let entry = IndexEntry {
             id,
             offset: self.offset,
-            length: sealed.len() as u32,
-            raw_length,
+            length: self.sealed.len() as u32,
+            raw_length: chunk.len() as u32,
         };
-        self.write(sealed)?;
+        let sealed = std::mem::take(&mut self.sealed);
+        self.write(&sealed)?;
+        self.sealed = sealed;
         self.entries.push(entry);
         Ok(())
     }
@@ -106,9 +262,12 @@ impl<W: Write> PackWriter<W> {
     ///
     /// # Errors
     /// When writing to `out` fails.
-    pub fn finish(mut self, recipient: &Recipient) -> Result<FinishedPack<W>> {
+    pub fn finish(mut self, compressor: &mut Compressor) -> Result<FinishedPack<W>> {
         let index = rmp_serde::to_vec(&self.entries).expect("index entries serialise");
-        let sealed = blob::seal(&index, 3, recipient)?;
+        let mut framed = Vec::new();
+        compressor.frame(&index, &mut framed)?;
+        let mut sealed = Vec::new();
+        seal_with(&self.cipher, INDEX_AAD, &mut framed, &mut sealed)?;
         self.write(&sealed)?;
         self.write(&(sealed.len() as u32).to_le_bytes())?;
         self.write(END)?;
@@ -128,46 +287,126 @@ impl<W: Write> PackWriter<W> {
 /// [`Error::Corrupt`] when the pack's framing is damaged, [`Error::WrongKey`]
 /// for another tenant's identity.
 pub fn read_index(pack: &[u8], identity: &Identity) -> Result<Vec<IndexEntry>> {
-    let corrupt = |reason: &str| Error::Corrupt {
-        what: "pack",
-        reason: reason.into(),
-    };
-    if pack.len() < 20 || &pack[..8] != MAGIC || &pack[pack.len() - 8..] != END {
+    if pack.len() < 20 || &pack[pack.len() - 8..] != END {
         return Err(corrupt("missing magic bytes"));
     }
+    let Header::Key(key, first_blob) = PackKey::read(pack, &std::sync::Arc::new(identity.clone()))?
+    else {
+        return Err(corrupt("header longer than the pack"));
+    };
     let len_at = pack.len() - 12;
     let index_len =
         u32::from_le_bytes(pack[len_at..len_at + 4].try_into().expect("4 bytes")) as usize;
     let start = len_at
         .checked_sub(index_len)
-        .filter(|s| *s >= 8)
+        .filter(|s| *s as u64 >= first_blob)
         .ok_or_else(|| corrupt("index length out of range"))?;
-    let index = blob::open(&pack[start..len_at], identity)?;
-    rmp_serde::from_slice(&index).map_err(|e| corrupt(&format!("index: {e}")))
+    let sealed = &pack[start..len_at];
+    let index = match &key {
+        PackKey::V1(identity) => blob::open(sealed, identity)?,
+        PackKey::V2(cipher) => blob::unframe(&open_with(cipher, INDEX_AAD, sealed)?)?,
+    };
+    rmp_serde::from_slice(&index).map_err(|e| corrupt(format!("index: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn pack_of(chunks: &[Vec<u8>], id: &Identity) -> FinishedPack<Vec<u8>> {
+        let mut compressor = Compressor::new(3).unwrap();
+        let mut writer = PackWriter::new(Vec::new(), &id.to_public()).unwrap();
+        for (i, chunk) in chunks.iter().enumerate() {
+            writer
+                .add(ChunkId([i as u8; 32]), chunk, &mut compressor)
+                .unwrap();
+        }
+        writer.finish(&mut compressor).unwrap()
+    }
+
+    fn key_of(pack: &[u8], id: &Identity) -> PackKey {
+        match PackKey::read(
+            &pack[..HEADER_GUESS.min(pack.len())],
+            &std::sync::Arc::new(id.clone()),
+        )
+        .unwrap()
+        {
+            Header::Key(key, _) => key,
+            Header::NeedBytes(n) => panic!("the header needs {n} bytes"),
+        }
+    }
+
     #[test]
     fn blobs_are_found_where_the_index_says() {
         let id = Identity::generate();
-        let mut writer = PackWriter::new(Vec::new()).unwrap();
-        let chunks: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 * (i as usize + 1)]).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let sealed = blob::seal(chunk, 3, &id.to_public()).unwrap();
-            writer
-                .add(ChunkId([i as u8; 32]), &sealed, chunk.len() as u32)
-                .unwrap();
-        }
-        let pack = writer.finish(&id.to_public()).unwrap();
+        let mut chunks: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 * (i as usize + 1)]).collect();
+        // Incompressible, large enough to be sampled: stored raw.
+        chunks.push(
+            (0..200_000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        );
+        let pack = pack_of(&chunks, &id);
         assert_eq!(pack.id.0, crate::sha256(&pack.out));
         assert_eq!(pack.size, pack.out.len() as u64);
         assert_eq!(read_index(&pack.out, &id).unwrap(), pack.entries);
+        let key = key_of(&pack.out, &id);
         for (entry, chunk) in pack.entries.iter().zip(&chunks) {
             let range = entry.offset as usize..entry.offset as usize + entry.length as usize;
-            assert_eq!(&blob::open(&pack.out[range], &id).unwrap(), chunk);
+            assert_eq!(&key.open(&entry.id, &pack.out[range]).unwrap(), chunk);
         }
+        let random = pack.entries.last().unwrap();
+        assert!(random.length as usize <= 200_000 + 1 + NONCE + TAG);
+    }
+
+    #[test]
+    fn a_blob_opens_only_as_its_own_chunk_and_only_undamaged() {
+        let id = Identity::generate();
+        let mut pack = pack_of(&[b"first".repeat(100), b"second".repeat(100)], &id);
+        let key = key_of(&pack.out, &id);
+        let (a, b) = (pack.entries[0], pack.entries[1]);
+        let blob = |e: &IndexEntry| e.offset as usize..e.offset as usize + e.length as usize;
+        assert!(matches!(
+            key.open(&b.id, &pack.out[blob(&a)]),
+            Err(Error::Corrupt { .. })
+        ));
+        pack.out[a.offset as usize + 30] ^= 1;
+        assert!(matches!(
+            key.open(&a.id, &pack.out[blob(&a)]),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            PackKey::read(
+                &pack.out[..HEADER_GUESS],
+                &std::sync::Arc::new(Identity::generate())
+            ),
+            Err(Error::WrongKey)
+        ));
+    }
+
+    #[test]
+    fn format_1_packs_still_open() {
+        let id = Identity::generate();
+        let mut out = MAGIC_V1.to_vec();
+        let sealed = blob::seal(b"old blob", 3, &id.to_public()).unwrap();
+        out.extend_from_slice(&sealed);
+        let index = vec![IndexEntry {
+            id: ChunkId([1; 32]),
+            offset: 8,
+            length: sealed.len() as u32,
+            raw_length: 8,
+        }];
+        let sealed_index =
+            blob::seal(&rmp_serde::to_vec(&index).unwrap(), 3, &id.to_public()).unwrap();
+        out.extend_from_slice(&sealed_index);
+        out.extend_from_slice(&(sealed_index.len() as u32).to_le_bytes());
+        out.extend_from_slice(END);
+        assert_eq!(read_index(&out, &id).unwrap(), index);
+        let key = key_of(&out, &id);
+        assert_eq!(
+            key.open(&ChunkId([1; 32]), &out[8..8 + sealed.len()])
+                .unwrap(),
+            b"old blob"
+        );
     }
 }

@@ -19,8 +19,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use vaultline_format::keys::Identity;
 use vaultline_format::manifest::{
-    ContentDigest, Entry, EntryKind, Footer, Header, Record, SourceDigest, TableRows, open_sealed,
+    ContentDigest, ContentHash, Entry, EntryKind, Footer, Header, Record, SourceDigest, TableRows,
+    open_sealed,
 };
+use vaultline_format::pack::{Header as PackHeader, PackKey};
 use vaultline_storage::{ObjectKey, Repository};
 use vaultline_types::{Name, SnapshotId};
 
@@ -163,6 +165,8 @@ pub async fn restore(
     };
 
     let mut digest = SourceDigest::default();
+    // Set from the header, which comes first.
+    let mut content_hash = ContentHash::default();
     let mut done = Restored::default();
     let mut dir_times = Vec::new();
     let mut footer = None;
@@ -187,6 +191,7 @@ pub async fn restore(
                     );
                 }
                 done.source_kind = header.source_kind;
+                content_hash = header.content_hash;
             }
             Item::Footer(f) => footer = Some(f),
             Item::Chunk {
@@ -251,7 +256,7 @@ pub async fn restore(
                             path: None,
                             out: None,
                             partial: None,
-                            hasher: ContentDigest::default(),
+                            hasher: ContentDigest::new(content_hash),
                             shown,
                         });
                     } else {
@@ -298,7 +303,7 @@ pub async fn restore(
                             path: Some(path),
                             out: Some(out),
                             partial: Some(PartialFile(Some(partial))),
-                            hasher: ContentDigest::default(),
+                            hasher: ContentDigest::new(content_hash),
                             shown,
                         });
                         continue;
@@ -415,17 +420,33 @@ struct Run {
     chunks: Vec<RunChunk>,
 }
 
-/// A blob of a run: its offset and length in the pack, and where its plaintext goes.
-type RunChunk = (u64, u32, tokio::sync::oneshot::Sender<Result<Vec<u8>>>);
+/// A blob of a run: its chunk, offset and length in the pack, and where its plaintext goes.
+type RunChunk = (
+    vaultline_types::ChunkId,
+    u64,
+    u32,
+    tokio::sync::oneshot::Sender<Result<Vec<u8>>>,
+);
+
+/// Each pack's key, read from its header once per restore.
+type PackKeys = std::sync::Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<
+            vaultline_types::PackId,
+            std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<PackKey>>>,
+        >,
+    >,
+>;
 
 /// What the reader shares with the tasks it starts.
 struct Fetcher {
     repo: Repository,
     tenant: Name,
     identity: std::sync::Arc<Identity>,
+    keys: PackKeys,
     runtime: tokio::runtime::Handle,
-    /// Decryption runs on as many blocking threads as there are cores: more
-    /// threads only add allocator arenas (memory), not speed.
+    /// Runs are decrypted on as many blocking threads as there are cores:
+    /// more threads only add allocator arenas (memory), not speed.
     decrypting: std::sync::Arc<tokio::sync::Semaphore>,
     /// The read-ahead budget.
     budget: std::sync::Arc<tokio::sync::Semaphore>,
@@ -433,54 +454,94 @@ struct Fetcher {
     run: Option<Run>,
 }
 
+/// The key of `pack`: its header is read (two small ranged reads) and opened
+/// the first time one of its blobs is needed.
+async fn pack_key(
+    repo: &Repository,
+    key: &str,
+    pack: vaultline_types::PackId,
+    identity: &std::sync::Arc<Identity>,
+    keys: &PackKeys,
+) -> Result<std::sync::Arc<PackKey>> {
+    let cell = keys
+        .lock()
+        .expect("pack key map poisoned")
+        .entry(pack)
+        .or_default()
+        .clone();
+    let read = || async {
+        let mut want = 12;
+        loop {
+            let prefix = repo
+                .get_range(key, 0, want)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read pack {pack}: {e}"))?;
+            match PackKey::read(&prefix, identity) {
+                Ok(PackHeader::Key(key, _)) => return Ok(std::sync::Arc::new(key)),
+                Ok(PackHeader::NeedBytes(n)) if (n as u32) > want && n <= 1 << 20 => {
+                    want = n as u32
+                }
+                Ok(PackHeader::NeedBytes(n)) => {
+                    anyhow::bail!("pack {pack} is damaged: a header of {n} bytes")
+                }
+                Err(vaultline_format::Error::WrongKey) => anyhow::bail!(
+                    "the identity given does not match the key pack {pack} was encrypted to"
+                ),
+                Err(e) => anyhow::bail!("pack {pack} is damaged: {e}"),
+            }
+        }
+    };
+    cell.get_or_try_init(read).await.cloned()
+}
+
 impl Fetcher {
     /// Starts the pending run's fetch, if there is one.
     fn dispatch(&mut self) {
         let Some(run) = self.run.take() else { return };
-        let (repo, tenant, identity, decrypting) = (
+        let (repo, tenant, identity, keys, decrypting) = (
             self.repo.clone(),
             self.tenant.clone(),
             self.identity.clone(),
+            self.keys.clone(),
             self.decrypting.clone(),
         );
         self.runtime.spawn(async move {
             let key = ObjectKey::pack(&tenant, &run.pack);
             let length = (run.end - run.start) as u32;
-            let bytes = match repo.get_range(&key, run.start, length).await {
-                Ok(bytes) => std::sync::Arc::new(bytes),
+            let fetched = async {
+                let pack_key = pack_key(&repo, &key, run.pack, &identity, &keys).await?;
+                let bytes = repo
+                    .get_range(&key, run.start, length)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot read pack {}: {e}", run.pack))?;
+                anyhow::Ok((pack_key, bytes))
+            };
+            let (pack_key, bytes) = match fetched.await {
+                Ok(fetched) => fetched,
                 Err(e) => {
-                    for (_, _, reply) in run.chunks {
-                        let _ = reply.send(Err(anyhow::anyhow!(
-                            "cannot read pack {} for {}: {e}",
-                            run.pack,
-                            run.shown
-                        )));
+                    let e = format!("{e:#} (restoring {})", run.shown);
+                    for (_, _, _, reply) in run.chunks {
+                        let _ = reply.send(Err(anyhow::anyhow!("{e}")));
                     }
                     return;
                 }
             };
-            for (offset, length, reply) in run.chunks {
-                let (bytes, identity, decrypting, shown) = (
-                    bytes.clone(),
-                    identity.clone(),
-                    decrypting.clone(),
-                    run.shown.clone(),
-                );
-                let at = (offset - run.start) as usize;
-                let pack = run.pack;
-                tokio::spawn(async move {
-                    let Ok(_permit) = decrypting.acquire_owned().await else {
-                        return;
-                    };
-                    let opened = tokio::task::spawn_blocking(move || {
-                        vaultline_format::blob::open(&bytes[at..at + length as usize], &identity)
-                            .with_context(|| format!("pack {pack} is damaged (restoring {shown})"))
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(anyhow::anyhow!("a decryption task died: {e}")));
+            let Ok(_permit) = decrypting.acquire_owned().await else {
+                return;
+            };
+            // One blocking task per run: a run of many small blobs would
+            // otherwise pay a task hand-off per blob.
+            let (pack, start, shown) = (run.pack, run.start, run.shown);
+            let _ = tokio::task::spawn_blocking(move || {
+                for (id, offset, length, reply) in run.chunks {
+                    let at = (offset - start) as usize;
+                    let opened = pack_key
+                        .open(&id, &bytes[at..at + length as usize])
+                        .with_context(|| format!("pack {pack} is damaged (restoring {shown})"));
                     let _ = reply.send(opened);
-                });
-            }
+                }
+            })
+            .await;
         });
     }
 
@@ -501,6 +562,7 @@ impl Fetcher {
     /// starts that run and begins a new one.
     fn chunk(
         &mut self,
+        id: vaultline_types::ChunkId,
         location: vaultline_format::manifest::Location,
         raw_length: u32,
         shown: &str,
@@ -537,7 +599,8 @@ impl Fetcher {
         let (reply, plain) = tokio::sync::oneshot::channel();
         let run = self.run.as_mut().expect("set above");
         run.end += u64::from(location.length);
-        run.chunks.push((location.offset, location.length, reply));
+        run.chunks
+            .push((id, location.offset, location.length, reply));
         self.send(Item::Chunk {
             plain,
             raw_length,
@@ -565,6 +628,7 @@ fn read_manifest(
         repo,
         tenant,
         identity: std::sync::Arc::new(identity),
+        keys: PackKeys::default(),
         runtime,
         decrypting: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
         budget: std::sync::Arc::new(tokio::sync::Semaphore::new(AHEAD_BYTES as usize)),
@@ -600,7 +664,7 @@ fn read_manifest(
                         )));
                         break;
                     }
-                    ok = fetcher.chunk(location, chunk.raw_length, &shown);
+                    ok = fetcher.chunk(chunk.id, location, chunk.raw_length, &shown);
                 }
                 ok && fetcher.send(Item::EndFile)
             }

@@ -150,6 +150,7 @@ pub fn run_main<F>(main: F) -> ExitCode
 where
     F: std::future::Future<Output = Result<ExitCode, String>>,
 {
+    crate::allocator::bound();
     crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

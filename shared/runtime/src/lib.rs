@@ -3,6 +3,7 @@
 //! server, configuration, telemetry and the metric names.
 
 pub mod admin;
+mod allocator;
 pub mod config;
 pub mod deps;
 pub mod entry;

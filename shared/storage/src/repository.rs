@@ -255,9 +255,14 @@ impl FsRepository {
             return Ok(size);
         }
         let temp = self.temp_for(&target).await?;
-        tokio::fs::copy(local, &temp)
-            .await
-            .map_err(io_err("copy to", &temp))?;
+        // Staged files are never written again once committed, so on the same
+        // filesystem a second link stores the object without copying its
+        // bytes again (the copy read and wrote every pack a second time).
+        if tokio::fs::hard_link(local, &temp).await.is_err() {
+            tokio::fs::copy(local, &temp)
+                .await
+                .map_err(io_err("copy to", &temp))?;
+        }
         self.commit(&temp, &target).await?;
         Ok(size)
     }

@@ -111,6 +111,7 @@ fn plant_manifest(env: &Env, identity: &Path, id: &SnapshotId, entries: Vec<Entr
         source_kind: "files".into(),
         created: 1_700_000_000,
         key_id: "hostile".into(),
+        content_hash: Default::default(),
     }))?;
     let count = entries.len() as u64;
     for entry in entries {
