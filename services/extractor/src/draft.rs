@@ -228,7 +228,7 @@ impl<'a> Batches<'a> {
         Ok(())
     }
 
-    /// The dedup lookup: only chunks the tenant has not stored go on.
+    /// The runtime the walk blocks on for catalog queries.
     pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
         self.runtime
     }
@@ -238,6 +238,7 @@ impl<'a> Batches<'a> {
         self.seen.contains(id)
     }
 
+    /// The dedup lookup: only chunks the tenant has not stored go on.
     fn flush_pending(&mut self) -> Result<(), StageError> {
         if self.pending.is_empty() {
             return Ok(());
