@@ -168,7 +168,11 @@ pub(crate) struct Next {
 
 impl Next {
     pub(crate) fn create(path: PathBuf, key_id: &str, root: &[u8], racy_after: i64) -> Next {
-        let temp = path.with_extension("partial");
+        // Unique, so two extractions of one source at once (two manual
+        // triggers) never write into the same file; the last rename wins.
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = path.with_extension(format!("partial-{}-{n}", std::process::id()));
         let out = (|| -> std::io::Result<BufWriter<File>> {
             std::fs::create_dir_all(path.parent().expect("cache paths have a parent"))?;
             let mut out = BufWriter::with_capacity(256 << 10, File::create(&temp)?);
