@@ -53,18 +53,7 @@ if [ "${BENCH_GARAGE:-1}" = 1 ]; then
   ensure_garage
   kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
   stack_garage
-  python3 - "$VAULTLINE_CONFIG" "$WORK" <<'PY'
-import sys
-path, work = sys.argv[1], sys.argv[2]
-text = open(path).read().replace(f'path = "{work}/repository"\n', f"""url = "s3://vaultline/bench"
-[repository.s3]
-endpoint = "{__import__('os').environ['S3_ENDPOINT']}"
-region = "garage"
-access-key-id = "{__import__('os').environ['S3_KEY_ID']}"
-secret-access-key-file = "{work}/s3-secret"
-""")
-open(path, "w").write(text)
-PY
+  STACK_S3=1 stack_write_config
   stack_serve
   python3 scripts/bench/bench.py --garage --work "$WORK" --base "$BASE" --vl "$VL" --config "$VAULTLINE_CONFIG" \
     --serve-pid "$SERVE_PID" --admin "$ADMIN" --reps "$REPS" --out docs/benchmarks.md --mutate :

@@ -104,7 +104,6 @@ class Vaultline:
 
     def restore(self, target):
         out = run(self.vl + ["snapshots", "--tenant", self.tenant, "--json"])[3]
-        import json
         snap = json.loads(out)[0]["id"]
         return self.measured(["restore", snap, "--to", target])
 

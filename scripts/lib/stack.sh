@@ -31,9 +31,18 @@ stack_start() {
   run_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w \
     -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $WORK/pg" start >/dev/null
 
+  [ "${STACK_S3:-0}" = 1 ] && stack_garage
+  stack_write_config
+  "$VL" kek-generate "$WORK/kek.txt"
+  stack_serve
+}
+
+# Writes $WORK/vaultline.toml and exports VAULTLINE_CONFIG: the repository is
+# $WORK/repository, or with STACK_S3=1 the bucket of the Garage that
+# stack_garage started.
+stack_write_config() {
   local repository="path = \"$WORK/repository\""
   if [ "${STACK_S3:-0}" = 1 ]; then
-    stack_garage
     repository="url = \"s3://vaultline/repo\"
 [repository.s3]
 endpoint = \"$S3_ENDPOINT\"
@@ -56,8 +65,6 @@ kek-file = "$WORK/kek.txt"
 listen = "$ADMIN"
 TOML
   export VAULTLINE_CONFIG="$WORK/vaultline.toml"
-  "$VL" kek-generate "$WORK/kek.txt"
-  stack_serve
 }
 
 # (Re)starts `vaultline serve` and waits until it is ready.

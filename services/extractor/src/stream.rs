@@ -190,31 +190,22 @@ fn read_stream<'a>(
     };
     let shown = program.shown.clone();
     let what = || format!("the output of {shown}");
-    let (content, sql_tables) = if program.count_sql_rows {
-        let mut counted = Counted {
-            inner: stdout,
-            counter: SqlRowCounter::default(),
-        };
-        let content = chunk_into(
-            &mut counted,
-            &mut entry,
-            &mut batches,
-            &job.chunk_key,
-            None,
-            &what,
-        )?;
-        (content, counted.counter.finish())
-    } else {
-        let content = chunk_into(
-            stdout,
-            &mut entry,
-            &mut batches,
-            &job.chunk_key,
-            None,
-            &what,
-        )?;
-        (content, Vec::new())
+    let mut counted = Counted {
+        inner: stdout,
+        counter: program.count_sql_rows.then(SqlRowCounter::default),
     };
+    let content = chunk_into(
+        &mut counted,
+        &mut entry,
+        &mut batches,
+        &job.chunk_key,
+        None,
+        &what,
+    )?;
+    let sql_tables = counted
+        .counter
+        .map(SqlRowCounter::finish)
+        .unwrap_or_default();
     Ok((
         draft,
         StreamParts {
@@ -226,16 +217,18 @@ fn read_stream<'a>(
     ))
 }
 
-/// A reader that shows every byte it reads to a row counter.
+/// A reader that shows every byte it reads to a row counter, when there is one.
 struct Counted<R> {
     inner: R,
-    counter: SqlRowCounter,
+    counter: Option<SqlRowCounter>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.counter.feed(&buf[..n]);
+        if let Some(counter) = &mut self.counter {
+            counter.feed(&buf[..n]);
+        }
         Ok(n)
     }
 }

@@ -6,9 +6,11 @@
 //! Packs written since format 2 seal blobs with their pack's key
 //! ([`crate::pack`]): `24-byte nonce | XChaCha20-Poly1305(plaintext) | tag`,
 //! with the chunk id as associated data. Format 1 packs sealed every blob as
-//! its own age file to the tenant ([`seal`], [`open`]); restore still reads them.
+//! its own age file to the tenant; restore still reads them ([`open`]).
 
-use crate::keys::{Identity, Recipient, decrypt_with, encrypt_to};
+use crate::keys::{Identity, decrypt_with};
+#[cfg(test)]
+use crate::keys::{Recipient, encrypt_to};
 use crate::{Error, Result};
 
 const RAW: u8 = 0;
@@ -24,7 +26,6 @@ pub struct Compressor {
     zstd: zstd::bulk::Compressor<'static>,
     probe: zstd::bulk::Compressor<'static>,
     scratch: Vec<u8>,
-    level: i32,
 }
 
 impl Compressor {
@@ -37,13 +38,7 @@ impl Compressor {
             zstd: zstd::bulk::Compressor::new(level)?,
             probe: zstd::bulk::Compressor::new(1)?,
             scratch: Vec::new(),
-            level,
         })
-    }
-
-    /// The zstd level.
-    pub fn level(&self) -> i32 {
-        self.level
     }
 
     /// True when three samples of the chunk (start, middle, end) do not
@@ -105,11 +100,10 @@ pub fn unframe(framed: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
-/// Compresses and encrypts one chunk as its own age file (format 1 packs).
-///
-/// # Errors
-/// When zstd fails (it does not on in-memory input short of allocation failure).
-pub fn seal(chunk: &[u8], zstd_level: i32, recipient: &Recipient) -> Result<Vec<u8>> {
+/// Compresses and encrypts one chunk as its own age file, as format 1 packs
+/// did (nothing writes them any more; tests build old packs with it).
+#[cfg(test)]
+pub(crate) fn seal(chunk: &[u8], zstd_level: i32, recipient: &Recipient) -> Result<Vec<u8>> {
     let mut framed = Vec::with_capacity(chunk.len() / 2 + 16);
     Compressor::new(zstd_level)?.frame(chunk, &mut framed)?;
     Ok(encrypt_to(recipient, &framed))

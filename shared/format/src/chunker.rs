@@ -10,9 +10,10 @@ pub const AVG_SIZE: usize = 1024 * 1024;
 /// Largest chunk; bounds the memory one chunk can take.
 pub const MAX_SIZE: usize = 4 * 1024 * 1024;
 
-/// Splits `reader` into content-defined chunks. Memory is bounded by
-/// [`MAX_SIZE`] whatever the stream's length.
-pub fn chunks<R: Read>(reader: R) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
+/// fastcdc's own streaming chunker, which [`Chunker`] replaced; kept as the
+/// reference its cut points are tested against.
+#[cfg(test)]
+fn chunks<R: Read>(reader: R) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
     fastcdc::v2020::StreamCDC::new(reader, MIN_SIZE, AVG_SIZE, MAX_SIZE).map(|chunk| match chunk {
         Ok(chunk) => Ok(chunk.data),
         Err(fastcdc::v2020::Error::IoError(e)) => Err(e),
@@ -25,11 +26,11 @@ pub fn chunks<R: Read>(reader: R) -> impl Iterator<Item = std::io::Result<Vec<u8
 const BUFFER: usize = 4 * MAX_SIZE;
 
 /// A reusable chunker: its buffer is allocated once and kept across inputs,
-/// and chunks are lent as slices of it. [`chunks`] allocates a
+/// and chunks are lent as slices of it. fastcdc's `StreamCDC` allocates a
 /// [`MAX_SIZE`] buffer per input and copies every chunk out and every tail
 /// down; on a tree of small files or a 1 GiB dump those copies and
 /// allocations cost more than finding the cut points. Cut points are the
-/// same as [`chunks`]'s.
+/// same as `StreamCDC`'s (tested).
 pub struct Chunker {
     buf: Vec<u8>,
 }

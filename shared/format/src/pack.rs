@@ -76,9 +76,6 @@ pub enum Header {
     Key(PackKey, u64),
 }
 
-/// How many leading bytes of a pack hold its header, usually.
-pub const HEADER_GUESS: usize = 512;
-
 fn corrupt(reason: impl Into<String>) -> Error {
     Error::Corrupt {
         what: "pack",
@@ -325,12 +322,7 @@ mod tests {
     }
 
     fn key_of(pack: &[u8], id: &Identity) -> PackKey {
-        match PackKey::read(
-            &pack[..HEADER_GUESS.min(pack.len())],
-            &std::sync::Arc::new(id.clone()),
-        )
-        .unwrap()
-        {
+        match PackKey::read(pack, &std::sync::Arc::new(id.clone())).unwrap() {
             Header::Key(key, _) => key,
             Header::NeedBytes(n) => panic!("the header needs {n} bytes"),
         }
@@ -376,10 +368,7 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
-            PackKey::read(
-                &pack.out[..HEADER_GUESS],
-                &std::sync::Arc::new(Identity::generate())
-            ),
+            PackKey::read(&pack.out, &std::sync::Arc::new(Identity::generate())),
             Err(Error::WrongKey)
         ));
     }

@@ -410,8 +410,9 @@ fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -
     }
 }
 
-/// Consecutive blobs of one pack, fetched with one ranged read, then
-/// decrypted in parallel; each result goes to the writer's waiting item.
+/// Consecutive blobs of one pack, fetched with one ranged read and opened on
+/// one blocking thread (runs go in parallel); each result goes to the
+/// writer's waiting item.
 struct Run {
     pack: vaultline_types::PackId,
     start: u64,

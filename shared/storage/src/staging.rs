@@ -194,26 +194,13 @@ impl Staging {
     /// Returns how many files were removed.
     pub fn sweep(&self) -> usize {
         let now = SystemTime::now();
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
-            return 0;
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let cutoff = if entry.file_name() == CACHE_DIR {
-                now - CACHE_TTL.max(self.ttl)
-            } else {
-                now - self.ttl
-            };
-            removed += match entry.metadata() {
-                Ok(meta) if meta.is_dir() => {
-                    sweep_dir(&path, cutoff, entry.file_name() != CACHE_DIR)
-                }
-                Ok(meta) => remove_if_older(&path, &meta, cutoff),
-                Err(_) => 0,
-            };
-        }
-        removed
+        sweep_dir(&self.root, now - self.ttl, false, Some(CACHE_DIR))
+            + sweep_dir(
+                &self.cache_dir(),
+                now - CACHE_TTL.max(self.ttl),
+                false,
+                None,
+            )
     }
 
     /// Checks staging is usable (for `/health/ready`).
@@ -231,27 +218,24 @@ impl Staging {
     }
 }
 
-fn remove_if_older(path: &Path, meta: &std::fs::Metadata, cutoff: SystemTime) -> usize {
-    if meta.modified().is_ok_and(|m| m < cutoff) && std::fs::remove_file(path).is_ok() {
-        tracing::info!(path = %path.display(), "Swept expired staging item.");
-        1
-    } else {
-        0
-    }
-}
-
-fn sweep_dir(dir: &Path, cutoff: SystemTime, remove_if_empty: bool) -> usize {
+/// Removes files older than `cutoff` under `dir`, and the directories they
+/// leave empty; `skip` names an entry of `dir` itself to leave alone.
+fn sweep_dir(dir: &Path, cutoff: SystemTime, remove_if_empty: bool, skip: Option<&str>) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     let mut removed = 0;
     for entry in entries.flatten() {
+        if skip.is_some_and(|skip| entry.file_name() == skip) {
+            continue;
+        }
         let path = entry.path();
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_dir() {
-            removed += sweep_dir(&path, cutoff, true);
-        } else {
-            removed += remove_if_older(&path, &meta, cutoff);
+            removed += sweep_dir(&path, cutoff, true, None);
+        } else if meta.modified().is_ok_and(|m| m < cutoff) && std::fs::remove_file(&path).is_ok() {
+            tracing::info!(path = %path.display(), "Swept expired staging item.");
+            removed += 1;
         }
     }
     if remove_if_empty {

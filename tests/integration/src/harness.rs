@@ -8,7 +8,7 @@ use std::time::Duration;
 use vaultline_catalog::{Catalog, SnapshotRow, SnapshotStatus};
 use vaultline_runtime::Config;
 use vaultline_testkit::{Garage, NatsServer, Postgres};
-use vaultline_types::{Name, StageName};
+use vaultline_types::{Name, SnapshotId, StageName};
 
 pub(crate) struct Env {
     pub(crate) nats: NatsServer,
@@ -131,6 +131,20 @@ check-interval = "500ms"
             "exit code {code:?}"
         );
         Ok(())
+    }
+
+    /// Restores `snapshot` through the catalog with the CLI into a fresh
+    /// directory `name` under the test's root, and returns that directory.
+    pub(crate) async fn restore_to(&self, snapshot: &SnapshotId, name: &str) -> Result<PathBuf> {
+        let target = self.path(name);
+        self.cli(&[
+            "restore",
+            snapshot.as_str(),
+            "--to",
+            target.to_str().expect("utf-8 path"),
+        ])
+        .await?;
+        Ok(target)
     }
 
     /// Runs the built `vaultline` binary with only `vars` for configuration

@@ -70,14 +70,7 @@ async fn an_s3_outage_of_30_seconds_mid_upload_is_ridden_out_and_a_longer_one_fa
         "verified {:.1}s after the S3 server stopped",
         stopped.elapsed().as_secs_f64()
     );
-    let restored = env.path("restored");
-    env.cli(&[
-        "restore",
-        row.id.as_str(),
-        "--to",
-        restored.to_str().unwrap(),
-    ])
-    .await?;
+    let restored = env.restore_to(&row.id, "restored").await?;
     assert!(std::fs::read(restored.join("big.bin"))? == std::fs::read(tree.join("big.bin"))?);
     node.shutdown().await;
 
@@ -117,14 +110,7 @@ async fn a_nats_restart_mid_snapshot_is_ridden_out() -> Result<()> {
     env.nats.restart()?;
     let row = env.wait_final(1).await?;
     assert_verified(&row);
-    let restored = env.path("restored");
-    env.cli(&[
-        "restore",
-        row.id.as_str(),
-        "--to",
-        restored.to_str().unwrap(),
-    ])
-    .await?;
+    let restored = env.restore_to(&row.id, "restored").await?;
     assert!(std::fs::read(restored.join("big.bin"))? == std::fs::read(tree.join("big.bin"))?);
     node.shutdown().await;
     Ok(())

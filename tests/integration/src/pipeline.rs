@@ -88,6 +88,21 @@ pub(crate) fn snapshot_of(root: &Path) -> Result<BTreeMap<String, Node>> {
     Ok(out)
 }
 
+/// Asserts `got` holds the same paths as `want`, each with the same kind,
+/// mode, mtime and content (or target); `what` names the copy in failures.
+pub(crate) fn assert_same_tree(want: &Path, got: &Path, what: &str) -> Result<()> {
+    let (want, got) = (snapshot_of(want)?, snapshot_of(got)?);
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "{what}: the paths differ"
+    );
+    for (path, node) in &want {
+        assert!(got[path] == *node, "{path} differs after {what}");
+    }
+    Ok(())
+}
+
 fn walk(root: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut all = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -121,22 +136,8 @@ async fn a_tree_round_trips_byte_identical_and_the_second_backup_dedups() -> Res
         first.bytes_read
     );
 
-    let restored = env.path("restored");
-    env.cli(&[
-        "restore",
-        first.id.as_str(),
-        "--to",
-        restored.to_str().unwrap(),
-    ])
-    .await?;
-    let (want, got) = (snapshot_of(&tree)?, snapshot_of(&restored)?);
-    assert_eq!(
-        want.keys().collect::<Vec<_>>(),
-        got.keys().collect::<Vec<_>>()
-    );
-    for (path, node) in &want {
-        assert!(got[path] == *node, "{path} differs after restore");
-    }
+    let restored = env.restore_to(&first.id, "restored").await?;
+    assert_same_tree(&tree, &restored, "the restore")?;
 
     env.cli(&["backup", "acme/docs", "--wait", "--timeout", "300"])
         .await?;
@@ -196,26 +197,8 @@ async fn incremental_backups_reuse_unchanged_files_and_see_every_change() -> Res
         async move {
             let row = env.wait_final(n).await?;
             assert_verified(&row);
-            let restored = env.path(&format!("restored-{n}"));
-            env.cli(&[
-                "restore",
-                row.id.as_str(),
-                "--to",
-                restored.to_str().unwrap(),
-            ])
-            .await?;
-            let (want, got) = (snapshot_of(tree)?, snapshot_of(&restored)?);
-            assert_eq!(
-                want.keys().collect::<Vec<_>>(),
-                got.keys().collect::<Vec<_>>(),
-                "snapshot {n}"
-            );
-            for (path, node) in &want {
-                assert!(
-                    got[path] == *node,
-                    "{path} differs after restoring snapshot {n}"
-                );
-            }
+            let restored = env.restore_to(&row.id, &format!("restored-{n}")).await?;
+            assert_same_tree(tree, &restored, &format!("restoring snapshot {n}"))?;
             anyhow::Ok(row)
         }
     };

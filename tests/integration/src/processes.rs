@@ -84,14 +84,7 @@ async fn each_stage_runs_as_its_own_process() -> Result<()> {
         .await?;
     let row = env.wait_final(1).await?;
     assert_verified(&row);
-    let restored = env.path("restored");
-    env.cli(&[
-        "restore",
-        row.id.as_str(),
-        "--to",
-        restored.to_str().unwrap(),
-    ])
-    .await?;
+    let restored = env.restore_to(&row.id, "restored").await?;
     assert!(crate::pipeline::snapshot_of(&tree)? == crate::pipeline::snapshot_of(&restored)?);
     // Nothing of the snapshot is left in the shared bucket or any scratch directory.
     assert_eq!(staged_objects(&env).await?, Vec::<String>::new());
@@ -221,14 +214,9 @@ async fn a_stage_killed_mid_snapshot_is_resumed_and_the_snapshot_restores_byte_i
         let seen = seen.with_context(|| format!("never caught {victim} mid-snapshot"))?;
         let row = env.wait_final(snapshots as usize).await?;
         assert_verified(&row);
-        let restored = env.path(&format!("restored-{round}"));
-        env.cli(&[
-            "restore",
-            row.id.as_str(),
-            "--to",
-            restored.to_str().unwrap(),
-        ])
-        .await?;
+        let restored = env
+            .restore_to(&row.id, &format!("restored-{round}"))
+            .await?;
         assert!(
             crate::pipeline::snapshot_of(&tree)? == crate::pipeline::snapshot_of(&restored)?,
             "round {round}: killing {victim} while {seen} changed what restores"

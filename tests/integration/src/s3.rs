@@ -62,14 +62,7 @@ async fn a_tree_round_trips_through_garage_and_restores_with_no_catalog() -> Res
     }
 
     // Through the catalog.
-    let restored = env.path("restored");
-    env.cli(&[
-        "restore",
-        row.id.as_str(),
-        "--to",
-        restored.to_str().unwrap(),
-    ])
-    .await?;
+    let restored = env.restore_to(&row.id, "restored").await?;
     assert!(snapshot_of(&tree)? == snapshot_of(&restored)?);
 
     // With nothing but the bucket, the AWS variables and the identity file:
