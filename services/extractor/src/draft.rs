@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use vaultline_format::chunker;
 use vaultline_format::manifest::{
@@ -108,21 +108,23 @@ impl Draft {
 /// Inputs at least this large (or of unknown size: dumps) are read and cut
 /// on a second thread while this one hashes and stages, so CDC and hashing
 /// use both cores. Smaller files are not worth a thread each.
-const PARALLEL_FROM: u64 = 8 << 20;
+pub(crate) const PARALLEL_FROM: u64 = 8 << 20;
 
 /// Chunks `input` into `entry` (its chunk list and size), handing new chunks
-/// to `batches`; returns the digest of the content. `size` is the input's
-/// expected size when known; `what` names the input in errors.
+/// to `batches`; returns the digest of the content. `chunker` is the
+/// caller's reusable buffer; `size` is the input's expected size when
+/// known; `what` names the input in errors.
 pub(crate) fn chunk_into(
     input: impl Read + Send,
     entry: &mut Entry,
-    batches: &mut Batches<'_>,
+    batches: &Batches<'_>,
+    chunker: &mut chunker::Chunker,
     chunk_key: &[u8; 32],
     size: Option<u64>,
     what: &dyn Fn() -> String,
 ) -> Result<[u8; 32], StageError> {
     let mut hasher = ContentDigest::new(ContentHash::Blake3);
-    let mut take = |chunk: Vec<u8>, batches: &mut Batches<'_>| {
+    let mut take = |chunk: Vec<u8>| {
         hasher.update(&chunk);
         let id = chunker::chunk_id(chunk_key, &chunk);
         entry.size += chunk.len() as u64;
@@ -133,42 +135,39 @@ pub(crate) fn chunk_into(
         });
         batches.add(id, chunk)
     };
-    let mut chunker = batches.chunker.take().unwrap_or_default();
-    let (chunker, read, handled) = if size.is_some_and(|size| size < PARALLEL_FROM) {
+    let (read, handled) = if size.is_some_and(|size| size < PARALLEL_FROM) {
         let mut handled = Ok(());
         let read = chunker.chunk(input, |chunk| {
-            handled = take(chunk.to_vec(), batches);
+            handled = take(chunk.to_vec());
             if handled.is_ok() {
                 Ok(())
             } else {
                 Err(std::io::Error::other("stopped"))
             }
         });
-        (chunker, read, handled)
+        (read, handled)
     } else {
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
             let reader = scope.spawn(move || {
-                let read = chunker.chunk(input, |chunk| {
+                chunker.chunk(input, |chunk| {
                     // Fails only when the receiver stopped on an error of its own.
                     tx.send(chunk.to_vec())
                         .map_err(|_| std::io::Error::other("stopped"))
-                });
-                (chunker, read)
+                })
             });
             let mut handled = Ok(());
             for chunk in rx.iter() {
-                handled = take(chunk, batches);
+                handled = take(chunk);
                 if handled.is_err() {
                     break;
                 }
             }
             drop(rx);
-            let (chunker, read) = reader.join().expect("the chunking thread does not panic");
-            (chunker, read, handled)
+            let read = reader.join().expect("the chunking thread does not panic");
+            (read, handled)
         })
     };
-    batches.chunker = Some(chunker);
     // The stage's own error first: a read stopped by it is not the input's fault.
     handled?;
     read.map_err(|e| source_err(format!("reading {}: {e}", what())))?;
@@ -177,13 +176,17 @@ pub(crate) fn chunk_into(
 
 /// Collects new chunks into staged batch files of about `batch_bytes`.
 /// Batch file format: `chunk id (32) | u32 LE length | bytes`, repeated.
+/// Shared by the threads that read files at once: chunks from several files
+/// go into the same batches, in whatever order they come.
 pub(crate) struct Batches<'a> {
     job: &'a Job,
     runtime: &'a tokio::runtime::Handle,
+    state: Mutex<BatchState>,
+}
+
+struct BatchState {
     tx: mpsc::Sender<Outgoing>,
     seen: HashSet<ChunkId>,
-    /// Kept across inputs: one buffer for the whole extraction.
-    chunker: Option<chunker::Chunker>,
     pending: Vec<(ChunkId, Vec<u8>)>,
     pending_bytes: usize,
     current: Option<(BufWriter<File>, PathBuf)>,
@@ -202,30 +205,42 @@ impl<'a> Batches<'a> {
         Batches {
             job,
             runtime,
-            tx,
-            seen: HashSet::new(),
-            chunker: None,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            current: None,
-            current_bytes: 0,
-            current_chunks: 0,
-            index: 0,
-            bytes_new: 0,
+            state: Mutex::new(BatchState {
+                tx,
+                seen: HashSet::new(),
+                pending: Vec::new(),
+                pending_bytes: 0,
+                current: None,
+                current_bytes: 0,
+                current_chunks: 0,
+                index: 0,
+                bytes_new: 0,
+            }),
         }
     }
 
-    pub(crate) fn add(&mut self, id: ChunkId, data: Vec<u8>) -> Result<(), StageError> {
-        // A chunk repeated within the snapshot is staged once.
-        if !self.seen.insert(id) {
-            return Ok(());
-        }
-        self.pending_bytes += data.len();
-        self.pending.push((id, data));
-        if self.pending_bytes >= LOOKUP_BYTES || self.pending.len() >= LOOKUP_CHUNKS {
-            self.flush_pending()?;
-        }
-        Ok(())
+    fn state(&self) -> std::sync::MutexGuard<'_, BatchState> {
+        // A panicking reader thread takes the whole extraction down anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add(&self, id: ChunkId, data: Vec<u8>) -> Result<(), StageError> {
+        let lookup = {
+            let mut state = self.state();
+            // A chunk repeated within the snapshot is staged once.
+            if !state.seen.insert(id) {
+                return Ok(());
+            }
+            state.pending_bytes += data.len();
+            state.pending.push((id, data));
+            if state.pending_bytes < LOOKUP_BYTES && state.pending.len() < LOOKUP_CHUNKS {
+                return Ok(());
+            }
+            state.pending_bytes = 0;
+            std::mem::take(&mut state.pending)
+        };
+        // Looked up without the lock: another reader keeps adding meanwhile.
+        self.stage_new(lookup)
     }
 
     /// The runtime the walk blocks on for catalog queries.
@@ -235,34 +250,44 @@ impl<'a> Batches<'a> {
 
     /// True when this extraction already handed `id` on (staged, or found stored).
     pub(crate) fn has_seen(&self, id: &ChunkId) -> bool {
-        self.seen.contains(id)
+        self.state().seen.contains(id)
     }
 
-    /// The dedup lookup: only chunks the tenant has not stored go on.
-    fn flush_pending(&mut self) -> Result<(), StageError> {
-        if self.pending.is_empty() {
+    /// The dedup lookup: only chunks the tenant has not stored are staged.
+    fn stage_new(&self, pending: Vec<(ChunkId, Vec<u8>)>) -> Result<(), StageError> {
+        if pending.is_empty() {
             return Ok(());
         }
-        let ids: Vec<ChunkId> = self.pending.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<ChunkId> = pending.iter().map(|(id, _)| *id).collect();
         let existing = self.runtime.block_on(
             self.job
                 .deps
                 .catalog
                 .existing_chunks(&self.job.tenant, &ids),
         )?;
-        for (id, data) in std::mem::take(&mut self.pending) {
+        let mut state = self.state();
+        for (id, data) in pending {
             if !existing.contains(&id) {
-                self.write(id, &data)?;
+                state.write(self.job, id, &data)?;
             }
         }
-        self.pending_bytes = 0;
         Ok(())
     }
 
-    fn write(&mut self, id: ChunkId, data: &[u8]) -> Result<(), StageError> {
+    pub(crate) fn finish(self) -> Result<(u32, u64), StageError> {
+        let pending = std::mem::take(&mut self.state().pending);
+        self.stage_new(pending)?;
+        let mut state = self.state();
+        state.close(self.job)?;
+        Ok((state.index, state.bytes_new))
+    }
+}
+
+impl BatchState {
+    fn write(&mut self, job: &Job, id: ChunkId, data: &[u8]) -> Result<(), StageError> {
         if self.current.is_none() {
-            let key = batch_key(self.job, self.index);
-            let tmp = self.job.deps.staging.temp_path(&key)?;
+            let key = batch_key(job, self.index);
+            let tmp = job.deps.staging.temp_path(&key)?;
             let file = File::create(&tmp).map_err(staging_io(&tmp))?;
             self.current = Some((BufWriter::with_capacity(1 << 20, file), tmp));
         }
@@ -274,22 +299,22 @@ impl<'a> Batches<'a> {
         self.current_bytes += data.len() as u64;
         self.current_chunks += 1;
         self.bytes_new += data.len() as u64;
-        if self.current_bytes >= self.job.batch_bytes {
-            self.close()?;
+        if self.current_bytes >= job.batch_bytes {
+            self.close(job)?;
         }
         Ok(())
     }
 
-    fn close(&mut self) -> Result<(), StageError> {
+    fn close(&mut self, job: &Job) -> Result<(), StageError> {
         let Some((mut out, tmp)) = self.current.take() else {
             return Ok(());
         };
         out.flush().map_err(staging_io(&tmp))?;
         drop(out);
-        let key = batch_key(self.job, self.index);
-        self.job.deps.staging.commit_blocking(&tmp, &key)?;
+        let key = batch_key(job, self.index);
+        job.deps.staging.commit_blocking(&tmp, &key)?;
         let event = batch_event(
-            self.job,
+            job,
             self.index,
             key,
             self.current_chunks,
@@ -302,11 +327,5 @@ impl<'a> Batches<'a> {
         self.current_bytes = 0;
         self.current_chunks = 0;
         Ok(())
-    }
-
-    pub(crate) fn finish(mut self) -> Result<(u32, u64), StageError> {
-        self.flush_pending()?;
-        self.close()?;
-        Ok((self.index, self.bytes_new))
     }
 }

@@ -1,7 +1,7 @@
 //! The `files` source: a local directory tree, walked in name order so the
 //! same tree always yields the same manifest.
 
-use crate::draft::{Batches, Draft, Job, Summary, chunk_into, source_err};
+use crate::draft::{Batches, Draft, Job, PARALLEL_FROM, Summary, chunk_into, source_err};
 use crate::files_cache::{self, CachedFile, Next, Previous, Stat};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
+use vaultline_format::chunker::Chunker;
 use vaultline_format::manifest::{ChunkRef, Entry, EntryKind, Footer, Record, SourceDigest};
 use vaultline_runtime::{Cx, Outgoing, StageError};
 use vaultline_types::ChunkId;
@@ -34,29 +35,66 @@ pub(crate) async fn extract(job: Job, config: FilesConfig, cx: &Cx) -> Result<Su
     worker.await?
 }
 
-/// Pending entries are held back at most this many chunks (or entries)
-/// while the chunks of unchanged files are confirmed in one catalog query.
+/// Entries wait in walk order at most this many (or with this many cached
+/// chunks) while the chunks of unchanged files are confirmed in one catalog
+/// query and files ahead of them are read.
 const HELD_CHUNKS: usize = 4096;
 
-/// An entry waiting for its place in the draft.
-struct Held {
+/// Large files read at once, each on its own thread (and a second one
+/// cutting its chunks), so that two large files changed since the last
+/// backup use both cores. Smaller files are read by the walk itself: handing
+/// each to another thread cost more than it saved.
+const READERS: usize = 2;
+
+/// What reading one file yields: its entry (chunk list, size) and content
+/// digest, or `None` when it was deleted before it could be opened.
+type ReadResult = Result<Option<(Entry, [u8; 32])>, StageError>;
+
+/// A file for a reader thread.
+struct ReadJob {
+    path: PathBuf,
     entry: Entry,
-    content: [u8; 32],
-    /// Files taken from the cache: where to read them again if their chunks
-    /// are no longer stored, and their stat for the next cache.
-    reuse: Option<(PathBuf, Stat)>,
+    size: u64,
+    reply: std::sync::mpsc::SyncSender<ReadResult>,
 }
 
-/// The walk's output side: the draft, the batches, the digest and both caches.
-struct Walker<'a> {
+/// An entry waiting for its place in the draft.
+enum Slot {
+    /// Ready to record (`stat` for files).
+    Done {
+        entry: Entry,
+        content: [u8; 32],
+        stat: Option<Stat>,
+    },
+    /// Taken from the cache; kept once its chunks are confirmed stored,
+    /// read again from `path` otherwise.
+    Cached {
+        entry: Entry,
+        content: [u8; 32],
+        path: PathBuf,
+        stat: Stat,
+    },
+    /// Being read by a reader thread.
+    Reading {
+        result: std::sync::mpsc::Receiver<ReadResult>,
+        stat: Stat,
+    },
+}
+
+/// The walk's output side: the draft, the digest and both caches, with the
+/// entries waiting in order for confirmation or a reader.
+struct Walker<'a, 'b> {
     job: &'a Job,
     draft: Draft,
-    batches: Batches<'a>,
+    batches: &'b Batches<'a>,
+    reads: std::sync::mpsc::SyncSender<ReadJob>,
+    /// The walk's own chunker, for the files it reads itself.
+    chunker: Chunker,
     digest: SourceDigest,
     previous: Previous,
     next: Next,
-    held: Vec<Held>,
-    held_chunks: usize,
+    waiting: std::collections::VecDeque<Slot>,
+    cached_chunks: usize,
     entries: u64,
     files: u64,
     bytes_read: u64,
@@ -88,21 +126,135 @@ fn walk(
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let mut w = Walker {
-        job,
-        draft: Draft::create(job, "files")?,
-        batches: Batches::new(job, runtime, tx),
-        digest: SourceDigest::default(),
-        previous: Previous::open(&cache, &job.key_id, root_bytes),
-        next: Next::create(cache, &job.key_id, root_bytes, started - 1),
-        held: Vec::new(),
-        held_chunks: 0,
-        entries: 0,
-        files: 0,
-        bytes_read: 0,
-        reused: 0,
-    };
+    let batches = Batches::new(job, runtime, tx);
+    let (reads, jobs) = std::sync::mpsc::sync_channel::<ReadJob>(READERS);
+    let jobs = std::sync::Mutex::new(jobs);
+    let walked = std::thread::scope(|scope| {
+        for _ in 0..READERS {
+            scope.spawn(|| reader(&jobs, &batches, &job.chunk_key));
+        }
+        // Dropping the walker (even on an error) closes `reads`: the readers stop.
+        let w = Walker {
+            job,
+            draft: Draft::create(job, "files")?,
+            batches: &batches,
+            reads,
+            chunker: Chunker::default(),
+            digest: SourceDigest::default(),
+            previous: Previous::open(&cache, &job.key_id, root_bytes),
+            next: Next::create(cache, &job.key_id, root_bytes, started - 1),
+            waiting: std::collections::VecDeque::new(),
+            cached_chunks: 0,
+            entries: 0,
+            files: 0,
+            bytes_read: 0,
+            reused: 0,
+        };
+        walk_tree(w, root)
+    })?;
+    let Walked {
+        draft,
+        digest,
+        next,
+        entries,
+        files,
+        bytes_read,
+        reused,
+    } = walked;
+    let (batch_count, bytes_new) = batches.finish()?;
+    let source_digest = digest.finish();
+    let mut draft = draft;
+    draft.write(&Record::Footer(Footer {
+        entries,
+        bytes: bytes_read,
+        source_digest: source_digest.clone(),
+        packs: vec![],
+        tables: vec![],
+    }))?;
+    draft.commit(job)?;
+    next.commit();
+    tracing::debug!(
+        files,
+        reused,
+        "Files unchanged since the last extraction were not read."
+    );
+    Ok(Summary {
+        batches: batch_count,
+        files,
+        bytes_read,
+        bytes_new,
+        source_digest,
+        tables: vec![],
+    })
+}
 
+/// What the walk leaves for the footer once every entry is recorded.
+struct Walked {
+    draft: Draft,
+    digest: SourceDigest,
+    next: Next,
+    entries: u64,
+    files: u64,
+    bytes_read: u64,
+    reused: u64,
+}
+
+/// A reader thread: reads and chunks the files it is given, new chunks into
+/// the shared batches, until the walk closes its queue.
+fn reader(
+    jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<ReadJob>>,
+    batches: &Batches<'_>,
+    chunk_key: &[u8; 32],
+) {
+    // Staging commits find the runtime through the thread's context.
+    let _runtime = batches.runtime().enter();
+    let mut chunker = None;
+    loop {
+        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(ReadJob {
+            path,
+            mut entry,
+            size,
+            reply,
+        }) = next
+        else {
+            return;
+        };
+        let chunker = chunker.get_or_insert_with(Chunker::default);
+        let read = read_file(&path, &mut entry, size, batches, chunker, chunk_key)
+            .map(|content| content.map(|content| (entry, content)));
+        // The walk may have stopped on an error of its own: nobody to tell.
+        let _ = reply.send(read);
+    }
+}
+
+/// Reads and chunks a file into `entry`; `None` when it was deleted before
+/// it could be opened (like every backup tool, the walk then skips it).
+fn read_file(
+    path: &Path,
+    entry: &mut Entry,
+    size: u64,
+    batches: &Batches<'_>,
+    chunker: &mut Chunker,
+    chunk_key: &[u8; 32],
+) -> Result<Option<[u8; 32]>, StageError> {
+    match File::open(path) {
+        Ok(file) => chunk_into(
+            file,
+            entry,
+            batches,
+            chunker,
+            chunk_key,
+            Some(size),
+            &|| path.display().to_string(),
+        )
+        .map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(source_err(format!("opening {}: {e}", path.display()))),
+    }
+}
+
+fn walk_tree(mut w: Walker<'_, '_>, root: &Path) -> Result<Walked, StageError> {
     for item in walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
@@ -162,91 +314,102 @@ fn walk(
                         location: None,
                     })
                     .collect();
-                w.hold(Held {
+                w.cached_chunks += entry.chunks.len();
+                let content = cached.content;
+                w.wait(Slot::Cached {
                     entry,
-                    content: cached.content,
-                    reuse: Some((item.path().to_owned(), stat)),
+                    content,
+                    path: item.path().to_owned(),
+                    stat,
                 })?;
-                continue;
-            }
-            // Entries before this one go first, and must not wait for a read.
-            w.settle()?;
-            // None: deleted between listing and reading; like every backup tool, skip it.
-            if let Some(content) = w.read(&mut entry, item.path(), stat.size)? {
-                w.record(entry, content, Some(stat))?;
+            } else if let Some(slot) = w.read(entry, item.path(), stat)? {
+                w.wait(slot)?;
             }
             continue;
         } else if !kind.is_dir() {
             tracing::warn!(path = %item.path().display(), "Skipping a special file (socket, fifo or device).");
             continue;
         }
-        w.hold(Held {
+        w.wait(Slot::Done {
             entry,
             content: [0; 32],
-            reuse: None,
+            stat: None,
         })?;
     }
-    w.settle()?;
-    let Walker {
-        draft,
-        batches,
-        digest,
-        next,
-        entries,
-        files,
-        bytes_read,
-        reused,
-        ..
-    } = w;
-    let (batch_count, bytes_new) = batches.finish()?;
-    let source_digest = digest.finish();
-    let mut draft = draft;
-    draft.write(&Record::Footer(Footer {
-        entries,
-        bytes: bytes_read,
-        source_digest: source_digest.clone(),
-        packs: vec![],
-        tables: vec![],
-    }))?;
-    draft.commit(job)?;
-    next.commit();
-    tracing::debug!(
-        files,
-        reused,
-        "Files unchanged since the last extraction were not read."
-    );
-    Ok(Summary {
-        batches: batch_count,
-        files,
-        bytes_read,
-        bytes_new,
-        source_digest,
-        tables: vec![],
+    w.confirm()?;
+    w.record_ready(true)?;
+    debug_assert!(w.waiting.is_empty());
+    Ok(Walked {
+        draft: w.draft,
+        digest: w.digest,
+        next: w.next,
+        entries: w.entries,
+        files: w.files,
+        bytes_read: w.bytes_read,
+        reused: w.reused,
     })
 }
 
-impl Walker<'_> {
-    fn hold(&mut self, held: Held) -> Result<(), StageError> {
-        self.held_chunks += held.entry.chunks.len();
-        self.held.push(held);
-        if self.held_chunks >= HELD_CHUNKS || self.held.len() >= HELD_CHUNKS {
-            self.settle()?;
+impl Walker<'_, '_> {
+    /// Queues an entry behind the others and records what is ready.
+    fn wait(&mut self, slot: Slot) -> Result<(), StageError> {
+        self.waiting.push_back(slot);
+        if self.cached_chunks >= HELD_CHUNKS || self.waiting.len() >= HELD_CHUNKS {
+            self.confirm()?;
+            // Bounded: wait for the reads at the front rather than queue more.
+            self.record_ready(true)?;
         }
-        Ok(())
+        self.record_ready(false)
     }
 
-    /// Writes the held entries in order. Unchanged files keep their cached
-    /// chunks only when the catalog still has every one of them (retention
-    /// may have collected them since); otherwise they are read again.
-    fn settle(&mut self) -> Result<(), StageError> {
-        if self.held.is_empty() {
-            return Ok(());
+    /// Reads a small file now, or hands a large one to a reader thread
+    /// (waiting while both are busy); `None` when the file was deleted.
+    fn read(
+        &mut self,
+        mut entry: Entry,
+        path: &Path,
+        stat: Stat,
+    ) -> Result<Option<Slot>, StageError> {
+        if stat.size < PARALLEL_FROM {
+            let read = read_file(
+                path,
+                &mut entry,
+                stat.size,
+                self.batches,
+                &mut self.chunker,
+                &self.job.chunk_key,
+            )?;
+            return Ok(read.map(|content| Slot::Done {
+                entry,
+                content,
+                stat: Some(stat),
+            }));
         }
+        let (reply, result) = std::sync::mpsc::sync_channel(1);
+        self.reads
+            .send(ReadJob {
+                path: path.to_owned(),
+                entry,
+                size: stat.size,
+                reply,
+            })
+            .map_err(|_| StageError::transient("extractor", "the file readers stopped"))?;
+        Ok(Some(Slot::Reading { result, stat }))
+    }
+
+    /// Unchanged files keep their cached chunks only when the catalog still
+    /// has every one of them (retention may have collected them since);
+    /// otherwise they are read again.
+    fn confirm(&mut self) -> Result<(), StageError> {
+        self.cached_chunks = 0;
         let ids: Vec<ChunkId> = self
-            .held
+            .waiting
             .iter()
-            .filter(|h| h.reuse.is_some())
-            .flat_map(|h| h.entry.chunks.iter().map(|c| c.id))
+            .filter_map(|slot| match slot {
+                Slot::Cached { entry, .. } => Some(entry.chunks.iter().map(|c| c.id)),
+                _ => None,
+            })
+            .flatten()
             .filter(|id| !self.batches.has_seen(id))
             .collect();
         let stored = if ids.is_empty() {
@@ -259,16 +422,15 @@ impl Walker<'_> {
                     .existing_chunks(&self.job.tenant, &ids),
             )?
         };
-        let held = std::mem::take(&mut self.held);
-        self.held_chunks = 0;
-        for Held {
-            mut entry,
-            content,
-            reuse,
-        } in held
-        {
-            let Some((path, stat)) = reuse else {
-                self.record(entry, content, None)?;
+        for slot in std::mem::take(&mut self.waiting) {
+            let Slot::Cached {
+                mut entry,
+                content,
+                path,
+                stat,
+            } = slot
+            else {
+                self.waiting.push_back(slot);
                 continue;
             };
             let kept = entry
@@ -277,39 +439,64 @@ impl Walker<'_> {
                 .all(|c| stored.contains(&c.id) || self.batches.has_seen(&c.id));
             if kept {
                 self.reused += 1;
-                self.record(entry, content, Some(stat))?;
-                continue;
-            }
-            entry.chunks.clear();
-            entry.size = 0;
-            if let Some(content) = self.read(&mut entry, &path, stat.size)? {
-                self.record(entry, content, Some(stat))?;
+                self.waiting.push_back(Slot::Done {
+                    entry,
+                    content,
+                    stat: Some(stat),
+                });
+            } else {
+                entry.chunks.clear();
+                entry.size = 0;
+                if let Some(slot) = self.read(entry, &path, stat)? {
+                    self.waiting.push_back(slot);
+                }
             }
         }
         Ok(())
     }
 
-    /// Reads and chunks a file; `None` when it was deleted meanwhile.
-    fn read(
-        &mut self,
-        entry: &mut Entry,
-        path: &Path,
-        size: u64,
-    ) -> Result<Option<[u8; 32]>, StageError> {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(source_err(format!("opening {}: {e}", path.display()))),
-        };
-        chunk_into(
-            file,
-            entry,
-            &mut self.batches,
-            &self.job.chunk_key,
-            Some(size),
-            &|| path.display().to_string(),
-        )
-        .map(Some)
+    /// Records the entries at the front that are ready, in walk order; with
+    /// `block`, waits for reads in progress too (not for confirmation).
+    fn record_ready(&mut self, block: bool) -> Result<(), StageError> {
+        while let Some(front) = self.waiting.front() {
+            let read = match front {
+                Slot::Cached { .. } => return Ok(()),
+                Slot::Done { .. } => None,
+                Slot::Reading { result, .. } => Some(if block {
+                    result.recv().map_err(|_| ())
+                } else {
+                    match result.try_recv() {
+                        Ok(read) => Ok(read),
+                        Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(()),
+                    }
+                }),
+            };
+            let slot = self.waiting.pop_front().expect("a front entry");
+            match (slot, read) {
+                (
+                    Slot::Done {
+                        entry,
+                        content,
+                        stat,
+                    },
+                    _,
+                ) => self.record(entry, content, stat)?,
+                (Slot::Reading { stat, .. }, Some(Ok(read))) => {
+                    if let Some((entry, content)) = read? {
+                        self.record(entry, content, Some(stat))?;
+                    }
+                }
+                (Slot::Reading { .. }, _) => {
+                    return Err(StageError::transient(
+                        "extractor",
+                        "a file reader stopped without an answer",
+                    ));
+                }
+                (Slot::Cached { .. }, _) => unreachable!("returned above"),
+            }
+        }
+        Ok(())
     }
 
     /// Puts an entry in the draft, the digest and (files) the next cache.

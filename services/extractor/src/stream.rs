@@ -177,7 +177,7 @@ fn read_stream<'a>(
 ) -> Result<(Draft, StreamParts<'a>), StageError> {
     let stdout = child.stdout.take().expect("piped");
     let draft = Draft::create(job, program.kind)?;
-    let mut batches = Batches::new(job, runtime, tx);
+    let batches = Batches::new(job, runtime, tx);
     let mut entry = Entry {
         path: program.entry.as_bytes().to_vec(),
         kind: EntryKind::File,
@@ -197,7 +197,8 @@ fn read_stream<'a>(
     let content = chunk_into(
         &mut counted,
         &mut entry,
-        &mut batches,
+        &batches,
+        &mut vaultline_format::chunker::Chunker::default(),
         &job.chunk_key,
         None,
         &what,

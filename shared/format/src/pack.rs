@@ -125,7 +125,7 @@ impl PackKey {
     pub fn open(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>> {
         match self {
             PackKey::V1(identity) => blob::open(sealed, identity),
-            PackKey::V2(cipher) => blob::unframe(&open_with(cipher, &id.0, sealed)?),
+            PackKey::V2(cipher) => blob::unframe(open_with(cipher, &id.0, sealed)?),
         }
     }
 }
@@ -301,7 +301,7 @@ pub fn read_index(pack: &[u8], identity: &Identity) -> Result<Vec<IndexEntry>> {
     let sealed = &pack[start..len_at];
     let index = match &key {
         PackKey::V1(identity) => blob::open(sealed, identity)?,
-        PackKey::V2(cipher) => blob::unframe(&open_with(cipher, INDEX_AAD, sealed)?)?,
+        PackKey::V2(cipher) => blob::unframe(open_with(cipher, INDEX_AAD, sealed)?)?,
     };
     rmp_serde::from_slice(&index).map_err(|e| corrupt(format!("index: {e}")))
 }

@@ -171,6 +171,8 @@ pub async fn restore(
     let mut dir_times = Vec::new();
     let mut footer = None;
     let mut open: Option<OpenFile> = None;
+    // The opened chunks of the current run, taken in order.
+    let mut opened = Vec::new().into_iter();
     while let Some(item) = rx.recv().await {
         match item {
             Item::Failed(error) => return Err(error),
@@ -195,12 +197,15 @@ pub async fn restore(
             }
             Item::Footer(f) => footer = Some(f),
             Item::Chunk {
-                plain,
+                run,
                 raw_length,
                 budget,
             } => {
                 let file = open.as_mut().context("a chunk outside a file")?;
-                let plain = plain.await.context("a chunk task died")??;
+                if let Some(run) = run {
+                    opened = run.await.context("a chunk task died")?.into_iter();
+                }
+                let plain = opened.next().context("a run returned too few chunks")??;
                 if plain.len() != raw_length as usize {
                     bail!(
                         "a pack returned a chunk of the wrong size for {}",
@@ -227,14 +232,16 @@ pub async fn restore(
                     shown,
                 } = open.take().context("a file end without a file")?;
                 if let (Some(out), Some(path), Some(partial)) = (out, path, partial) {
-                    out.into_inner()
-                        .map_err(|e| e.into_error())
-                        .with_context(|| format!("cannot write {shown}"))?;
+                    // Through the open handle: no path lookups per file.
+                    use std::os::unix::fs::PermissionsExt;
+                    out.set_permissions(std::fs::Permissions::from_mode(entry.mode))
+                        .with_context(|| format!("cannot set the mode of {shown}"))?;
+                    let mtime = filetime::FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
+                    filetime::set_file_handle_times(&out, None, Some(mtime))
+                        .with_context(|| format!("cannot set the times of {shown}"))?;
+                    drop(out);
                     // Complete and correct: only now does it get its name.
                     partial.commit(&path)?;
-                    set_mode(&path, entry.mode)?;
-                    let mtime = filetime::FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
-                    filetime::set_file_mtime(&path, mtime)?;
                 }
                 digest.entry(&entry, hasher.finish());
                 done.files += 1;
@@ -293,11 +300,11 @@ pub async fn restore(
                         // fails midway leaves no truncated file that looks whole.
                         let partial = partial_path(&path);
                         remove_existing(&partial)?;
-                        let out = std::io::BufWriter::with_capacity(
-                            1 << 20,
-                            File::create(&partial)
-                                .with_context(|| format!("cannot create {}", partial.display()))?,
-                        );
+                        // Unbuffered: chunks arrive whole, most small files
+                        // in one, so a buffer would only add a copy (and a
+                        // large allocation per file).
+                        let out = File::create(&partial)
+                            .with_context(|| format!("cannot create {}", partial.display()))?;
                         open = Some(OpenFile {
                             entry,
                             path: Some(path),
@@ -350,10 +357,15 @@ const AHEAD_BYTES: u32 = 32 << 20;
 /// Consecutive blobs of a pack are fetched with one ranged GET up to this
 /// size (S3 and Garage serve one 8 MiB range far faster than 8 small ones).
 const RUN_BYTES: u64 = 8 << 20;
+/// When over [`AHEAD_BYTES`], the reader waits until this much is free.
+const BUDGET_WAKE: u32 = 4 << 20;
 /// Items queued between reader and writer (they are small: no chunk data).
 const QUEUED_ITEMS: usize = 1024;
 
-type ChunkResult = tokio::sync::oneshot::Receiver<Result<Vec<u8>>>;
+/// Every chunk of a run, opened, in order: the writer waits once per run,
+/// not once per chunk (for a tree of small files, a thread wake-up per file
+/// was a fifth of a restore's time).
+type RunResult = tokio::sync::oneshot::Receiver<Vec<Result<Vec<u8>>>>;
 
 /// What the manifest reader hands the writer, in manifest order.
 enum Item {
@@ -361,7 +373,8 @@ enum Item {
     /// A directory, a symlink, or the start of a file (its chunks follow, then `EndFile`).
     Entry(Entry),
     Chunk {
-        plain: ChunkResult,
+        /// Set on the first chunk of each run: the run's opened chunks.
+        run: Option<RunResult>,
         raw_length: u32,
         /// This chunk's share of [`AHEAD_BYTES`], held until it is written.
         budget: tokio::sync::OwnedSemaphorePermit,
@@ -375,7 +388,7 @@ struct OpenFile {
     entry: Entry,
     /// Where it is written, for a directory sink.
     path: Option<PathBuf>,
-    out: Option<std::io::BufWriter<File>>,
+    out: Option<File>,
     partial: Option<PartialFile>,
     hasher: ContentDigest,
     shown: String,
@@ -411,23 +424,17 @@ fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -
 }
 
 /// Consecutive blobs of one pack, fetched with one ranged read and opened on
-/// one blocking thread (runs go in parallel); each result goes to the
-/// writer's waiting item.
+/// one blocking thread (runs go in parallel); the opened chunks go to the
+/// writer together.
 struct Run {
     pack: vaultline_types::PackId,
     start: u64,
     end: u64,
     shown: String,
-    chunks: Vec<RunChunk>,
+    /// Each blob's chunk, offset and length in the pack.
+    chunks: Vec<(vaultline_types::ChunkId, u64, u32)>,
+    reply: tokio::sync::oneshot::Sender<Vec<Result<Vec<u8>>>>,
 }
-
-/// A blob of a run: its chunk, offset and length in the pack, and where its plaintext goes.
-type RunChunk = (
-    vaultline_types::ChunkId,
-    u64,
-    u32,
-    tokio::sync::oneshot::Sender<Result<Vec<u8>>>,
-);
 
 /// Each pack's key, read from its header once per restore.
 type PackKeys = std::sync::Arc<
@@ -521,9 +528,8 @@ impl Fetcher {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     let e = format!("{e:#} (restoring {})", run.shown);
-                    for (_, _, _, reply) in run.chunks {
-                        let _ = reply.send(Err(anyhow::anyhow!("{e}")));
-                    }
+                    let failed = run.chunks.iter().map(|_| Err(anyhow::anyhow!("{e}")));
+                    let _ = run.reply.send(failed.collect());
                     return;
                 }
             };
@@ -534,13 +540,13 @@ impl Fetcher {
             // otherwise pay a task hand-off per blob.
             let (pack, start, shown) = (run.pack, run.start, run.shown);
             let _ = tokio::task::spawn_blocking(move || {
-                for (id, offset, length, reply) in run.chunks {
+                let opened = run.chunks.into_iter().map(|(id, offset, length)| {
                     let at = (offset - start) as usize;
-                    let opened = pack_key
+                    pack_key
                         .open(&id, &bytes[at..at + length as usize])
-                        .with_context(|| format!("pack {pack} is damaged (restoring {shown})"));
-                    let _ = reply.send(opened);
-                }
+                        .with_context(|| format!("pack {pack} is damaged (restoring {shown})"))
+                });
+                let _ = run.reply.send(opened.collect());
             })
             .await;
         });
@@ -573,11 +579,19 @@ impl Fetcher {
         let budget = match self.budget.clone().try_acquire_many_owned(cost) {
             Ok(permit) => permit,
             Err(_) => {
-                // Over budget: start what is pending, then wait for the writer.
+                // Over budget: start what is pending, then wait for the writer
+                // to free a few MiB at once: waking for every small chunk it
+                // writes would cost a thread switch per chunk.
                 self.dispatch();
                 let budget = self.budget.clone();
-                match self.runtime.block_on(budget.acquire_many_owned(cost)) {
-                    Ok(permit) => permit,
+                let wanted = cost.max(BUDGET_WAKE);
+                match self.runtime.block_on(budget.acquire_many_owned(wanted)) {
+                    Ok(mut permit) => {
+                        let taken = permit.split(cost as usize).expect("cost <= wanted");
+                        // The rest goes back at once, for the chunks that follow.
+                        drop(permit);
+                        taken
+                    }
                     Err(_) => return false,
                 }
             }
@@ -587,23 +601,25 @@ impl Fetcher {
                 && run.end == location.offset
                 && run.end - run.start + u64::from(location.length) <= RUN_BYTES
         });
+        let mut first = None;
         if !continues {
             self.dispatch();
+            let (reply, opened) = tokio::sync::oneshot::channel();
+            first = Some(opened);
             self.run = Some(Run {
                 pack: location.pack,
                 start: location.offset,
                 end: location.offset,
                 shown: shown.to_owned(),
                 chunks: Vec::new(),
+                reply,
             });
         }
-        let (reply, plain) = tokio::sync::oneshot::channel();
         let run = self.run.as_mut().expect("set above");
         run.end += u64::from(location.length);
-        run.chunks
-            .push((id, location.offset, location.length, reply));
+        run.chunks.push((id, location.offset, location.length));
         self.send(Item::Chunk {
-            plain,
+            run: first,
             raw_length,
             budget,
         })

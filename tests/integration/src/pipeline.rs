@@ -180,6 +180,10 @@ async fn incremental_backups_reuse_unchanged_files_and_see_every_change() -> Res
     let env = Env::new().await?;
     let tree = env.path("tree");
     build_tree(&tree)?;
+    // A second large file, after small ones in walk order: both large files
+    // change below and are read at once while small ones wait between them.
+    let middle = tree.join("deep/middle.bin");
+    std::fs::write(&middle, mixed_bytes(12 << 20, 43))?;
     env.tenant_with_source(&tree).await?;
     let node = env.node().await?;
     // Files changed in the second before a backup are left out of the cache
@@ -224,6 +228,10 @@ async fn incremental_backups_reuse_unchanged_files_and_see_every_change() -> Res
     big.seek(std::io::SeekFrom::Start(20 << 20))?;
     big.write_all(&[7u8; 4096])?;
     drop(big);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&middle)?
+        .write_all(&mixed_bytes(1 << 20, 44))?;
     filetime::set_file_mtime(
         tree.join("big.bin"),
         filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789),
