@@ -17,6 +17,9 @@ pub const STAGING_BUCKET: &str = "VAULTLINE_STAGING";
 /// next, so larger chunks go faster (about 450 MB/s on loopback).
 const CHUNK_SIZE: usize = 512 << 10;
 
+/// The longest a staged item may take to read (items are at most a pack).
+const GET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A handle on the staging bucket.
 #[derive(Clone)]
 pub struct StagingStore {
@@ -86,8 +89,15 @@ impl StagingStore {
         let mut file = tokio::fs::File::create(local)
             .await
             .map_err(|e| js_err("staging get")(format!("{}: {e}", local.display())))?;
-        tokio::io::copy(&mut object, &mut file)
+        // An item whose chunks expire (TTL) while it is read leaves the
+        // reader waiting for messages that will never come: bounded.
+        tokio::time::timeout(GET_TIMEOUT, tokio::io::copy(&mut object, &mut file))
             .await
+            .map_err(|_| {
+                js_err("staging get")(format!(
+                    "{name}: not read within {GET_TIMEOUT:?} (expired while being read?)"
+                ))
+            })?
             .map_err(|e| js_err("staging get")(format!("{name}: {e}")))?;
         file.sync_all()
             .await

@@ -129,22 +129,34 @@ impl Repository {
         match self {
             Repository::S3(s3) => s3.digest(key).await,
             Repository::Fs(fs) => {
-                let path = fs.root.join(key);
-                let mut file = tokio::fs::File::open(&path)
-                    .await
-                    .map_err(|e| not_found_or(e, "object", key, &path))?;
-                let mut hasher = sha2::Sha256::new();
-                let mut buf = vec![0u8; 1 << 20];
-                let mut size = 0u64;
-                loop {
-                    let n = file.read(&mut buf).await.map_err(io_err("read", &path))?;
-                    if n == 0 {
-                        break;
+                // One blocking task per object: tokio's file reads would hop
+                // to the blocking pool and copy through its buffer per read.
+                let (path, key) = (fs.root.join(key), key.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Read;
+                    let mut file = std::fs::File::open(&path)
+                        .map_err(|e| not_found_or(e, "object", &key, &path))?;
+                    let mut hasher = sha2::Sha256::new();
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut size = 0u64;
+                    loop {
+                        let n = match file.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(io_err("read", &path)(e)),
+                        };
+                        hasher.update(&buf[..n]);
+                        size += n as u64;
                     }
-                    hasher.update(&buf[..n]);
-                    size += n as u64;
-                }
-                Ok((hasher.finalize().into(), size))
+                    Ok((hasher.finalize().into(), size))
+                })
+                .await
+                .map_err(|e| crate::Error::Io {
+                    op: "hash",
+                    path: fs.root.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?
             }
         }
     }
