@@ -107,7 +107,8 @@ impl Draft {
 
 /// Inputs at least this large (or of unknown size: dumps) are read and cut
 /// on a second thread while this one hashes and stages, so CDC and hashing
-/// use both cores. Smaller files are not worth a thread each.
+/// use both cores; the files source also reads such files on reader threads
+/// of their own. Smaller files are not worth a thread each.
 pub(crate) const PARALLEL_FROM: u64 = 8 << 20;
 
 /// Chunks `input` into `entry` (its chunk list and size), handing new chunks
@@ -248,9 +249,18 @@ impl<'a> Batches<'a> {
         self.runtime
     }
 
-    /// True when this extraction already handed `id` on (staged, or found stored).
-    pub(crate) fn has_seen(&self, id: &ChunkId) -> bool {
-        self.state().seen.contains(id)
+    /// The ids of `chunks` this extraction has not handed on yet (staged, or
+    /// found stored), under one lock.
+    pub(crate) fn unseen<'c>(
+        &self,
+        chunks: impl IntoIterator<Item = &'c ChunkRef>,
+    ) -> HashSet<ChunkId> {
+        let state = self.state();
+        chunks
+            .into_iter()
+            .map(|c| c.id)
+            .filter(|id| !state.seen.contains(id))
+            .collect()
     }
 
     /// The dedup lookup: only chunks the tenant has not stored are staged.

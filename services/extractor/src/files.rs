@@ -81,20 +81,26 @@ enum Slot {
     },
 }
 
-/// The walk's output side: the draft, the digest and both caches, with the
-/// entries waiting in order for confirmation or a reader.
+/// The walk's output side: the entries waiting in order for confirmation or
+/// a reader, and what they are recorded into.
 struct Walker<'a, 'b> {
     job: &'a Job,
-    draft: Draft,
     batches: &'b Batches<'a>,
     reads: std::sync::mpsc::SyncSender<ReadJob>,
     /// The walk's own chunker, for the files it reads itself.
     chunker: Chunker,
-    digest: SourceDigest,
     previous: Previous,
-    next: Next,
     waiting: std::collections::VecDeque<Slot>,
     cached_chunks: usize,
+    recorded: Recorded,
+}
+
+/// Where entries go in walk order: the draft, the digest and the next cache,
+/// with the counts for the footer.
+struct Recorded {
+    draft: Draft,
+    digest: SourceDigest,
+    next: Next,
     entries: u64,
     files: u64,
     bytes_read: u64,
@@ -129,41 +135,41 @@ fn walk(
     let batches = Batches::new(job, runtime, tx);
     let (reads, jobs) = std::sync::mpsc::sync_channel::<ReadJob>(READERS);
     let jobs = std::sync::Mutex::new(jobs);
-    let walked = std::thread::scope(|scope| {
+    let recorded = std::thread::scope(|scope| {
         for _ in 0..READERS {
             scope.spawn(|| reader(&jobs, &batches, &job.chunk_key));
         }
-        // Dropping the walker (even on an error) closes `reads`: the readers stop.
         let w = Walker {
             job,
-            draft: Draft::create(job, "files")?,
             batches: &batches,
             reads,
             chunker: Chunker::default(),
-            digest: SourceDigest::default(),
             previous: Previous::open(&cache, &job.key_id, root_bytes),
-            next: Next::create(cache, &job.key_id, root_bytes, started - 1),
             waiting: std::collections::VecDeque::new(),
             cached_chunks: 0,
-            entries: 0,
-            files: 0,
-            bytes_read: 0,
-            reused: 0,
+            recorded: Recorded {
+                draft: Draft::create(job, "files")?,
+                digest: SourceDigest::default(),
+                next: Next::create(cache, &job.key_id, root_bytes, started - 1),
+                entries: 0,
+                files: 0,
+                bytes_read: 0,
+                reused: 0,
+            },
         };
         walk_tree(w, root)
     })?;
-    let Walked {
-        draft,
+    let Recorded {
+        mut draft,
         digest,
         next,
         entries,
         files,
         bytes_read,
         reused,
-    } = walked;
+    } = recorded;
     let (batch_count, bytes_new) = batches.finish()?;
     let source_digest = digest.finish();
-    let mut draft = draft;
     draft.write(&Record::Footer(Footer {
         entries,
         bytes: bytes_read,
@@ -186,17 +192,6 @@ fn walk(
         source_digest,
         tables: vec![],
     })
-}
-
-/// What the walk leaves for the footer once every entry is recorded.
-struct Walked {
-    draft: Draft,
-    digest: SourceDigest,
-    next: Next,
-    entries: u64,
-    files: u64,
-    bytes_read: u64,
-    reused: u64,
 }
 
 /// A reader thread: reads and chunks the files it is given, new chunks into
@@ -254,7 +249,9 @@ fn read_file(
     }
 }
 
-fn walk_tree(mut w: Walker<'_, '_>, root: &Path) -> Result<Walked, StageError> {
+/// Walks the tree and records every entry; dropping the walker on return
+/// (even on an error) closes the readers' queue, so they stop.
+fn walk_tree(mut w: Walker<'_, '_>, root: &Path) -> Result<Recorded, StageError> {
     for item in walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
@@ -339,15 +336,7 @@ fn walk_tree(mut w: Walker<'_, '_>, root: &Path) -> Result<Walked, StageError> {
     w.confirm()?;
     w.record_ready(true)?;
     debug_assert!(w.waiting.is_empty());
-    Ok(Walked {
-        draft: w.draft,
-        digest: w.digest,
-        next: w.next,
-        entries: w.entries,
-        files: w.files,
-        bytes_read: w.bytes_read,
-        reused: w.reused,
-    })
+    Ok(w.recorded)
 }
 
 impl Walker<'_, '_> {
@@ -402,19 +391,17 @@ impl Walker<'_, '_> {
     /// otherwise they are read again.
     fn confirm(&mut self) -> Result<(), StageError> {
         self.cached_chunks = 0;
-        let ids: Vec<ChunkId> = self
-            .waiting
-            .iter()
-            .filter_map(|slot| match slot {
-                Slot::Cached { entry, .. } => Some(entry.chunks.iter().map(|c| c.id)),
-                _ => None,
-            })
-            .flatten()
-            .filter(|id| !self.batches.has_seen(id))
-            .collect();
-        let stored = if ids.is_empty() {
+        // Chunks this extraction already handed on need no lookup.
+        let unseen = self
+            .batches
+            .unseen(self.waiting.iter().flat_map(|slot| match slot {
+                Slot::Cached { entry, .. } => entry.chunks.as_slice(),
+                _ => &[],
+            }));
+        let stored = if unseen.is_empty() {
             HashSet::new()
         } else {
+            let ids: Vec<ChunkId> = unseen.iter().copied().collect();
             self.batches.runtime().block_on(
                 self.job
                     .deps
@@ -436,9 +423,9 @@ impl Walker<'_, '_> {
             let kept = entry
                 .chunks
                 .iter()
-                .all(|c| stored.contains(&c.id) || self.batches.has_seen(&c.id));
+                .all(|c| !unseen.contains(&c.id) || stored.contains(&c.id));
             if kept {
-                self.reused += 1;
+                self.recorded.reused += 1;
                 self.waiting.push_back(Slot::Done {
                     entry,
                     content,
@@ -458,47 +445,41 @@ impl Walker<'_, '_> {
     /// Records the entries at the front that are ready, in walk order; with
     /// `block`, waits for reads in progress too (not for confirmation).
     fn record_ready(&mut self, block: bool) -> Result<(), StageError> {
-        while let Some(front) = self.waiting.front() {
-            let read = match front {
-                Slot::Cached { .. } => return Ok(()),
-                Slot::Done { .. } => None,
-                Slot::Reading { result, .. } => Some(if block {
-                    result.recv().map_err(|_| ())
-                } else {
-                    match result.try_recv() {
-                        Ok(read) => Ok(read),
-                        Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
-                        Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(()),
-                    }
-                }),
+        loop {
+            // A read's result; `None` when its reader died without one.
+            let read = match self.waiting.front() {
+                None | Some(Slot::Cached { .. }) => return Ok(()),
+                Some(Slot::Done { .. }) => None,
+                Some(Slot::Reading { result, .. }) if block => Some(result.recv().ok()),
+                Some(Slot::Reading { result, .. }) => match result.try_recv() {
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                    read => Some(read.ok()),
+                },
             };
-            let slot = self.waiting.pop_front().expect("a front entry");
-            match (slot, read) {
-                (
-                    Slot::Done {
-                        entry,
-                        content,
-                        stat,
-                    },
-                    _,
-                ) => self.record(entry, content, stat)?,
-                (Slot::Reading { stat, .. }, Some(Ok(read))) => {
-                    if let Some((entry, content)) = read? {
-                        self.record(entry, content, Some(stat))?;
+            match self.waiting.pop_front().expect("the front entry") {
+                Slot::Done {
+                    entry,
+                    content,
+                    stat,
+                } => self.recorded.record(entry, content, stat)?,
+                Slot::Reading { stat, .. } => {
+                    let read = read.flatten().ok_or_else(|| {
+                        StageError::transient(
+                            "extractor",
+                            "a file reader stopped without an answer",
+                        )
+                    })??;
+                    if let Some((entry, content)) = read {
+                        self.recorded.record(entry, content, Some(stat))?;
                     }
                 }
-                (Slot::Reading { .. }, _) => {
-                    return Err(StageError::transient(
-                        "extractor",
-                        "a file reader stopped without an answer",
-                    ));
-                }
-                (Slot::Cached { .. }, _) => unreachable!("returned above"),
+                Slot::Cached { .. } => unreachable!("returned above"),
             }
         }
-        Ok(())
     }
+}
 
+impl Recorded {
     /// Puts an entry in the draft, the digest and (files) the next cache.
     fn record(
         &mut self,

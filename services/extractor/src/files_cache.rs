@@ -2,7 +2,7 @@
 //! stat fields, content digest and chunk list. An incremental backup reads
 //! only files whose size, mtime, ctime or inode changed, as restic and borg
 //! do; the others reuse their chunk list once the catalog confirms those
-//! chunks are still stored (see `files::Walker::settle`).
+//! chunks are still stored (see `files::Walker::confirm`).
 //!
 //! Like restic's and borg's caches it is kept on the extractor's own disk
 //! (`<staging.path>/.cache`), so it never leaves the host that read the files.

@@ -2,10 +2,9 @@
 //! gets its pack and offset from the catalog, then the records are written
 //! zstd-compressed and age-encrypted to the tenant.
 
-use sha2::Digest;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::sync::Arc;
 use vaultline_format::keys::parse_recipient;
@@ -140,21 +139,9 @@ pub(crate) async fn write(
 
 async fn file_digest(path: PathBuf) -> Result<(u64, String), StageError> {
     tokio::task::spawn_blocking(move || {
-        let mut file = File::open(&path).map_err(|e| StageError::transient("staging", e))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| StageError::transient("staging", e))?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            hasher.update(&buf[..n]);
-        }
-        Ok((size, hex::encode(hasher.finalize())))
+        let (digest, size) = vaultline_storage::sha256_file(&path)
+            .map_err(|e| StageError::transient("staging", e))?;
+        Ok((size, hex::encode(digest)))
     })
     .await?
 }

@@ -110,7 +110,7 @@ pub fn unframe(mut framed: Vec<u8>) -> Result<Vec<u8>> {
             let size = match zstd::zstd_safe::get_frame_content_size(payload) {
                 Ok(Some(size)) if size <= MAX_PLAIN => size as usize,
                 Ok(Some(size)) => return Err(corrupt(format!("a frame of {size} bytes"))),
-                // Frames without a recorded size (none are written): stream them.
+                // Format 1 blobs were streamed, without a recorded size.
                 Ok(None) => {
                     let mut out = Vec::with_capacity(payload.len() * 3);
                     zstd::stream::copy_decode(payload, &mut out)

@@ -123,9 +123,15 @@ impl PackKey {
     /// # Errors
     /// [`Error::Corrupt`] for damaged bytes (or a blob that is not `id`'s).
     pub fn open(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.open_bound(&id.0, sealed)
+    }
+
+    /// Opens a blob or index sealed with associated data `aad` (format 1
+    /// had none: each was its own age file).
+    fn open_bound(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         match self {
             PackKey::V1(identity) => blob::open(sealed, identity),
-            PackKey::V2(cipher) => blob::unframe(open_with(cipher, &id.0, sealed)?),
+            PackKey::V2(cipher) => blob::unframe(open_with(cipher, aad, sealed)?),
         }
     }
 }
@@ -298,11 +304,7 @@ pub fn read_index(pack: &[u8], identity: &Identity) -> Result<Vec<IndexEntry>> {
         .checked_sub(index_len)
         .filter(|s| *s as u64 >= first_blob)
         .ok_or_else(|| corrupt("index length out of range"))?;
-    let sealed = &pack[start..len_at];
-    let index = match &key {
-        PackKey::V1(identity) => blob::open(sealed, identity)?,
-        PackKey::V2(cipher) => blob::unframe(open_with(cipher, INDEX_AAD, sealed)?)?,
-    };
+    let index = key.open_bound(INDEX_AAD, &pack[start..len_at])?;
     rmp_serde::from_slice(&index).map_err(|e| corrupt(format!("index: {e}")))
 }
 

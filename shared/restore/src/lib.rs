@@ -527,9 +527,9 @@ impl Fetcher {
             let (pack_key, bytes) = match fetched.await {
                 Ok(fetched) => fetched,
                 Err(e) => {
-                    let e = format!("{e:#} (restoring {})", run.shown);
-                    let failed = run.chunks.iter().map(|_| Err(anyhow::anyhow!("{e}")));
-                    let _ = run.reply.send(failed.collect());
+                    // The writer stops at the run's first chunk.
+                    let e = anyhow::anyhow!("{e:#} (restoring {})", run.shown);
+                    let _ = run.reply.send(vec![Err(e)]);
                     return;
                 }
             };

@@ -70,6 +70,31 @@ impl Error {
 /// Result of the storage layer.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// SHA-256 and size of a local file, read on the calling (blocking) thread:
+/// the digest recorded for, and checked against, every stored object.
+///
+/// # Errors
+/// When the file cannot be opened or read.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<([u8; 32], u64)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hasher.finalize().into(), size))
+}
+
 pub(crate) fn io_err(
     op: &'static str,
     path: &std::path::Path,

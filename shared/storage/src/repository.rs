@@ -3,7 +3,6 @@
 //! temporary name, fsync, rename).
 
 use crate::{Result, S3Repository, check_key, io_err, temp_suffix};
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use vaultline_types::{Name, PackId, SnapshotId};
@@ -133,23 +132,7 @@ impl Repository {
                 // to the blocking pool and copy through its buffer per read.
                 let (path, key) = (fs.root.join(key), key.to_owned());
                 tokio::task::spawn_blocking(move || {
-                    use std::io::Read;
-                    let mut file = std::fs::File::open(&path)
-                        .map_err(|e| not_found_or(e, "object", &key, &path))?;
-                    let mut hasher = sha2::Sha256::new();
-                    let mut buf = vec![0u8; 1 << 20];
-                    let mut size = 0u64;
-                    loop {
-                        let n = match file.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(io_err("read", &path)(e)),
-                        };
-                        hasher.update(&buf[..n]);
-                        size += n as u64;
-                    }
-                    Ok((hasher.finalize().into(), size))
+                    crate::sha256_file(&path).map_err(|e| not_found_or(e, "object", &key, &path))
                 })
                 .await
                 .map_err(|e| crate::Error::Io {
@@ -319,6 +302,7 @@ impl FsRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     #[tokio::test]
     async fn objects_round_trip_and_puts_are_idempotent() {
