@@ -125,9 +125,9 @@ pub(crate) fn chunk_into(
     what: &dyn Fn() -> String,
 ) -> Result<[u8; 32], StageError> {
     let mut hasher = ContentDigest::new(ContentHash::Blake3);
-    let mut take = |chunk: Vec<u8>| {
-        hasher.update(&chunk);
-        let id = chunker::chunk_id(chunk_key, &chunk);
+    let mut take = |chunk: &[u8]| {
+        hasher.update(chunk);
+        let id = chunker::chunk_id(chunk_key, chunk);
         entry.size += chunk.len() as u64;
         entry.chunks.push(ChunkRef {
             id,
@@ -139,7 +139,7 @@ pub(crate) fn chunk_into(
     let (read, handled) = if size.is_some_and(|size| size < PARALLEL_FROM) {
         let mut handled = Ok(());
         let read = chunker.chunk(input, |chunk| {
-            handled = take(chunk.to_vec());
+            handled = take(chunk);
             if handled.is_ok() {
                 Ok(())
             } else {
@@ -149,17 +149,16 @@ pub(crate) fn chunk_into(
         (read, handled)
     } else {
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<chunker::SharedChunk>(4);
             let reader = scope.spawn(move || {
-                chunker.chunk(input, |chunk| {
+                chunker.chunk_shared(input, |chunk| {
                     // Fails only when the receiver stopped on an error of its own.
-                    tx.send(chunk.to_vec())
-                        .map_err(|_| std::io::Error::other("stopped"))
+                    tx.send(chunk).map_err(|_| std::io::Error::other("stopped"))
                 })
             });
             let mut handled = Ok(());
             for chunk in rx.iter() {
-                handled = take(chunk);
+                handled = take(&chunk);
                 if handled.is_err() {
                     break;
                 }
@@ -225,13 +224,17 @@ impl<'a> Batches<'a> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn add(&self, id: ChunkId, data: Vec<u8>) -> Result<(), StageError> {
+    /// Hands on a chunk: staged unless this extraction saw it already or
+    /// the catalog finds it stored. Only such chunks are copied, to wait
+    /// for their lookup.
+    pub(crate) fn add(&self, id: ChunkId, data: &[u8]) -> Result<(), StageError> {
+        // A chunk repeated within the snapshot is staged once.
+        if !self.state().seen.insert(id) {
+            return Ok(());
+        }
+        let data = data.to_vec();
         let lookup = {
             let mut state = self.state();
-            // A chunk repeated within the snapshot is staged once.
-            if !state.seen.insert(id) {
-                return Ok(());
-            }
             state.pending_bytes += data.len();
             state.pending.push((id, data));
             if state.pending_bytes < LOOKUP_BYTES && state.pending.len() < LOOKUP_CHUNKS {
@@ -261,6 +264,31 @@ impl<'a> Batches<'a> {
             .map(|c| c.id)
             .filter(|id| !state.seen.contains(id))
             .collect()
+    }
+
+    /// Looks up `ids` (those not seen yet) in the catalog now, and counts
+    /// the stored ones as seen: chunks of them read later are not staged.
+    pub(crate) fn confirm_stored(
+        &self,
+        ids: impl IntoIterator<Item = ChunkId>,
+    ) -> Result<(), StageError> {
+        let ids: Vec<ChunkId> = {
+            let state = self.state();
+            ids.into_iter()
+                .filter(|id| !state.seen.contains(id))
+                .collect()
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let stored = self.runtime.block_on(
+            self.job
+                .deps
+                .catalog
+                .existing_chunks(&self.job.tenant, &ids),
+        )?;
+        self.state().seen.extend(stored);
+        Ok(())
     }
 
     /// The dedup lookup: only chunks the tenant has not stored are staged.

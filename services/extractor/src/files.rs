@@ -35,10 +35,15 @@ pub(crate) async fn extract(job: Job, config: FilesConfig, cx: &Cx) -> Result<Su
     worker.await?
 }
 
-/// Entries wait in walk order at most this many (or with this many cached
-/// chunks) while the chunks of unchanged files are confirmed in one catalog
-/// query and files ahead of them are read.
+/// The chunks of unchanged files are confirmed in one catalog query once
+/// this many are waiting.
 const HELD_CHUNKS: usize = 4096;
+
+/// Entries wait in walk order, for confirmation or for a large file ahead
+/// of them being read, taking at most about this much memory; the walk goes
+/// on meanwhile, so the small files behind a large one are read (or found
+/// unchanged) while it is. 16 MiB holds some 60,000 small files.
+const HELD_BYTES: usize = 16 << 20;
 
 /// Large files read at once, each on its own thread (and a second one
 /// cutting its chunks), so that two large files changed since the last
@@ -81,6 +86,26 @@ enum Slot {
     },
 }
 
+impl Slot {
+    /// About the memory the slot takes while it waits.
+    fn weight(&self) -> usize {
+        let entry = match self {
+            Slot::Done { entry, .. } => entry,
+            Slot::Cached { entry, path, .. } => {
+                return size_of::<Slot>()
+                    + entry.path.len()
+                    + path.as_os_str().len()
+                    + entry.chunks.len() * size_of::<ChunkRef>();
+            }
+            Slot::Reading { .. } => return size_of::<Slot>(),
+        };
+        size_of::<Slot>()
+            + entry.path.len()
+            + entry.target.as_ref().map_or(0, Vec::len)
+            + entry.chunks.len() * size_of::<ChunkRef>()
+    }
+}
+
 /// The walk's output side: the entries waiting in order for confirmation or
 /// a reader, and what they are recorded into.
 struct Walker<'a, 'b> {
@@ -91,6 +116,8 @@ struct Walker<'a, 'b> {
     chunker: Chunker,
     previous: Previous,
     waiting: std::collections::VecDeque<Slot>,
+    /// What the waiting entries take, about ([`Slot::weight`]).
+    held_bytes: usize,
     cached_chunks: usize,
     recorded: Recorded,
 }
@@ -131,7 +158,7 @@ fn walk(
     let root_bytes = root.as_os_str().as_bytes();
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .unwrap_or_default();
     let batches = Batches::new(job, runtime, tx);
     let (reads, jobs) = std::sync::mpsc::sync_channel::<ReadJob>(READERS);
     let jobs = std::sync::Mutex::new(jobs);
@@ -146,11 +173,12 @@ fn walk(
             chunker: Chunker::default(),
             previous: Previous::open(&cache, &job.key_id, root_bytes),
             waiting: std::collections::VecDeque::new(),
+            held_bytes: 0,
             cached_chunks: 0,
             recorded: Recorded {
                 draft: Draft::create(job, "files")?,
                 digest: SourceDigest::default(),
-                next: Next::create(cache, &job.key_id, root_bytes, started - 1),
+                next: Next::create(cache, &job.key_id, root_bytes, started),
                 entries: 0,
                 files: 0,
                 bytes_read: 0,
@@ -300,27 +328,40 @@ fn walk_tree(mut w: Walker<'_, '_>, root: &Path) -> Result<Recorded, StageError>
         } else if kind.is_file() {
             entry.kind = EntryKind::File;
             let stat = Stat::of(&meta);
-            if let Some(cached) = w.previous.unchanged(&entry.path, &stat) {
-                entry.size = stat.size;
-                entry.chunks = cached
-                    .chunks
-                    .iter()
-                    .map(|&(id, raw_length)| ChunkRef {
-                        id,
-                        raw_length,
-                        location: None,
-                    })
-                    .collect();
-                w.cached_chunks += entry.chunks.len();
-                let content = cached.content;
-                w.wait(Slot::Cached {
-                    entry,
-                    content,
-                    path: item.path().to_owned(),
-                    stat,
-                })?;
-            } else if let Some(slot) = w.read(entry, item.path(), stat)? {
-                w.wait(slot)?;
+            match w.previous.find(&entry.path) {
+                Some(cached) if cached.stat == stat => {
+                    entry.size = stat.size;
+                    entry.chunks = cached
+                        .chunks
+                        .iter()
+                        .map(|&(id, raw_length)| ChunkRef {
+                            id,
+                            raw_length,
+                            location: None,
+                        })
+                        .collect();
+                    w.cached_chunks += entry.chunks.len();
+                    let content = cached.content;
+                    w.wait(Slot::Cached {
+                        entry,
+                        content,
+                        path: item.path().to_owned(),
+                        stat,
+                    })?;
+                }
+                changed => {
+                    if let Some(changed) = changed.filter(|_| stat.size >= PARALLEL_FROM) {
+                        // A large file changed in place (a log, a dump, a
+                        // disk image) mostly keeps its old chunks: those
+                        // still stored are confirmed in one query now, not
+                        // looked up batch by batch while it is read.
+                        w.batches
+                            .confirm_stored(changed.chunks.iter().map(|&(id, _)| id))?;
+                    }
+                    if let Some(slot) = w.read(entry, item.path(), stat)? {
+                        w.wait(slot)?;
+                    }
+                }
             }
             continue;
         } else if !kind.is_dir() {
@@ -342,8 +383,12 @@ fn walk_tree(mut w: Walker<'_, '_>, root: &Path) -> Result<Recorded, StageError>
 impl Walker<'_, '_> {
     /// Queues an entry behind the others and records what is ready.
     fn wait(&mut self, slot: Slot) -> Result<(), StageError> {
+        self.held_bytes += slot.weight();
         self.waiting.push_back(slot);
-        if self.cached_chunks >= HELD_CHUNKS || self.waiting.len() >= HELD_CHUNKS {
+        if self.cached_chunks >= HELD_CHUNKS {
+            self.confirm()?;
+        }
+        if self.held_bytes >= HELD_BYTES {
             self.confirm()?;
             // Bounded: wait for the reads at the front rather than queue more.
             self.record_ready(true)?;
@@ -439,6 +484,7 @@ impl Walker<'_, '_> {
                 }
             }
         }
+        self.held_bytes = self.waiting.iter().map(Slot::weight).sum();
         Ok(())
     }
 
@@ -456,7 +502,9 @@ impl Walker<'_, '_> {
                     read => Some(read.ok()),
                 },
             };
-            match self.waiting.pop_front().expect("the front entry") {
+            let front = self.waiting.pop_front().expect("the front entry");
+            self.held_bytes -= front.weight();
+            match front {
                 Slot::Done {
                     entry,
                     content,

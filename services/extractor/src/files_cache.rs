@@ -137,9 +137,9 @@ impl Previous {
         }
     }
 
-    /// The cached record of `path` when its stat fields are all unchanged.
-    /// Calls must come in walk order.
-    pub(crate) fn unchanged(&mut self, path: &[u8], stat: &Stat) -> Option<CachedFile> {
+    /// The cached record of `path`, changed or not (the caller compares
+    /// its stat). Calls must come in walk order.
+    pub(crate) fn find(&mut self, path: &[u8]) -> Option<CachedFile> {
         loop {
             let order = walk_order(&self.next.as_ref()?.path, path);
             match order {
@@ -148,7 +148,7 @@ impl Previous {
                 Ordering::Equal => {
                     let file = self.next.take().expect("checked above");
                     self.advance();
-                    return (file.stat == *stat).then_some(file);
+                    return Some(file);
                 }
             }
         }
@@ -161,13 +161,28 @@ pub(crate) struct Next {
     out: Option<BufWriter<File>>,
     temp: PathBuf,
     path: PathBuf,
-    /// Files changed this recently (seconds since the epoch) are left out:
-    /// a write in the same clock tick as our read would look unchanged.
-    racy_after: i64,
+    /// When the walk began (nanoseconds since the epoch). Files changed
+    /// just before are left out: a write in the same clock tick as our read
+    /// would look unchanged.
+    started: i128,
+}
+
+/// Linux stamps writes from a clock that ticks once a jiffy (at most 10 ms):
+/// a file changed less than this before the walk began is not cached.
+const RACY_MARGIN_NANOS: i128 = 100_000_000;
+
+fn nanos(seconds: i64, nanos: i64) -> i128 {
+    i128::from(seconds) * 1_000_000_000 + i128::from(nanos)
 }
 
 impl Next {
-    pub(crate) fn create(path: PathBuf, key_id: &str, root: &[u8], racy_after: i64) -> Next {
+    /// `started`: when the walk began, since the epoch.
+    pub(crate) fn create(
+        path: PathBuf,
+        key_id: &str,
+        root: &[u8],
+        started: std::time::Duration,
+    ) -> Next {
         // Unique, so two extractions of one source at once (two manual
         // triggers) never write into the same file; the last rename wins.
         static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -191,12 +206,29 @@ impl Next {
             out,
             temp,
             path,
-            racy_after,
+            started: started.as_nanos() as i128,
         }
     }
 
+    /// Whether the file was changed too close to the walk's start to trust
+    /// its stat next time.
+    fn racy(&self, stat: &Stat) -> bool {
+        if stat.mtime_nanos == 0 && stat.ctime_nanos == 0 {
+            // Whole-second timestamps (a filesystem that keeps no finer):
+            // anything from the second before the walk began on.
+            let second = nanos(
+                i64::try_from(self.started / 1_000_000_000).unwrap_or(i64::MAX) - 1,
+                0,
+            );
+            return nanos(stat.mtime, 0) >= second || nanos(stat.ctime, 0) >= second;
+        }
+        let cutoff = self.started - RACY_MARGIN_NANOS;
+        nanos(stat.mtime, stat.mtime_nanos) >= cutoff
+            || nanos(stat.ctime, stat.ctime_nanos) >= cutoff
+    }
+
     pub(crate) fn add(&mut self, file: &CachedFile) {
-        if file.stat.mtime >= self.racy_after || file.stat.ctime >= self.racy_after {
+        if self.racy(&file.stat) {
             return;
         }
         let Some(out) = &mut self.out else { return };
@@ -234,6 +266,7 @@ impl Drop for Next {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn file(path: &str, size: u64) -> CachedFile {
         CachedFile {
@@ -260,11 +293,16 @@ mod tests {
         assert_eq!(walk_order(b"b", b"a/z"), Ordering::Greater);
     }
 
+    /// The record of `path` when its stat is unchanged, as the walk uses it.
+    fn unchanged(previous: &mut Previous, path: &[u8], stat: &Stat) -> Option<CachedFile> {
+        previous.find(path).filter(|file| file.stat == *stat)
+    }
+
     #[test]
     fn a_cache_is_found_in_walk_order_and_only_for_its_key_and_root() {
         let dir = tempfile::tempdir().unwrap();
         let path = cache_path(dir.path(), "t", "s");
-        let mut next = Next::create(path.clone(), "k1", b"/root", 100);
+        let mut next = Next::create(path.clone(), "k1", b"/root", Duration::from_secs(101));
         for f in [
             file("a/b", 1),
             file("a/c", 2),
@@ -280,47 +318,78 @@ mod tests {
 
         let mut previous = Previous::open(&path, "k1", b"/root");
         let stat = |size| file("", size).stat;
-        assert!(previous.unchanged(b"a", &stat(0)).is_none());
+        assert!(unchanged(&mut previous, b"a", &stat(0)).is_none());
         assert_eq!(
-            previous.unchanged(b"a/b", &stat(1)).unwrap().content,
+            unchanged(&mut previous, b"a/b", &stat(1)).unwrap().content,
             [1; 32]
         );
-        // a/c skipped by the walk (deleted); a.txt changed size.
-        assert!(previous.unchanged(b"a.txt", &stat(9)).is_none());
-        assert_eq!(previous.unchanged(b"z", &stat(4)).unwrap().chunks.len(), 1);
+        // a/c skipped by the walk (deleted); a.txt changed size, and its
+        // old record is still found (its chunks are likely still stored).
+        let mut changed = Previous::open(&path, "k1", b"/root");
+        assert_eq!(changed.find(b"a.txt").unwrap().stat.size, 3);
+        assert!(unchanged(&mut previous, b"a.txt", &stat(9)).is_none());
+        assert_eq!(
+            unchanged(&mut previous, b"z", &stat(4))
+                .unwrap()
+                .chunks
+                .len(),
+            1
+        );
         assert!(
-            previous.unchanged(b"zz", &stat(5)).is_none(),
+            unchanged(&mut previous, b"zz", &stat(5)).is_none(),
             "racy files are not cached"
         );
 
+        assert!(unchanged(&mut Previous::open(&path, "k2", b"/root"), b"a/b", &stat(1)).is_none());
         assert!(
-            Previous::open(&path, "k2", b"/root")
-                .unchanged(b"a/b", &stat(1))
-                .is_none()
+            unchanged(
+                &mut Previous::open(&path, "k1", b"/other"),
+                b"a/b",
+                &stat(1)
+            )
+            .is_none()
         );
-        assert!(
-            Previous::open(&path, "k1", b"/other")
-                .unchanged(b"a/b", &stat(1))
-                .is_none()
-        );
+    }
+
+    #[test]
+    fn files_changed_just_before_the_walk_are_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = cache_path(dir.path(), "t", "s");
+        // The walk began at 1000.5 s.
+        let mut next = Next::create(path.clone(), "k", b"/r", Duration::from_millis(1_000_500));
+        let at = |name: &str, ctime: i64, ctime_nanos: i64| {
+            let mut f = file(name, 1);
+            (f.stat.ctime, f.stat.ctime_nanos) = (ctime, ctime_nanos);
+            f
+        };
+        // Nanosecond timestamps: only the last 100 ms are racy.
+        next.add(&at("a", 1000, 350_000_000));
+        next.add(&at("b", 1000, 450_000_000));
+        next.add(&at("c", 1001, 1));
+        // Whole-second timestamps: the second before the walk's too.
+        next.add(&at("d", 998, 0));
+        next.add(&at("e", 999, 0));
+        next.commit();
+        let mut previous = Previous::open(&path, "k", b"/r");
+        let cached: Vec<&str> = ["a", "b", "c", "d", "e"]
+            .into_iter()
+            .filter(|name| previous.find(name.as_bytes()).is_some())
+            .collect();
+        assert_eq!(cached, ["a", "d"]);
     }
 
     #[test]
     fn an_unfinished_cache_leaves_the_previous_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = cache_path(dir.path(), "t", "s");
-        let mut next = Next::create(path.clone(), "k", b"/r", 100);
+        let mut next = Next::create(path.clone(), "k", b"/r", Duration::from_secs(101));
         next.add(&file("a", 1));
         next.commit();
-        let mut failed = Next::create(path.clone(), "k", b"/r", 100);
+        let mut failed = Next::create(path.clone(), "k", b"/r", Duration::from_secs(101));
         failed.add(&file("b", 2));
         drop(failed);
         let stat = file("", 1).stat;
-        assert!(
-            Previous::open(&path, "k", b"/r")
-                .unchanged(b"a", &stat)
-                .is_some()
-        );
+        assert!(unchanged(&mut Previous::open(&path, "k", b"/r"), b"a", &stat).is_some());
         assert_eq!(
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1

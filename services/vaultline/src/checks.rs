@@ -36,6 +36,7 @@ pub(crate) async fn verify(
         &row.tenant,
         &snapshot,
         row.manifest_digest.as_deref(),
+        vaultline_verifier::Rehash::All,
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,6 +1,8 @@
-//! verifier — consumes *snapshot stored*; level 1: every stored object the
-//! snapshot needs (its packs and its manifest) is read back and its SHA-256
-//! compared with the recorded digest, without the private key; level 2 for
+//! verifier — consumes *pack stored*: the pack is read back and re-hashed
+//! at once; and *snapshot stored*: level 1, every object the snapshot needs
+//! checked against the catalog without the private key (its manifest and
+//! the packs not re-hashed within `rehash-after` read back and their SHA-256
+//! compared, the other packs checked present with their size); level 2 for
 //! sources that ask for it (`source add --verify full`): the snapshot is
 //! decrypted, decompressed and reassembled, and its source digest compared;
 //! emits *snapshot verified* or *snapshot corrupt*. Also runs restore drills
@@ -11,17 +13,20 @@ pub mod drill;
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::watch;
-use vaultline_catalog::SnapshotStatus;
+use vaultline_catalog::{SnapshotPack, SnapshotStatus};
 use vaultline_runtime::metrics::{MetricName, gauge};
 use vaultline_runtime::{Cx, Deps, Inbound, Node, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
 use vaultline_types::{
-    DecodeError, DrillRequested, Message, Name, PackId, SnapshotCorrupt, SnapshotId,
+    DecodeError, DrillRequested, Message, Name, PackId, PackStored, SnapshotCorrupt, SnapshotId,
     SnapshotStored, SnapshotVerified, StageName,
 };
 
-/// The verifier's two inputs, told apart by subject.
+/// The verifier's inputs, told apart by subject.
 pub enum VerifierInput {
+    /// Re-hashed as soon as it is stored, while the rest of the snapshot is
+    /// still on its way, so that its snapshot's check only sizes it.
+    Pack(PackStored),
     Stored(SnapshotStored),
     Drill(DrillRequested),
 }
@@ -32,19 +37,18 @@ impl Inbound for VerifierInput {
         headers: Option<&vaultline_runtime::HeaderMap>,
         payload: &[u8],
     ) -> Result<Self, DecodeError> {
-        let drill_prefix = format!(
-            "{}.{}.",
-            vaultline_types::SUBJECT_PREFIX,
-            DrillRequested::KIND
-        );
-        if subject.starts_with(&drill_prefix) {
+        let prefix = |kind: &str| format!("{}.{kind}.", vaultline_types::SUBJECT_PREFIX);
+        if subject.starts_with(&prefix(DrillRequested::KIND)) {
             DrillRequested::decode(subject, headers, payload).map(VerifierInput::Drill)
+        } else if subject.starts_with(&prefix(PackStored::KIND)) {
+            PackStored::decode(subject, headers, payload).map(VerifierInput::Pack)
         } else {
             SnapshotStored::decode(subject, headers, payload).map(VerifierInput::Stored)
         }
     }
     fn ids(&self) -> (Option<&Name>, Option<&Name>, Option<&SnapshotId>) {
         match self {
+            VerifierInput::Pack(p) => p.ids(),
             VerifierInput::Stored(s) => s.ids(),
             VerifierInput::Drill(d) => d.ids(),
         }
@@ -58,44 +62,75 @@ const PARALLEL_READS: usize = 4;
 pub struct Verifier {
     deps: Arc<Deps>,
     kek: Option<vaultline_format::keys::Kek>,
+    rehash_after: std::time::Duration,
 }
 
-/// What level 1 found wrong with one object.
+/// A pack is read back in full at least this often (`rehash-after`): a
+/// week bounds how long bit rot in an old pack goes unnoticed, while a
+/// daily backup that adds little re-reads a seventh of the repository a day
+/// instead of all of it.
+pub const DEFAULT_REHASH_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// What level 1 found wrong with one pack: re-hashed when `rehash`,
+/// otherwise only its presence and size checked.
 async fn check_pack(
     repository: &vaultline_storage::Repository,
     tenant: &vaultline_types::Name,
-    pack: PackId,
-    size: u64,
+    pack: SnapshotPack,
+    rehash: bool,
 ) -> Result<Option<String>, StageError> {
-    let key = ObjectKey::pack(tenant, &pack);
-    let (digest, stored_size) = match repository.digest(&key).await {
-        Ok(found) => found,
-        Err(vaultline_storage::Error::NotFound { .. }) => {
-            return Ok(Some(format!("pack {pack} is missing")));
+    let id = pack.id;
+    let key = ObjectKey::pack(tenant, &id);
+    let (digest, stored_size) = if rehash {
+        match repository.digest(&key).await {
+            Ok((digest, size)) => (Some(digest), size),
+            Err(vaultline_storage::Error::NotFound { .. }) => {
+                return Ok(Some(format!("pack {id} is missing")));
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
+    } else {
+        match repository.size(&key).await? {
+            Some(size) => (None, size),
+            None => return Ok(Some(format!("pack {id} is missing"))),
+        }
     };
-    Ok(if stored_size != size {
+    Ok(if stored_size != pack.size {
         Some(format!(
-            "pack {pack} has {stored_size} bytes, {size} recorded"
+            "pack {id} has {stored_size} bytes, {} recorded",
+            pack.size
         ))
-    } else if digest != pack.0 {
-        Some(format!("pack {pack} does not match its recorded digest"))
+    } else if digest.is_some_and(|digest| digest != id.0) {
+        Some(format!("pack {id} does not match its recorded digest"))
     } else {
         None
     })
 }
 
+/// Which packs level 1 reads back in full.
+#[derive(Debug, Clone, Copy)]
+pub enum Rehash {
+    /// Every pack (`vaultline verify`).
+    All,
+    /// Packs not found matching within this long (after each snapshot):
+    /// the snapshot's new packs, and older ones on a rolling schedule. The
+    /// others are checked present with their recorded size.
+    NotWithin(std::time::Duration),
+}
+
 /// What a check of one snapshot found.
 pub struct Finding {
-    /// Objects (packs and the manifest) read back at level 1.
+    /// Objects (packs and the manifest) checked at level 1.
     pub objects: u32,
+    /// Of those, the ones read back and re-hashed.
+    pub rehashed: u32,
     /// What is wrong; empty when the snapshot is sound.
     pub problems: Vec<String>,
 }
 
-/// Level 1: every pack and the manifest re-hashed against the catalog's
-/// record, with no key at all.
+/// Level 1: every pack and the manifest checked against the catalog's
+/// record, with no key at all: the manifest and the packs `rehash` picks are
+/// read back and re-hashed, the other packs checked present with their size.
 ///
 /// # Errors
 /// When the catalog or storage cannot be read (not when an object is damaged
@@ -106,18 +141,32 @@ pub async fn level1(
     tenant: &vaultline_types::Name,
     snapshot: &vaultline_types::SnapshotId,
     manifest_digest: Option<&str>,
+    rehash: Rehash,
 ) -> Result<Finding, StageError> {
-    let packs = catalog.snapshot_packs(tenant, snapshot).await?;
-    let mut problems: Vec<String> = futures::stream::iter(packs.iter().copied())
-        .map(|(pack, size)| check_pack(repository, tenant, pack, size))
+    let within = match rehash {
+        Rehash::All => std::time::Duration::ZERO,
+        Rehash::NotWithin(within) => within,
+    };
+    let packs = catalog.packs_to_verify(tenant, snapshot, within).await?;
+    let checked: Vec<(PackId, bool, Option<String>)> = futures::stream::iter(packs.iter().copied())
+        .map(|pack| async move {
+            let rehash = !pack.hashed_recently;
+            let problem = check_pack(repository, tenant, pack, rehash).await?;
+            Ok::<_, StageError>((pack.id, rehash, problem))
+        })
         .buffer_unordered(PARALLEL_READS)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
+        .collect::<Result<_, _>>()?;
+    let hashed: Vec<PackId> = checked
+        .iter()
+        .filter(|(_, rehashed, problem)| *rehashed && problem.is_none())
+        .map(|(id, ..)| *id)
         .collect();
+    catalog.mark_packs_hashed(tenant, &hashed).await?;
+    let rehashed = checked.iter().filter(|(_, rehashed, _)| *rehashed).count() as u32;
+    let mut problems: Vec<String> = checked.into_iter().filter_map(|(.., p)| p).collect();
     let manifest_key = ObjectKey::manifest(tenant, snapshot);
     match repository.digest(&manifest_key).await {
         Ok((digest, _)) => {
@@ -133,6 +182,7 @@ pub async fn level1(
     problems.sort();
     Ok(Finding {
         objects: packs.len() as u32 + 1,
+        rehashed: rehashed + 1,
         problems,
     })
 }
@@ -185,11 +235,21 @@ impl Stage for Verifier {
         // Only needed for level 2; a verifier without it does level 1 and
         // says so when a source asks for more.
         let kek = vaultline_runtime::deps::load_kek(&deps.config).ok();
-        Ok(Verifier { deps, kek })
+        let rehash_after = deps
+            .config
+            .stage(Self::NAME)
+            .rehash_after
+            .unwrap_or(DEFAULT_REHASH_AFTER);
+        Ok(Verifier {
+            deps,
+            kek,
+            rehash_after,
+        })
     }
 
     async fn handle(&self, _cx: &Cx, input: VerifierInput) -> Outcome {
         match input {
+            VerifierInput::Pack(stored) => self.verify_pack(stored).await,
             VerifierInput::Stored(stored) => self.verify(stored).await,
             VerifierInput::Drill(request) => {
                 let result = drill::run(&self.deps, self.kek.as_ref(), &request).await?;
@@ -200,6 +260,31 @@ impl Stage for Verifier {
 }
 
 impl Verifier {
+    /// A pack just stored is read back and re-hashed; a match is recorded
+    /// and the snapshot's own check then only sizes it. A mismatch is not
+    /// judged here: the snapshot's check re-hashes every pack not recorded
+    /// as matching, and marks the snapshot corrupt with all it finds.
+    async fn verify_pack(&self, stored: PackStored) -> Outcome {
+        let pack = SnapshotPack {
+            id: stored.pack,
+            size: stored.size,
+            hashed_recently: false,
+        };
+        let problem = check_pack(&self.deps.repository, &stored.tenant, pack, true).await?;
+        match problem {
+            None => {
+                self.deps
+                    .catalog
+                    .mark_packs_hashed(&stored.tenant, &[stored.pack])
+                    .await?
+            }
+            Some(problem) => {
+                tracing::warn!(%problem, "A pack read back just after it was stored does not match.")
+            }
+        }
+        Ok(vec![])
+    }
+
     async fn verify(&self, stored: SnapshotStored) -> Outcome {
         let catalog = &self.deps.catalog;
         let row = catalog.snapshot(&stored.tenant, &stored.snapshot).await?;
@@ -212,6 +297,7 @@ impl Verifier {
             &stored.tenant,
             &stored.snapshot,
             row.manifest_digest.as_deref(),
+            Rehash::NotWithin(self.rehash_after),
         )
         .await?;
         let objects = finding.objects;
@@ -262,7 +348,12 @@ impl Verifier {
                 ],
                 time::OffsetDateTime::now_utc().unix_timestamp() as f64,
             );
-            tracing::info!(objects, level, "Snapshot verified.");
+            tracing::info!(
+                objects,
+                rehashed = finding.rehashed,
+                level,
+                "Snapshot verified."
+            );
             return Ok(vec![Outgoing::event(&SnapshotVerified {
                 tenant: stored.tenant,
                 source: stored.source,

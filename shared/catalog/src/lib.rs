@@ -18,7 +18,7 @@ pub use drills::DrillRow;
 pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow, ScheduleSpec};
-pub use snapshots::{SnapshotLock, SnapshotRow, SnapshotStatus};
+pub use snapshots::{SnapshotLock, SnapshotPack, SnapshotRow, SnapshotStatus};
 pub use tenants::{NewSource, SourceRow, TenantKeyRow};
 pub use webhooks::{AttemptOutcome, DueDelivery, WebhookRow};
 
@@ -92,6 +92,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/0002_schedules.sql")),
     (3, include_str!("../migrations/0003_operating_loop.sql")),
     (4, include_str!("../migrations/0004_data_path.sql")),
+    (5, include_str!("../migrations/0005_pack_hashing.sql")),
 ];
 
 /// A pool of catalog connections.

@@ -113,6 +113,15 @@ fn row(r: &tokio_postgres::Row) -> Result<SnapshotRow> {
     })
 }
 
+/// A pack a snapshot references, as the verifier sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotPack {
+    pub id: PackId,
+    pub size: u64,
+    /// Read back and found matching within the window asked for.
+    pub hashed_recently: bool,
+}
+
 /// The exclusive right to finalize one snapshot (write its manifest). Held as
 /// a PostgreSQL session lock: if the holder dies, its connection closes and
 /// the lock goes with it, so a redelivered message can take over.
@@ -402,13 +411,37 @@ impl Catalog {
         tenant: &Name,
         id: &SnapshotId,
     ) -> Result<Vec<(PackId, u64)>> {
+        Ok(self
+            .packs_to_verify(tenant, id, std::time::Duration::ZERO)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.size))
+            .collect())
+    }
+
+    /// Packs a snapshot references, with their sizes and whether the
+    /// verifier found their digest matching less than `hashed_within` ago.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn packs_to_verify(
+        &self,
+        tenant: &Name,
+        id: &SnapshotId,
+        hashed_within: std::time::Duration,
+    ) -> Result<Vec<SnapshotPack>> {
         let rows = self
             .client()
             .await?
             .query(
-                "SELECT p.id, p.size FROM snapshot_packs sp JOIN packs p ON p.tenant = sp.tenant AND p.id = sp.pack
+                "SELECT p.id, p.size, coalesce(p.hashed_at > now() - make_interval(secs => $3), false)
+                 FROM snapshot_packs sp JOIN packs p ON p.tenant = sp.tenant AND p.id = sp.pack
                  WHERE sp.tenant = $1 AND sp.snapshot = $2 ORDER BY p.id",
-                &[&tenant.as_str(), &id.as_str()],
+                &[
+                    &tenant.as_str(),
+                    &id.as_str(),
+                    &hashed_within.as_secs_f64(),
+                ],
             )
             .await?;
         rows.iter()
@@ -418,9 +451,33 @@ impl Catalog {
                     id.try_into()
                         .map_err(|_| Error::Conflict("pack id is not 32 bytes".into()))?,
                 );
-                Ok((id, r.get::<_, i64>(1) as u64))
+                Ok(SnapshotPack {
+                    id,
+                    size: r.get::<_, i64>(1) as u64,
+                    hashed_recently: r.get(2),
+                })
             })
             .collect()
+    }
+
+    /// Records that the verifier read these packs back and found their
+    /// digests matching, now.
+    ///
+    /// # Errors
+    /// When the update fails.
+    pub async fn mark_packs_hashed(&self, tenant: &Name, packs: &[PackId]) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&[u8]> = packs.iter().map(|p| p.0.as_slice()).collect();
+        self.client()
+            .await?
+            .execute(
+                "UPDATE packs SET hashed_at = now() WHERE tenant = $1 AND id = ANY($2)",
+                &[&tenant.as_str(), &ids],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Moves a snapshot to a final status. `verified` only from `stored`;

@@ -1,6 +1,7 @@
 //! Content-defined chunking (FastCDC 2020) and keyed chunk ids.
 
 use std::io::Read;
+use std::sync::Arc;
 use vaultline_types::ChunkId;
 
 /// Smallest chunk; files smaller than this are one chunk.
@@ -64,27 +65,109 @@ impl Chunker {
                 self.buf.copy_within(start..end, 0);
                 end -= start;
                 start = 0;
-                while end < self.buf.len() {
-                    match input.read(&mut self.buf[end..]) {
-                        Ok(0) => {
-                            eof = true;
-                            break;
-                        }
-                        Ok(n) => end += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                (end, eof) = fill(&mut input, &mut self.buf, end)?;
             }
             if start == end {
                 return Ok(());
             }
-            let cdc = fastcdc::v2020::FastCDC::new(&self.buf[..end], MIN_SIZE, AVG_SIZE, MAX_SIZE);
-            let (_, cut) = cdc.cut(start, end - start);
+            let cut = cut_point(&self.buf[..end], start);
             each(&self.buf[start..cut])?;
             start = cut;
         }
     }
+}
+
+/// A chunk lent out of a read buffer that the cutting thread shares with
+/// the thread that consumes the chunk: handing it over copies nothing.
+pub struct SharedChunk {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl std::ops::Deref for SharedChunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+/// [`Chunker::chunk_shared`]'s buffers: smaller than the one-thread buffer,
+/// because chunks in flight keep theirs alive (two at most behind the one
+/// being filled, while the consumer holds a few consecutive chunks).
+const SHARED_BUFFER: usize = 4 * MAX_SIZE;
+
+impl Chunker {
+    /// Like [`Chunker::chunk`], but every chunk is lent out of a shared
+    /// buffer, for another thread. Buffers are recycled once no chunk of
+    /// theirs is alive; only the tail that a refill moves to the front of a
+    /// fresh buffer (under one chunk) is copied.
+    ///
+    /// # Errors
+    /// The first error of `input` or of `each`.
+    pub fn chunk_shared<E: From<std::io::Error>>(
+        &mut self,
+        mut input: impl Read,
+        mut each: impl FnMut(SharedChunk) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut buf = Arc::new(vec![0; SHARED_BUFFER]);
+        let mut spares: Vec<Arc<Vec<u8>>> = Vec::new();
+        let (mut start, mut end, mut eof) = (0, 0, false);
+        loop {
+            if end - start < MAX_SIZE && !eof {
+                if Arc::get_mut(&mut buf).is_some() {
+                    Arc::get_mut(&mut buf)
+                        .expect("checked")
+                        .copy_within(start..end, 0);
+                } else {
+                    // Chunks of this buffer are still out: continue in one
+                    // that nobody holds any more, or a new one.
+                    let mut next = match spares.iter().position(|s| Arc::strong_count(s) == 1) {
+                        Some(free) => spares.swap_remove(free),
+                        None => Arc::new(vec![0; SHARED_BUFFER]),
+                    };
+                    Arc::get_mut(&mut next).expect("nobody else holds it")[..end - start]
+                        .copy_from_slice(&buf[start..end]);
+                    spares.push(std::mem::replace(&mut buf, next));
+                }
+                end -= start;
+                start = 0;
+                let filling = Arc::get_mut(&mut buf).expect("nobody else holds it");
+                (end, eof) = fill(&mut input, filling, end)?;
+            }
+            if start == end {
+                return Ok(());
+            }
+            let cut = cut_point(&buf[..end], start);
+            each(SharedChunk {
+                buf: Arc::clone(&buf),
+                start,
+                end: cut,
+            })?;
+            start = cut;
+        }
+    }
+}
+
+/// Reads into `buf` after its first `end` bytes until it is full or the
+/// input ends; returns the new end and whether the input ended.
+fn fill(input: &mut impl Read, buf: &mut [u8], mut end: usize) -> std::io::Result<(usize, bool)> {
+    while end < buf.len() {
+        match input.read(&mut buf[end..]) {
+            Ok(0) => return Ok((end, true)),
+            Ok(n) => end += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((end, false))
+}
+
+/// Where the chunk that starts at `start` of `data` ends: `data` holds
+/// [`MAX_SIZE`] bytes from `start` on, or the rest of the input.
+fn cut_point(data: &[u8], start: usize) -> usize {
+    let cdc = fastcdc::v2020::FastCDC::new(data, MIN_SIZE, AVG_SIZE, MAX_SIZE);
+    cdc.cut(start, data.len() - start).1
 }
 
 /// Chunk id: BLAKE3 keyed with the tenant's 32-byte chunk key. Storage sees
@@ -153,6 +236,37 @@ mod tests {
                 .unwrap();
             assert_eq!(got.len(), expected.len(), "{len} bytes");
             assert!(got == expected, "{len} bytes: different cut points");
+        }
+    }
+
+    #[test]
+    fn shared_chunks_are_the_same_chunks() {
+        let mut chunker = Chunker::default();
+        for len in [30 << 20, 3 << 20, 1000, 0] {
+            let data = pseudo_random(len, len as u64 + 7);
+            let mut expected = Vec::new();
+            chunker
+                .chunk(&data[..], |c| -> std::io::Result<()> {
+                    expected.push(c.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+            // Some chunks are held on to, as a slow consumer would, so the
+            // buffers they live in must not be refilled under them.
+            let mut held: Vec<(SharedChunk, Vec<u8>)> = Vec::new();
+            let mut got = Vec::new();
+            chunker
+                .chunk_shared(&data[..], |c| -> std::io::Result<()> {
+                    got.push(c.to_vec());
+                    held.push((c, got.last().unwrap().clone()));
+                    if held.len() > 5 {
+                        let (chunk, when_received) = held.remove(0);
+                        assert!(*chunk == when_received[..], "a held chunk changed");
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            assert!(got == expected, "{len} bytes: different chunks");
         }
     }
 

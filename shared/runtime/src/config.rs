@@ -188,6 +188,11 @@ pub struct StageSettings {
     pub zstd_level: Option<i32>,
     /// Target bytes of new data per batch and pack (extractor).
     pub batch_bytes: Option<u64>,
+    /// After each snapshot, packs not read back and found matching within
+    /// this long are re-hashed, the others checked by size (verifier;
+    /// default 7 days, `0s` re-hashes every pack every time).
+    #[serde(with = "humantime_serde::option")]
+    pub rehash_after: Option<Duration>,
 }
 
 impl Default for NatsConfig {

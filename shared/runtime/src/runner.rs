@@ -201,28 +201,37 @@ async fn handle_one<S: Stage>(
         started.elapsed().as_secs_f64(),
     );
 
-    let _entered = span.enter();
-    match outcome {
-        Ok(outputs) => {
-            for out in outputs {
-                if let Err(error) = cx.emitter.publish_next(out).await {
-                    retry_or_give_up(S::NAME, &cx, &message, policy, error, failure_ref).await;
-                    return;
+    // Not `span.enter()`: a guard held across the awaits below would leave
+    // the span entered on whichever thread the task left, and another task
+    // there would then start its spans under one already closed (a panic
+    // in tracing-subscriber).
+    async {
+        match outcome {
+            Ok(outputs) => {
+                for out in outputs {
+                    if let Err(error) = cx.emitter.publish_next(out).await {
+                        retry_or_give_up(S::NAME, &cx, &message, policy, error, failure_ref).await;
+                        return;
+                    }
                 }
+                // double_ack: the server confirms, so an ack lost in a failover
+                // cannot make us believe the input is done when it is not.
+                if let Err(error) = message.double_ack().await {
+                    tracing::warn!(%error, "Ack not confirmed; the message may be redelivered.");
+                }
+                count(
+                    MetricName::StageMessages,
+                    &outcome_labels(S::NAME, "done"),
+                    1,
+                );
             }
-            // double_ack: the server confirms, so an ack lost in a failover
-            // cannot make us believe the input is done when it is not.
-            if let Err(error) = message.double_ack().await {
-                tracing::warn!(%error, "Ack not confirmed; the message may be redelivered.");
+            Err(error) => {
+                retry_or_give_up(S::NAME, &cx, &message, policy, error, failure_ref).await
             }
-            count(
-                MetricName::StageMessages,
-                &outcome_labels(S::NAME, "done"),
-                1,
-            );
         }
-        Err(error) => retry_or_give_up(S::NAME, &cx, &message, policy, error, failure_ref).await,
     }
+    .instrument(span)
+    .await;
 }
 
 async fn retry_or_give_up(

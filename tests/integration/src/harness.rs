@@ -278,6 +278,7 @@ pub(crate) fn input_subjects() -> Vec<(StageName, &'static str)> {
         (StageName::Packager, "vaultline.data.extracted.acme"),
         (StageName::Uploader, "vaultline.pack.staged.acme"),
         (StageName::Uploader, "vaultline.snapshot.extracted.acme"),
+        (StageName::Verifier, "vaultline.pack.stored.acme"),
         (StageName::Verifier, "vaultline.snapshot.stored.acme"),
         (StageName::Retention, "vaultline.snapshot.verified.acme"),
     ]

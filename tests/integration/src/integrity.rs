@@ -79,6 +79,87 @@ async fn a_flipped_byte_in_a_pack_is_corrupt_at_both_levels_and_restore_refuses(
     Ok(())
 }
 
+/// After each snapshot the verifier re-hashes new packs and packs not
+/// re-hashed within `rehash-after`, and checks the others by size: a flipped
+/// byte in an old pack is found once it is due, a truncated one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_packs_are_checked_by_size_and_rehashed_when_due() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    std::fs::create_dir_all(&tree)?;
+    std::fs::write(tree.join("a.bin"), crate::harness::mixed_bytes(3 << 20, 5))?;
+    env.tenant_with_source(&tree).await?;
+    let tenant = Name::new("acme")?;
+    let node = env.node().await?;
+    let backup = || env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"]);
+    backup().await?;
+    let first = env.wait_final(1).await?;
+    assert_verified(&first);
+    let old = env
+        .catalog
+        .packs_to_verify(&tenant, &first.id, std::time::Duration::from_secs(3600))
+        .await?;
+    assert!(!old.is_empty());
+    assert!(
+        old.iter().all(|p| p.hashed_recently),
+        "the first verification hashed every new pack: {old:?}"
+    );
+    let pack_path = |id: &PackId| env.path("repository").join(ObjectKey::pack(&tenant, id));
+
+    // A flipped byte in a pack hashed a moment ago: the next snapshot (which
+    // references it, and one new pack) checks it by size only.
+    let flipped = old[0];
+    let mut bytes = std::fs::read(pack_path(&flipped.id))?;
+    let at = (flipped.size / 2) as usize;
+    bytes[at] ^= 0x01;
+    std::fs::write(pack_path(&flipped.id), &bytes)?;
+    std::fs::write(tree.join("b.bin"), crate::harness::mixed_bytes(1 << 20, 6))?;
+    backup().await?;
+    let second = env.wait_final(2).await?;
+    assert_verified(&second);
+
+    // Once its last hash is older than rehash-after (7 days by default),
+    // the next snapshot reads it back and finds the flip.
+    env.sql()
+        .await?
+        .execute(
+            "UPDATE packs SET hashed_at = now() - interval '8 days' WHERE id = $1",
+            &[&flipped.id.0.as_slice()],
+        )
+        .await?;
+    std::fs::write(tree.join("c.bin"), crate::harness::mixed_bytes(1 << 20, 7))?;
+    let err = backup().await.expect_err("a due pack with a flipped byte");
+    assert!(format!("{err:#}").contains("ended corrupt"), "{err:#}");
+    let third = env.wait_final(3).await?;
+    assert_eq!(third.status, SnapshotStatus::Corrupt, "{third:?}");
+    let error = third.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "pack {} does not match its recorded digest",
+            flipped.id
+        )),
+        "{error}"
+    );
+
+    // A pack cut short is found by the size check, however recently hashed.
+    std::fs::write(pack_path(&flipped.id), &bytes[..at])?;
+    std::fs::write(tree.join("d.bin"), crate::harness::mixed_bytes(1 << 20, 8))?;
+    let err = backup().await.expect_err("a pack cut short");
+    assert!(format!("{err:#}").contains("ended corrupt"), "{err:#}");
+    let fourth = env.wait_final(4).await?;
+    assert_eq!(fourth.status, SnapshotStatus::Corrupt, "{fourth:?}");
+    let error = fourth.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "pack {} has {at} bytes, {} recorded",
+            flipped.id, flipped.size
+        )),
+        "{error}"
+    );
+    node.shutdown().await;
+    Ok(())
+}
+
 /// `vaultline verify <snapshot> --json [more]`: its exit code and report.
 async fn verify_json(
     env: &Env,
