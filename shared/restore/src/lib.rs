@@ -12,6 +12,7 @@
 pub mod programs;
 
 use anyhow::{Context, Result, bail};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
@@ -169,6 +170,10 @@ pub async fn restore(
     let mut content_hash = ContentHash::default();
     let mut done = Restored::default();
     let mut dir_times = Vec::new();
+    // Directories this restore made or found to be real directories: the
+    // files in them need no parent checks of their own (a tree of small
+    // files spent more time in those lookups than in writing).
+    let mut known_dirs: HashSet<PathBuf> = HashSet::new();
     let mut footer = None;
     let mut open: Option<OpenFile> = None;
     // The opened chunks of the current run, taken in order.
@@ -272,13 +277,21 @@ pub async fn restore(
                     }
                     continue;
                 };
-                let path = safe_join(target, &entry.path)?;
+                let path = safe_join(target, &entry.path, &known_dirs)?;
                 match entry.kind {
                     EntryKind::Dir => {
                         std::fs::create_dir_all(&path)
                             .with_context(|| format!("cannot create {}", path.display()))?;
+                        // A symlink already there would take the mode, and
+                        // the files below, outside the target.
+                        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                            bail!(
+                                "refusing to restore {shown:?}: a symlink or a file is in the way"
+                            );
+                        }
                         set_mode(&path, entry.mode)?;
                         dir_times.push((path.clone(), entry.mtime, entry.mtime_nanos));
+                        known_dirs.insert(path);
                     }
                     EntryKind::Symlink => {
                         let link_target = entry.target.as_deref().unwrap_or_default();
@@ -290,21 +303,22 @@ pub async fn restore(
                         filetime::set_symlink_file_times(&path, mtime, mtime)?;
                     }
                     EntryKind::File => {
-                        if let Some(parent) = path.parent() {
+                        if let Some(parent) = path.parent()
+                            && !known_dirs.contains(parent)
+                        {
                             // A selected file's parents are not in the selection.
                             std::fs::create_dir_all(parent)
                                 .with_context(|| format!("cannot create {}", parent.display()))?;
+                            known_dirs.insert(parent.to_owned());
                         }
-                        remove_existing(&path)?;
                         // Written under a hidden name first, so a restore that
-                        // fails midway leaves no truncated file that looks whole.
-                        let partial = partial_path(&path);
-                        remove_existing(&partial)?;
+                        // fails midway leaves no truncated file that looks
+                        // whole; the rename then replaces what was there.
                         // Unbuffered: chunks arrive whole, most small files
                         // in one, so a buffer would only add a copy (and a
                         // large allocation per file).
-                        let out = File::create(&partial)
-                            .with_context(|| format!("cannot create {}", partial.display()))?;
+                        let partial = partial_path(&path);
+                        let out = create_new(&partial)?;
                         open = Some(OpenFile {
                             entry,
                             path: Some(path),
@@ -401,8 +415,18 @@ struct PartialFile(Option<PathBuf>);
 impl PartialFile {
     fn commit(mut self, to: &Path) -> Result<()> {
         let partial = self.0.take().expect("committed once");
-        std::fs::rename(&partial, to)
-            .with_context(|| format!("cannot rename {} to {}", partial.display(), to.display()))
+        std::fs::rename(&partial, to).map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            if to.is_dir() {
+                anyhow::anyhow!("cannot restore {}: a directory is in the way", to.display())
+            } else {
+                anyhow::Error::new(e).context(format!(
+                    "cannot rename {} to {}",
+                    partial.display(),
+                    to.display()
+                ))
+            }
+        })
     }
 }
 
@@ -712,7 +736,10 @@ fn selected(path: &[u8], select: Option<&[u8]>) -> bool {
     }
 }
 
-fn safe_join(target: &Path, raw: &[u8]) -> Result<PathBuf> {
+/// `raw` under `target`, refused when it could land outside: absolute, with
+/// `..`, or through a parent that is not a real directory (`known` holds
+/// parents already found to be).
+fn safe_join(target: &Path, raw: &[u8], known: &HashSet<PathBuf>) -> Result<PathBuf> {
     let relative = Path::new(OsStr::from_bytes(raw));
     let shown = String::from_utf8_lossy(raw);
     if raw.is_empty() || raw.contains(&0) {
@@ -726,6 +753,7 @@ fn safe_join(target: &Path, raw: &[u8]) -> Result<PathBuf> {
                 path.push(name);
                 // Every parent must be a real directory we made, never a symlink.
                 if i + 1 < parts.len()
+                    && !known.contains(&path)
                     && let Ok(meta) = std::fs::symlink_metadata(&path)
                     && !meta.is_dir()
                 {
@@ -743,6 +771,19 @@ fn safe_join(target: &Path, raw: &[u8]) -> Result<PathBuf> {
         bail!("refusing to restore {shown:?}: it names the target itself");
     }
     Ok(path)
+}
+
+/// Creates `path` as a new file (never through a symlink), replacing a
+/// leftover file there, as from an earlier restore that stopped.
+fn create_new(path: &Path) -> Result<File> {
+    match File::create_new(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            remove_existing(path)?;
+            File::create_new(path)
+        }
+        created => created,
+    }
+    .with_context(|| format!("cannot create {}", path.display()))
 }
 
 fn remove_existing(path: &Path) -> Result<()> {
@@ -774,14 +815,14 @@ mod tests {
         let target = dir.path();
         for bad in ["../x", "a/../../x", "/etc/passwd", "", "."] {
             assert!(
-                safe_join(target, bad.as_bytes()).is_err(),
+                safe_join(target, bad.as_bytes(), &HashSet::new()).is_err(),
                 "{bad:?} must be refused"
             );
         }
         std::os::unix::fs::symlink("/tmp", target.join("link")).unwrap();
-        assert!(safe_join(target, b"link/file").is_err());
+        assert!(safe_join(target, b"link/file", &HashSet::new()).is_err());
         assert_eq!(
-            safe_join(target, b"a/b c/\xc3\xbc").unwrap(),
+            safe_join(target, b"a/b c/\xc3\xbc", &HashSet::new()).unwrap(),
             target.join("a/b c/ü")
         );
     }

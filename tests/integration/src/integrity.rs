@@ -286,7 +286,17 @@ async fn hostile_manifests_restore_nothing_outside_the_target() -> Result<()> {
             ],
             "a parent is a symlink",
         ),
+        (
+            "a symlink, then a directory of the same name",
+            vec![
+                entry("d", EntryKind::Symlink, Some(outside.to_str().unwrap())),
+                entry("d", EntryKind::Dir, None),
+                entry("d/in.txt", EntryKind::File, None),
+            ],
+            "a symlink or a file is in the way",
+        ),
     ];
+    let outside_mode = std::fs::metadata(&outside)?.permissions();
     for (i, (what, entries, refusal)) in cases.into_iter().enumerate() {
         let id = SnapshotId::parse(&format!("20250101T00000{i}Z-0000000{i}"))?;
         plant_manifest(&env, &identity, &id, entries)?;
@@ -322,6 +332,11 @@ async fn hostile_manifests_restore_nothing_outside_the_target() -> Result<()> {
         );
         assert_eq!(std::fs::read_dir(&outside)?.count(), 0, "{what}");
         assert!(!env.path("escaped.txt").exists());
+        assert_eq!(
+            std::fs::metadata(&outside)?.permissions(),
+            outside_mode,
+            "{what}: changed the mode of a directory outside"
+        );
     }
     Ok(())
 }
