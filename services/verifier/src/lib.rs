@@ -261,26 +261,32 @@ impl Stage for Verifier {
 
 impl Verifier {
     /// A pack just stored is read back and re-hashed; a match is recorded
-    /// and the snapshot's own check then only sizes it. A mismatch is not
-    /// judged here: the snapshot's check re-hashes every pack not recorded
-    /// as matching, and marks the snapshot corrupt with all it finds.
+    /// and the snapshot's own check then only sizes it. Nothing is judged
+    /// here, and nothing fails: a pack not recorded as matching (damaged,
+    /// or unreadable just now) is re-hashed by the snapshot's check, which
+    /// marks the snapshot corrupt with all it finds.
     async fn verify_pack(&self, stored: PackStored) -> Outcome {
         let pack = SnapshotPack {
             id: stored.pack,
             size: stored.size,
             hashed_recently: false,
         };
-        let problem = check_pack(&self.deps.repository, &stored.tenant, pack, true).await?;
-        match problem {
-            None => {
-                self.deps
-                    .catalog
-                    .mark_packs_hashed(&stored.tenant, &[stored.pack])
-                    .await?
-            }
-            Some(problem) => {
-                tracing::warn!(%problem, "A pack read back just after it was stored does not match.")
-            }
+        let checked = match check_pack(&self.deps.repository, &stored.tenant, pack, true).await {
+            Ok(None) => self
+                .deps
+                .catalog
+                .mark_packs_hashed(&stored.tenant, &[stored.pack])
+                .await
+                .map_err(|e| e.to_string()),
+            Ok(Some(problem)) => Err(problem),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(problem) = checked {
+            tracing::warn!(
+                pack = %stored.pack,
+                %problem,
+                "A pack just stored was not confirmed; its snapshot's check will re-hash it."
+            );
         }
         Ok(vec![])
     }
