@@ -9,6 +9,8 @@
 #   BENCH_REPS=5 BENCH_SCALE=4 scripts/bench.sh   # the 4 GiB variant
 #   BENCH_GARAGE=0 scripts/bench.sh  # without the Garage row (which builds
 #                                    # Garage with cargo the first time, ~13 min)
+#   BENCH_TOOLS=raw,vaultline BENCH_REPS=1 BENCH_GARAGE=0 BENCH_OUT=/tmp/b.md scripts/bench.sh
+#                                    # a quick look while profiling
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
@@ -23,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 WORK="${VAULTLINE_BENCH_DIR:-$PWD/.bench}"
-SCALE="${BENCH_SCALE:-1}" REPS="${BENCH_REPS:-3}"
+SCALE="${BENCH_SCALE:-1}" REPS="${BENCH_REPS:-3}" OUT="${BENCH_OUT:-docs/benchmarks.md}"
 mkdir -p "$WORK"
 rm -rf "$WORK/nats" "$WORK/pg" "$WORK/garage" "$WORK/repository" "$WORK/staging" "$WORK"/restic* "$WORK"/borg* "$WORK/kek.txt" "$WORK/serve.log"
 . scripts/lib/stack.sh
@@ -45,7 +47,7 @@ fi
 
 echo "==> measuring (${REPS} repetitions)"
 python3 scripts/bench/bench.py --work "$WORK" --base "$BASE" --vl "$VL" --config "$VAULTLINE_CONFIG" \
-  --serve-pid "$SERVE_PID" --admin "$ADMIN" --reps "$REPS" --out docs/benchmarks.md \
+  --serve-pid "$SERVE_PID" --admin "$ADMIN" --reps "$REPS" --out "$OUT" --tools "${BENCH_TOOLS:-}" \
   --mutate "$(printf '%q ' "${DATASET[@]}") mutate $WORK/data"
 
 if [ "${BENCH_GARAGE:-1}" = 1 ]; then
@@ -56,5 +58,5 @@ if [ "${BENCH_GARAGE:-1}" = 1 ]; then
   STACK_S3=1 stack_write_config
   stack_serve
   python3 scripts/bench/bench.py --garage --work "$WORK" --base "$BASE" --vl "$VL" --config "$VAULTLINE_CONFIG" \
-    --serve-pid "$SERVE_PID" --admin "$ADMIN" --reps "$REPS" --out docs/benchmarks.md --mutate :
+    --serve-pid "$SERVE_PID" --admin "$ADMIN" --reps "$REPS" --out "$OUT" --mutate :
 fi

@@ -56,6 +56,52 @@ def stage_seconds(admin):
     return out
 
 
+class FreshFilesystem:
+    """Each restore goes into a newly made ext4 filesystem (a sparse image,
+    loop-mounted), so no tool pays for the one before it: ext4 skips inodes
+    freed in the last seconds one by one, and the tree every repetition
+    deletes made whichever tool restored first after a deletion up to 3×
+    slower (docs/benchmarks.md). Needs root; otherwise a plain directory."""
+
+    def __init__(self, work, dataset_bytes):
+        self.image = os.path.join(work, "restore.img")
+        self.target = os.path.join(work, "restore-target")
+        self.size = 2 * dataset_bytes + (1 << 30)
+        self.mounted = False
+        self.available = os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None
+
+    def make(self):
+        self.remove()
+        os.makedirs(self.target)
+        if not self.available:
+            return self.target
+        with open(self.image, "wb") as f:
+            f.truncate(self.size)
+        # Inode tables and journal written now, not by a kernel thread
+        # during the restore.
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                        self.image], check=True)
+        if subprocess.run(["mount", "-o", "loop", self.image, self.target]).returncode != 0:
+            print("    cannot loop-mount; restoring into a plain directory", flush=True)
+            self.available = False
+            os.remove(self.image)
+            return self.target
+        self.mounted = True
+        return self.target
+
+    def remove(self):
+        if self.mounted:
+            subprocess.run(["umount", self.target], check=True)
+            self.mounted = False
+        if os.path.exists(self.image):
+            os.remove(self.image)
+        shutil.rmtree(self.target, ignore_errors=True)
+
+    def describe(self):
+        return ("into a new ext4 filesystem each time (a loop-mounted sparse image)" if self.available
+                else "into an empty directory on the work filesystem (not root: no fresh filesystem)")
+
+
 def du(path):
     total = 0
     for dp, _, fs in os.walk(path):
@@ -208,16 +254,23 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", required=True)
     p.add_argument("--admin", required=True, help="vaultline's admin address, for /metrics")
+    p.add_argument("--tools", default="",
+                   help="comma-separated subset of raw,vaultline,restic,borg to run (default: all)")
     p.add_argument("--garage", action="store_true",
                    help="only full backups of vaultline (the stack's repository is Garage); appends to --out")
     a = p.parse_args()
     a.data = os.path.join(a.work, "data")
     if a.garage:
         return garage(a)
-    # The report reads vaultline's extra figures from tools[1].
     tools = [RawPipe(a), Vaultline(a), Restic(a), Borg(a)]
     results = {t.name: {k: [] for k in ("full", "incremental", "restore", "size_full", "size_incr")} for t in tools}
+    if a.tools:
+        wanted = {"raw": "raw pipe"}
+        names = {wanted.get(n, n) for n in a.tools.split(",")}
+        tools = [t for t in tools if t.name in names]
     changed = []
+    fresh = FreshFilesystem(a.work, du(a.base))
+    a.restore_where = fresh.describe
     for rep in range(a.reps):
         shutil.rmtree(a.data, ignore_errors=True)
         subprocess.run(["cp", "-a", a.base, a.data], check=True)
@@ -238,10 +291,10 @@ def main():
             if incr:
                 r["incremental"].append(incr)
                 r["size_incr"].append(tool.size())
-            target = os.path.join(a.work, "restore-target")
-            shutil.rmtree(target, ignore_errors=True)
-            r["restore"].append(tool.restore(target))
-            shutil.rmtree(target, ignore_errors=True)
+            try:
+                r["restore"].append(tool.restore(fresh.make()))
+            finally:
+                fresh.remove()
             print(f"rep {rep + 1} {tool.name}: " + ", ".join(
                 f"{k} {v[-1][0]:.2f}s" for k, v in r.items() if v and isinstance(v[-1], tuple)), flush=True)
         changed.append(changed_this)
@@ -322,11 +375,13 @@ def report(a, results, changed, tools, latencies):
         f"median of {a.reps} (peak RSS: the largest).",
         "",
         "Each cell: wall time (CPU time, peak RSS). vaultline's figures are the `vaultline serve` process "
-        "(every stage) plus the CLI; nats-server and PostgreSQL are not counted.",
+        "(every stage) plus the CLI; nats-server and PostgreSQL are not counted. Every tool restores "
+        f"{a.restore_where()}.",
         "",
         "| tool | full backup | incremental | restore | size after full | after incremental | growth / changed |",
         "|---|---|---|---|---|---|---|",
     ]
+    vaultline = next((t for t in tools if t.name == "vaultline"), None)
     for t in tools:
         r = results[t.name]
         growth = "—"
@@ -351,10 +406,11 @@ def report(a, results, changed, tools, latencies):
         "",
         "Where a full backup's time goes (sum of handler time per stage, median; stages overlap, and "
         "the packager handles several batches at once, so the sums exceed the wall time): "
-        f"{stage_line(tools[1].stages)}.",
+        f"{stage_line(vaultline.stages if vaultline else [])}.",
         "",
         "Peak RSS of each vaultline process, largest over the run: "
-        + ", ".join(f"{k} {max(v):.0f} MiB" for k, v in tools[1].peaks.items() if v) + ".",
+        + (", ".join(f"{k} {max(v):.0f} MiB" for k, v in vaultline.peaks.items() if v) if vaultline else "—")
+        + ".",
         "",
         GARAGE_PENDING,
         "",

@@ -252,18 +252,23 @@ impl<'a> Batches<'a> {
         self.runtime
     }
 
-    /// The ids of `chunks` this extraction has not handed on yet (staged, or
-    /// found stored), under one lock.
-    pub(crate) fn unseen<'c>(
-        &self,
-        chunks: impl IntoIterator<Item = &'c ChunkRef>,
-    ) -> HashSet<ChunkId> {
+    /// The ids this extraction has not handed on yet (staged, or found
+    /// stored), under one lock.
+    pub(crate) fn unseen(&self, ids: impl IntoIterator<Item = ChunkId>) -> HashSet<ChunkId> {
         let state = self.state();
-        chunks
-            .into_iter()
-            .map(|c| c.id)
+        ids.into_iter()
             .filter(|id| !state.seen.contains(id))
             .collect()
+    }
+
+    /// Which of `ids` the tenant has stored: the dedup lookup, blocking.
+    pub(crate) fn stored(&self, ids: &[ChunkId]) -> Result<HashSet<ChunkId>, StageError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        Ok(self
+            .runtime
+            .block_on(self.job.deps.catalog.existing_chunks(&self.job.tenant, ids))?)
     }
 
     /// Looks up `ids` (those not seen yet) in the catalog now, and counts
@@ -272,37 +277,16 @@ impl<'a> Batches<'a> {
         &self,
         ids: impl IntoIterator<Item = ChunkId>,
     ) -> Result<(), StageError> {
-        let ids: Vec<ChunkId> = {
-            let state = self.state();
-            ids.into_iter()
-                .filter(|id| !state.seen.contains(id))
-                .collect()
-        };
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let stored = self.runtime.block_on(
-            self.job
-                .deps
-                .catalog
-                .existing_chunks(&self.job.tenant, &ids),
-        )?;
+        let ids: Vec<ChunkId> = self.unseen(ids).into_iter().collect();
+        let stored = self.stored(&ids)?;
         self.state().seen.extend(stored);
         Ok(())
     }
 
-    /// The dedup lookup: only chunks the tenant has not stored are staged.
+    /// Stages the chunks the tenant has not stored.
     fn stage_new(&self, pending: Vec<(ChunkId, Vec<u8>)>) -> Result<(), StageError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
         let ids: Vec<ChunkId> = pending.iter().map(|(id, _)| *id).collect();
-        let existing = self.runtime.block_on(
-            self.job
-                .deps
-                .catalog
-                .existing_chunks(&self.job.tenant, &ids),
-        )?;
+        let existing = self.stored(&ids)?;
         let mut state = self.state();
         for (id, data) in pending {
             if !existing.contains(&id) {

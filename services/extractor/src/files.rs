@@ -4,7 +4,6 @@
 use crate::draft::{Batches, Draft, Job, PARALLEL_FROM, Summary, chunk_into, source_err};
 use crate::files_cache::{self, CachedFile, Next, Previous, Stat};
 use serde::Deserialize;
-use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -13,7 +12,6 @@ use tokio::sync::mpsc;
 use vaultline_format::chunker::Chunker;
 use vaultline_format::manifest::{ChunkRef, Entry, EntryKind, Footer, Record, SourceDigest};
 use vaultline_runtime::{Cx, Outgoing, StageError};
-use vaultline_types::ChunkId;
 
 /// Configuration of a `files` source.
 #[derive(Debug, Deserialize)]
@@ -89,20 +87,18 @@ enum Slot {
 impl Slot {
     /// About the memory the slot takes while it waits.
     fn weight(&self) -> usize {
-        let entry = match self {
-            Slot::Done { entry, .. } => entry,
-            Slot::Cached { entry, path, .. } => {
-                return size_of::<Slot>()
-                    + entry.path.len()
-                    + path.as_os_str().len()
-                    + entry.chunks.len() * size_of::<ChunkRef>();
-            }
-            Slot::Reading { .. } => return size_of::<Slot>(),
+        let (entry, path) = match self {
+            Slot::Done { entry, .. } => (Some(entry), None),
+            Slot::Cached { entry, path, .. } => (Some(entry), Some(path)),
+            Slot::Reading { .. } => (None, None),
         };
         size_of::<Slot>()
-            + entry.path.len()
-            + entry.target.as_ref().map_or(0, Vec::len)
-            + entry.chunks.len() * size_of::<ChunkRef>()
+            + entry.map_or(0, |e| {
+                e.path.len()
+                    + e.target.as_ref().map_or(0, Vec::len)
+                    + e.chunks.len() * size_of::<ChunkRef>()
+            })
+            + path.map_or(0, |p| p.as_os_str().len())
     }
 }
 
@@ -437,23 +433,18 @@ impl Walker<'_, '_> {
     fn confirm(&mut self) -> Result<(), StageError> {
         self.cached_chunks = 0;
         // Chunks this extraction already handed on need no lookup.
-        let unseen = self
+        let unseen = self.batches.unseen(
+            self.waiting
+                .iter()
+                .flat_map(|slot| match slot {
+                    Slot::Cached { entry, .. } => entry.chunks.as_slice(),
+                    _ => &[],
+                })
+                .map(|c| c.id),
+        );
+        let stored = self
             .batches
-            .unseen(self.waiting.iter().flat_map(|slot| match slot {
-                Slot::Cached { entry, .. } => entry.chunks.as_slice(),
-                _ => &[],
-            }));
-        let stored = if unseen.is_empty() {
-            HashSet::new()
-        } else {
-            let ids: Vec<ChunkId> = unseen.iter().copied().collect();
-            self.batches.runtime().block_on(
-                self.job
-                    .deps
-                    .catalog
-                    .existing_chunks(&self.job.tenant, &ids),
-            )?
-        };
+            .stored(&unseen.iter().copied().collect::<Vec<_>>())?;
         for slot in std::mem::take(&mut self.waiting) {
             let Slot::Cached {
                 mut entry,

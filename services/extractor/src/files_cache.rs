@@ -32,7 +32,8 @@ struct CacheHeader {
 }
 
 /// The stat fields that must all be equal for a file to count as unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A stream's record has the default, zero stat (never compared).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Stat {
     pub(crate) size: u64,
     mtime: i64,
@@ -77,6 +78,17 @@ pub(crate) struct CachedFile {
 pub(crate) fn cache_path(cache_dir: &Path, tenant: &str, source: &str) -> PathBuf {
     cache_dir.join("files").join(tenant).join(source)
 }
+
+/// Where a stream source (a database dump, a command's output) keeps the
+/// chunk list of its last stream, in the same format: one record, under
+/// [`STREAM_ROOT`], with a zero stat. A stream is read whole every time;
+/// its last chunk list only says which chunks to confirm stored up front.
+pub(crate) fn stream_cache_path(cache_dir: &Path, tenant: &str, source: &str) -> PathBuf {
+    cache_dir.join("streams").join(tenant).join(source)
+}
+
+/// The root a stream cache is written for.
+pub(crate) const STREAM_ROOT: &[u8] = b"stream";
 
 /// Orders paths as the walk yields them: component by component.
 fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
@@ -171,8 +183,10 @@ pub(crate) struct Next {
 /// a file changed less than this before the walk began is not cached.
 const RACY_MARGIN_NANOS: i128 = 100_000_000;
 
+const NANOS: i128 = 1_000_000_000;
+
 fn nanos(seconds: i64, nanos: i64) -> i128 {
-    i128::from(seconds) * 1_000_000_000 + i128::from(nanos)
+    i128::from(seconds) * NANOS + i128::from(nanos)
 }
 
 impl Next {
@@ -216,10 +230,7 @@ impl Next {
         if stat.mtime_nanos == 0 && stat.ctime_nanos == 0 {
             // Whole-second timestamps (a filesystem that keeps no finer):
             // anything from the second before the walk began on.
-            let second = nanos(
-                i64::try_from(self.started / 1_000_000_000).unwrap_or(i64::MAX) - 1,
-                0,
-            );
+            let second = (self.started / NANOS - 1) * NANOS;
             return nanos(stat.mtime, 0) >= second || nanos(stat.ctime, 0) >= second;
         }
         let cutoff = self.started - RACY_MARGIN_NANOS;

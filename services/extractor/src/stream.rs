@@ -8,6 +8,7 @@
 //! that is deleted when it exits: never its arguments, a message or a log.
 
 use crate::draft::{Batches, Draft, Job, Summary, chunk_into, source_err};
+use crate::files_cache::{self, CachedFile, Next, Previous, STREAM_ROOT, Stat};
 use crate::rows::SqlRowCounter;
 use serde::Deserialize;
 use std::io::Read;
@@ -137,6 +138,20 @@ fn run(
         summary_parts.content,
         summary_parts.batches,
     );
+    let mut cache = Next::create(
+        stream_cache(job),
+        &job.key_id,
+        STREAM_ROOT,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    cache.add(&CachedFile {
+        path: entry.path.clone(),
+        stat: Stat::default(),
+        content,
+        chunks: entry.chunks.iter().map(|c| (c.id, c.raw_length)).collect(),
+    });
     let mut digest = SourceDigest::default();
     digest.entry(&entry, content);
     let bytes_read = entry.size;
@@ -151,6 +166,7 @@ fn run(
         tables: tables.clone(),
     }))?;
     draft.commit(job)?;
+    cache.commit();
     Ok(Summary {
         batches: batch_count,
         files: 1,
@@ -188,6 +204,7 @@ fn read_stream<'a>(
         target: None,
         chunks: Vec::new(),
     };
+    confirm_last_stream(job, &batches, &entry.path)?;
     let shown = program.shown.clone();
     let what = || format!("the output of {shown}");
     let mut counted = Counted {
@@ -216,6 +233,32 @@ fn read_stream<'a>(
             sql_tables,
         },
     ))
+}
+
+fn stream_cache(job: &Job) -> std::path::PathBuf {
+    files_cache::stream_cache_path(
+        &job.deps.staging.cache_dir(),
+        job.tenant.as_str(),
+        job.source.as_str(),
+    )
+}
+
+/// Chunk ids confirmed per catalog query.
+const CONFIRM_CHUNKS: usize = 4096;
+
+/// A dump mostly repeats the last one: the last stream's chunks that are
+/// still stored are confirmed in a few queries before this one is read, so
+/// its unchanged chunks need neither a copy nor a lookup batch each (those
+/// batches block the thread that hashes the stream).
+fn confirm_last_stream(job: &Job, batches: &Batches<'_>, entry: &[u8]) -> Result<(), StageError> {
+    let Some(last) = Previous::open(&stream_cache(job), &job.key_id, STREAM_ROOT).find(entry)
+    else {
+        return Ok(());
+    };
+    for part in last.chunks.chunks(CONFIRM_CHUNKS) {
+        batches.confirm_stored(part.iter().map(|&(id, _)| id))?;
+    }
+    Ok(())
 }
 
 /// A reader that shows every byte it reads to a row counter, when there is one.

@@ -13,7 +13,7 @@ pub mod drill;
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::watch;
-use vaultline_catalog::{SnapshotPack, SnapshotStatus};
+use vaultline_catalog::SnapshotStatus;
 use vaultline_runtime::metrics::{MetricName, gauge};
 use vaultline_runtime::{Cx, Deps, Inbound, Node, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
@@ -76,10 +76,10 @@ pub const DEFAULT_REHASH_AFTER: std::time::Duration = std::time::Duration::from_
 async fn check_pack(
     repository: &vaultline_storage::Repository,
     tenant: &vaultline_types::Name,
-    pack: SnapshotPack,
+    id: PackId,
+    size: u64,
     rehash: bool,
 ) -> Result<Option<String>, StageError> {
-    let id = pack.id;
     let key = ObjectKey::pack(tenant, &id);
     let (digest, stored_size) = if rehash {
         match repository.digest(&key).await {
@@ -95,10 +95,9 @@ async fn check_pack(
             None => return Ok(Some(format!("pack {id} is missing"))),
         }
     };
-    Ok(if stored_size != pack.size {
+    Ok(if stored_size != size {
         Some(format!(
-            "pack {id} has {stored_size} bytes, {} recorded",
-            pack.size
+            "pack {id} has {stored_size} bytes, {size} recorded"
         ))
     } else if digest.is_some_and(|digest| digest != id.0) {
         Some(format!("pack {id} does not match its recorded digest"))
@@ -151,7 +150,7 @@ pub async fn level1(
     let checked: Vec<(PackId, bool, Option<String>)> = futures::stream::iter(packs.iter().copied())
         .map(|pack| async move {
             let rehash = !pack.hashed_recently;
-            let problem = check_pack(repository, tenant, pack, rehash).await?;
+            let problem = check_pack(repository, tenant, pack.id, pack.size, rehash).await?;
             Ok::<_, StageError>((pack.id, rehash, problem))
         })
         .buffer_unordered(PARALLEL_READS)
@@ -266,21 +265,18 @@ impl Verifier {
     /// or unreadable just now) is re-hashed by the snapshot's check, which
     /// marks the snapshot corrupt with all it finds.
     async fn verify_pack(&self, stored: PackStored) -> Outcome {
-        let pack = SnapshotPack {
-            id: stored.pack,
-            size: stored.size,
-            hashed_recently: false,
-        };
-        let checked = match check_pack(&self.deps.repository, &stored.tenant, pack, true).await {
-            Ok(None) => self
-                .deps
-                .catalog
-                .mark_packs_hashed(&stored.tenant, &[stored.pack])
-                .await
-                .map_err(|e| e.to_string()),
-            Ok(Some(problem)) => Err(problem),
-            Err(e) => Err(e.to_string()),
-        };
+        let repository = &self.deps.repository;
+        let checked =
+            match check_pack(repository, &stored.tenant, stored.pack, stored.size, true).await {
+                Ok(None) => self
+                    .deps
+                    .catalog
+                    .mark_packs_hashed(&stored.tenant, &[stored.pack])
+                    .await
+                    .map_err(|e| e.to_string()),
+                Ok(Some(problem)) => Err(problem),
+                Err(e) => Err(e.to_string()),
+            };
         if let Err(problem) = checked {
             tracing::warn!(
                 pack = %stored.pack,

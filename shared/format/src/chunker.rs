@@ -34,17 +34,15 @@ const BUFFER: usize = 8 * MAX_SIZE;
 /// [`MAX_SIZE`] buffer per input and copies every chunk out and every tail
 /// down; on a tree of small files or a 1 GiB dump those copies and
 /// allocations cost more than finding the cut points. Cut points are the
-/// same as `StreamCDC`'s (tested).
+/// same as `StreamCDC`'s (tested). Each way of chunking allocates its
+/// buffers on first use, so a chunker used one way holds only its own.
+#[derive(Default)]
 pub struct Chunker {
+    /// [`Chunker::chunk`]'s buffer.
     buf: Vec<u8>,
-}
-
-impl Default for Chunker {
-    fn default() -> Self {
-        Chunker {
-            buf: vec![0; BUFFER],
-        }
-    }
+    /// [`Chunker::chunk_shared`]'s buffers; those no chunk holds any more
+    /// are refilled.
+    shared: Vec<Arc<Vec<u8>>>,
 }
 
 impl Chunker {
@@ -58,6 +56,9 @@ impl Chunker {
         mut input: impl Read,
         mut each: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; BUFFER];
+        }
         let (mut start, mut end, mut eof) = (0, 0, false);
         loop {
             // A cut point needs MAX_SIZE bytes ahead, or the end of the input.
@@ -100,8 +101,8 @@ const SHARED_BUFFER: usize = 4 * MAX_SIZE;
 impl Chunker {
     /// Like [`Chunker::chunk`], but every chunk is lent out of a shared
     /// buffer, for another thread. Buffers are recycled once no chunk of
-    /// theirs is alive; only the tail that a refill moves to the front of a
-    /// fresh buffer (under one chunk) is copied.
+    /// theirs is alive, across inputs too; only the tail that a refill moves
+    /// to the front of another buffer (under one chunk) is copied.
     ///
     /// # Errors
     /// The first error of `input` or of `each`.
@@ -110,41 +111,50 @@ impl Chunker {
         mut input: impl Read,
         mut each: impl FnMut(SharedChunk) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut buf = Arc::new(vec![0; SHARED_BUFFER]);
-        let mut spares: Vec<Arc<Vec<u8>>> = Vec::new();
+        let mut buf = self.free_shared();
         let (mut start, mut end, mut eof) = (0, 0, false);
-        loop {
+        let result = loop {
             if end - start < MAX_SIZE && !eof {
-                if Arc::get_mut(&mut buf).is_some() {
-                    Arc::get_mut(&mut buf)
-                        .expect("checked")
-                        .copy_within(start..end, 0);
-                } else {
-                    // Chunks of this buffer are still out: continue in one
-                    // that nobody holds any more, or a new one.
-                    let mut next = match spares.iter().position(|s| Arc::strong_count(s) == 1) {
-                        Some(free) => spares.swap_remove(free),
-                        None => Arc::new(vec![0; SHARED_BUFFER]),
-                    };
-                    Arc::get_mut(&mut next).expect("nobody else holds it")[..end - start]
-                        .copy_from_slice(&buf[start..end]);
-                    spares.push(std::mem::replace(&mut buf, next));
+                match Arc::get_mut(&mut buf) {
+                    Some(own) => own.copy_within(start..end, 0),
+                    None => {
+                        // Chunks of this buffer are still out: go on in another.
+                        let mut next = self.free_shared();
+                        Arc::get_mut(&mut next).expect("free")[..end - start]
+                            .copy_from_slice(&buf[start..end]);
+                        self.shared.push(std::mem::replace(&mut buf, next));
+                    }
                 }
                 end -= start;
                 start = 0;
-                let filling = Arc::get_mut(&mut buf).expect("nobody else holds it");
-                (end, eof) = fill(&mut input, filling, end)?;
+                match fill(&mut input, Arc::get_mut(&mut buf).expect("free"), end) {
+                    Ok(filled) => (end, eof) = filled,
+                    Err(e) => break Err(e.into()),
+                }
             }
             if start == end {
-                return Ok(());
+                break Ok(());
             }
             let cut = cut_point(&buf[..end], start);
-            each(SharedChunk {
+            let chunk = SharedChunk {
                 buf: Arc::clone(&buf),
                 start,
                 end: cut,
-            })?;
+            };
+            if let Err(e) = each(chunk) {
+                break Err(e);
+            }
             start = cut;
+        };
+        self.shared.push(buf);
+        result
+    }
+
+    /// A shared buffer no chunk holds, or a new one.
+    fn free_shared(&mut self) -> Arc<Vec<u8>> {
+        match self.shared.iter().position(|b| Arc::strong_count(b) == 1) {
+            Some(free) => self.shared.swap_remove(free),
+            None => Arc::new(vec![0; SHARED_BUFFER]),
         }
     }
 }

@@ -24,7 +24,7 @@ use vaultline_format::manifest::{
     open_sealed,
 };
 use vaultline_format::pack::{Header as PackHeader, PackKey};
-use vaultline_storage::{ObjectKey, Repository};
+use vaultline_storage::{ObjectKey, RangeReader, Repository};
 use vaultline_types::{Name, SnapshotId};
 
 /// Where restored bytes go.
@@ -472,7 +472,7 @@ type PackKeys = std::sync::Arc<
 
 /// What the reader shares with the tasks it starts.
 struct Fetcher {
-    repo: Repository,
+    repo: std::sync::Arc<RangeReader>,
     tenant: Name,
     identity: std::sync::Arc<Identity>,
     keys: PackKeys,
@@ -489,7 +489,7 @@ struct Fetcher {
 /// The key of `pack`: its header is read (two small ranged reads) and opened
 /// the first time one of its blobs is needed.
 async fn pack_key(
-    repo: &Repository,
+    repo: &RangeReader,
     key: &str,
     pack: vaultline_types::PackId,
     identity: &std::sync::Arc<Identity>,
@@ -584,7 +584,15 @@ impl Fetcher {
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
             Err(tokio::sync::mpsc::error::TrySendError::Full(item)) => {
                 self.dispatch();
-                self.tx.blocking_send(item).is_ok()
+                if self.tx.blocking_send(item).is_err() {
+                    return false;
+                }
+                // The writer is behind. Go on once it has taken half the
+                // queue: going on at every free slot started a run (a read
+                // and a decryption task) for each small file.
+                self.runtime
+                    .block_on(self.tx.reserve_many(QUEUED_ITEMS / 2))
+                    .is_ok()
             }
         }
     }
@@ -666,7 +674,7 @@ fn read_manifest(
 ) {
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let mut fetcher = Fetcher {
-        repo,
+        repo: std::sync::Arc::new(RangeReader::new(repo)),
         tenant,
         identity: std::sync::Arc::new(identity),
         keys: PackKeys::default(),

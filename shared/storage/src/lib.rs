@@ -1,10 +1,12 @@
 //! vaultline-storage: where bytes live. The repository (packs and manifests,
 //! long-lived) and staging (claim-check data between stages, with a TTL).
 
+mod reader;
 mod repository;
 mod s3;
 mod staging;
 
+pub use reader::RangeReader;
 pub use repository::{ObjectKey, Repository};
 pub use s3::{S3Options, S3Repository};
 pub use staging::{Fetched, Staging};

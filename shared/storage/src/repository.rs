@@ -39,7 +39,7 @@ pub enum Repository {
 /// Local-directory backend.
 #[derive(Debug, Clone)]
 pub struct FsRepository {
-    root: PathBuf,
+    pub(crate) root: PathBuf,
 }
 
 impl Repository {
@@ -225,7 +225,12 @@ impl Repository {
     }
 }
 
-fn not_found_or(e: std::io::Error, what: &'static str, key: &str, path: &Path) -> crate::Error {
+pub(crate) fn not_found_or(
+    e: std::io::Error,
+    what: &'static str,
+    key: &str,
+    path: &Path,
+) -> crate::Error {
     if e.kind() == std::io::ErrorKind::NotFound {
         crate::Error::NotFound {
             what,

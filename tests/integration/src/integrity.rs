@@ -127,12 +127,7 @@ async fn old_packs_are_checked_by_size_and_rehashed_when_due() -> Result<()> {
             &[&flipped.id.0.as_slice()],
         )
         .await?;
-    std::fs::write(tree.join("c.bin"), crate::harness::mixed_bytes(1 << 20, 7))?;
-    let err = backup().await.expect_err("a due pack with a flipped byte");
-    assert!(format!("{err:#}").contains("ended corrupt"), "{err:#}");
-    let third = env.wait_final(3).await?;
-    assert_eq!(third.status, SnapshotStatus::Corrupt, "{third:?}");
-    let error = third.error.clone().unwrap_or_default();
+    let error = corrupt_backup(&env, &tree, "c.bin", 7, 3).await?;
     assert!(
         error.contains(&format!(
             "pack {} does not match its recorded digest",
@@ -143,12 +138,7 @@ async fn old_packs_are_checked_by_size_and_rehashed_when_due() -> Result<()> {
 
     // A pack cut short is found by the size check, however recently hashed.
     std::fs::write(pack_path(&flipped.id), &bytes[..at])?;
-    std::fs::write(tree.join("d.bin"), crate::harness::mixed_bytes(1 << 20, 8))?;
-    let err = backup().await.expect_err("a pack cut short");
-    assert!(format!("{err:#}").contains("ended corrupt"), "{err:#}");
-    let fourth = env.wait_final(4).await?;
-    assert_eq!(fourth.status, SnapshotStatus::Corrupt, "{fourth:?}");
-    let error = fourth.error.clone().unwrap_or_default();
+    let error = corrupt_backup(&env, &tree, "d.bin", 8, 4).await?;
     assert!(
         error.contains(&format!(
             "pack {} has {at} bytes, {} recorded",
@@ -158,6 +148,26 @@ async fn old_packs_are_checked_by_size_and_rehashed_when_due() -> Result<()> {
     );
     node.shutdown().await;
     Ok(())
+}
+
+/// Adds `file` to `tree` and backs it up, expecting the `count`th snapshot
+/// of acme/docs to end corrupt; returns its error.
+async fn corrupt_backup(
+    env: &Env,
+    tree: &Path,
+    file: &str,
+    seed: u64,
+    count: usize,
+) -> Result<String> {
+    std::fs::write(tree.join(file), crate::harness::mixed_bytes(1 << 20, seed))?;
+    let err = env
+        .cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
+        .await
+        .expect_err("the snapshot ends corrupt");
+    assert!(format!("{err:#}").contains("ended corrupt"), "{err:#}");
+    let row = env.wait_final(count).await?;
+    assert_eq!(row.status, SnapshotStatus::Corrupt, "{row:?}");
+    Ok(row.error.unwrap_or_default())
 }
 
 /// `vaultline verify <snapshot> --json [more]`: its exit code and report.

@@ -123,6 +123,16 @@ async fn a_tree_round_trips_byte_identical_and_the_second_backup_dedups() -> Res
     let env = Env::new().await?;
     let tree = env.path("tree");
     build_tree(&tree)?;
+    // Many more entries than the restore's queue holds, so its reader waits
+    // for the writer again and again.
+    let many = tree.join("many");
+    std::fs::create_dir(&many)?;
+    for i in 0..3000 {
+        std::fs::write(
+            many.join(format!("{i:04}.txt")),
+            format!("small file {i}\n"),
+        )?;
+    }
     env.tenant_with_source(&tree).await?;
     let node = env.node().await?;
 

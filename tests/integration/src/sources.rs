@@ -494,6 +494,30 @@ async fn a_command_source_round_trips_its_bytes_and_a_dying_one_fails_clearly() 
         "stdout differs"
     );
 
+    // The stream's chunk list is kept for the next one, which confirms the
+    // unchanged chunks up front: a rewritten MiB inside costs a few chunks.
+    let cache = env.path("staging/.cache/streams/acme/vault");
+    let cached = std::fs::metadata(&cache)?.len();
+    assert!(cached > 9 * 36, "the stream cache holds {cached} bytes");
+    let mut changed = std::fs::read(&payload)?;
+    changed[4 << 20..5 << 20].copy_from_slice(&crate::harness::mixed_bytes(1 << 20, 8));
+    std::fs::write(&payload, &changed)?;
+    env.cli(&["backup", "acme/vault", "--wait", "--timeout", "120"])
+        .await?;
+    let second = env.wait_final_of("vault", 2).await?;
+    assert_verified(&second);
+    assert!(
+        second.bytes_new > 0 && second.bytes_new <= 3 << 20,
+        "a 1 MiB rewrite stored {} new bytes",
+        second.bytes_new
+    );
+    env.cli(&["restore", second.id.as_str(), "--into-command"])
+        .await?;
+    assert!(
+        std::fs::read(&restored)? == changed,
+        "the second stream restores differently"
+    );
+
     env.cli(&["backup", "acme/dying", "--timeout", "120"])
         .await?;
     let failed = env.wait_final_of("dying", 1).await?;
