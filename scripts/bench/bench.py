@@ -90,7 +90,8 @@ class FreshFilesystem:
         return self.target
 
     def remove(self):
-        if self.mounted:
+        # Also a mount an interrupted run left behind.
+        if self.mounted or os.path.ismount(self.target):
             subprocess.run(["umount", self.target], check=True)
             self.mounted = False
         if os.path.exists(self.image):
