@@ -61,7 +61,7 @@ class FreshFilesystem:
     loop-mounted), so no tool pays for the one before it: ext4 skips inodes
     freed in the last seconds one by one, and the tree every repetition
     deletes made whichever tool restored first after a deletion up to 3×
-    slower (docs/benchmarks.md). Needs root; otherwise a plain directory."""
+    slower (README, Benchmark). Needs root; otherwise a plain directory."""
 
     def __init__(self, work, dataset_bytes):
         self.image = os.path.join(work, "restore.img")

@@ -105,6 +105,16 @@ pub(crate) fn io_err(
     move |source| Error::Io { op, path, source }
 }
 
+/// A blocking task doing `op` under `path` that died (panicked) before it
+/// answered.
+pub(crate) fn join_err(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(tokio::task::JoinError) -> Error {
+    let io = io_err(op, path);
+    move |e| io(std::io::Error::other(e))
+}
+
 /// Rejects keys that are empty, absolute or climb out with `..`.
 pub(crate) fn check_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()

@@ -4,7 +4,7 @@
 //! for every run cost a restore of 20,000 small files 20,000 `openat` calls,
 //! and tokio's file API three thread hand-offs per run (open, seek, read).
 
-use crate::{Repository, Result, check_key, io_err};
+use crate::{Repository, Result, check_key, io_err, join_err};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -52,11 +52,7 @@ impl RangeReader {
             Ok(buf)
         })
         .await
-        .map_err(|e| crate::Error::Io {
-            op: "read",
-            path: fs.root.display().to_string(),
-            source: std::io::Error::other(e),
-        })?
+        .map_err(join_err("read", &fs.root))?
     }
 }
 

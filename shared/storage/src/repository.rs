@@ -2,7 +2,7 @@
 //! immutable once written and become visible only complete (write to a
 //! temporary name, fsync, rename).
 
-use crate::{Result, S3Repository, check_key, io_err, temp_suffix};
+use crate::{Result, S3Repository, check_key, io_err, join_err, temp_suffix};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use vaultline_types::{Name, PackId, SnapshotId};
@@ -135,11 +135,7 @@ impl Repository {
                     crate::sha256_file(&path).map_err(|e| not_found_or(e, "object", &key, &path))
                 })
                 .await
-                .map_err(|e| crate::Error::Io {
-                    op: "hash",
-                    path: fs.root.display().to_string(),
-                    source: std::io::Error::other(e),
-                })?
+                .map_err(join_err("hash", &fs.root))?
             }
         }
     }
