@@ -48,6 +48,23 @@ def generate(root, gib):
     open(done, "w").close()
 
 
+def generate_files(root, count):
+    """COUNT entries: directories of 1,000 tiny files each (a mail spool, a
+    node_modules): what restore's memory must not grow with."""
+    done = os.path.join(root, ".complete")
+    if os.path.exists(done):
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    per_dir = 1000
+    for d in range((count + per_dir) // (per_dir + 1)):
+        folder = os.path.join(root, f"dir-{d:05d}")
+        os.makedirs(folder)
+        for n in range(per_dir):
+            with open(os.path.join(folder, f"file-{n:04d}"), "w") as f:
+                f.write(f"{d} {n}\n")
+    open(done, "w").close()
+
+
 def s3_requests(admin):
     try:
         body = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
@@ -68,11 +85,18 @@ def main():
     p.add_argument("--admin", required=True)
     p.add_argument("--gib", type=int, default=4)
     p.add_argument("--limit-mib", type=int, default=256)
+    p.add_argument("--files", type=int, default=0,
+                   help="instead of SIZE GiB, a tree of this many tiny files")
     a = p.parse_args()
 
-    data = os.path.join(a.work, f"data-{a.gib}g")
-    print(f"==> dataset: {a.gib} GiB in {data}")
-    generate(data, a.gib)
+    if a.files:
+        data = os.path.join(a.work, f"data-{a.files}-files")
+        print(f"==> dataset: {a.files} files in {data}")
+        generate_files(data, a.files)
+    else:
+        data = os.path.join(a.work, f"data-{a.gib}g")
+        print(f"==> dataset: {a.gib} GiB in {data}")
+        generate(data, a.gib)
     size = du(data) - 0
     run([a.vl, "tenant", "create", "mem"])
     run([a.vl, "source", "add", "mem/data", "--path", data])
@@ -96,7 +120,8 @@ def main():
         ("backup (vaultline backup --wait, the CLI)", wall, cli_peak),
         ("restore (vaultline restore)", r_wall, r_peak),
     ]
-    print(f"\n{gib:.2f} GiB, limit {a.limit_mib} MiB per process")
+    what = f"{a.files} files, " if a.files else ""
+    print(f"\n{what}{gib:.2f} GiB, limit {a.limit_mib} MiB per process")
     print(f"{'step':<45} {'wall s':>8} {'MiB/s':>8} {'peak MiB':>9}")
     for name, w, peak in rows:
         print(f"{name:<45} {w:>8.1f} {size / MIB / w:>8.0f} {peak:>9.0f}")

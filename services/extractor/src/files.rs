@@ -3,6 +3,7 @@
 
 use crate::draft::{Batches, Draft, Job, PARALLEL_FROM, Summary, chunk_into, source_err};
 use crate::files_cache::{self, CachedFile, Next, Previous, Stat};
+use crate::metadata::Recorder;
 use serde::Deserialize;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -115,6 +116,8 @@ struct Walker<'a, 'b> {
     /// What the waiting entries take, about ([`Slot::weight`]).
     held_bytes: usize,
     cached_chunks: usize,
+    /// Owners, attributes and hard links of the entries walked.
+    metadata: Recorder,
     recorded: Recorded,
 }
 
@@ -128,6 +131,9 @@ struct Recorded {
     files: u64,
     bytes_read: u64,
     reused: u64,
+    /// Files with several names recorded: what a hard link may name (a
+    /// first name deleted before it was read takes its links with it).
+    linked: std::collections::HashSet<Vec<u8>>,
 }
 
 fn walk(
@@ -171,6 +177,7 @@ fn walk(
             waiting: std::collections::VecDeque::new(),
             held_bytes: 0,
             cached_chunks: 0,
+            metadata: Recorder::default(),
             recorded: Recorded {
                 draft: Draft::create(job, "files")?,
                 digest: SourceDigest::default(),
@@ -179,6 +186,7 @@ fn walk(
                 files: 0,
                 bytes_read: 0,
                 reused: 0,
+                linked: std::collections::HashSet::new(),
             },
         };
         walk_tree(w, root)
@@ -191,6 +199,7 @@ fn walk(
         files,
         bytes_read,
         reused,
+        ..
     } = recorded;
     let (batch_count, bytes_new) = batches.finish()?;
     let source_digest = digest.finish();
@@ -312,16 +321,15 @@ fn walk_tree(mut w: Walker<'_, '_>, root: &Path) -> Result<Recorded, StageError>
             mode: meta.mode() & 0o7777,
             mtime: meta.mtime(),
             mtime_nanos: meta.mtime_nsec() as u32,
-            size: 0,
-            target: None,
-            chunks: Vec::new(),
+            ..Entry::default()
         };
+        w.metadata.record(&mut entry, item.path(), &meta);
         if kind.is_symlink() {
             let target = std::fs::read_link(item.path())
                 .map_err(|e| source_err(format!("reading link {}: {e}", item.path().display())))?;
             entry.kind = EntryKind::Symlink;
             entry.target = Some(target.as_os_str().as_bytes().to_vec());
-        } else if kind.is_file() {
+        } else if kind.is_file() && entry.kind != EntryKind::Hardlink {
             entry.kind = EntryKind::File;
             let stat = Stat::of(&meta);
             match w.previous.find(&entry.path) {
@@ -360,9 +368,6 @@ fn walk_tree(mut w: Walker<'_, '_>, root: &Path) -> Result<Recorded, StageError>
                 }
             }
             continue;
-        } else if !kind.is_dir() {
-            tracing::warn!(path = %item.path().display(), "Skipping a special file (socket, fifo or device).");
-            continue;
         }
         w.wait(Slot::Done {
             entry,
@@ -373,6 +378,18 @@ fn walk_tree(mut w: Walker<'_, '_>, root: &Path) -> Result<Recorded, StageError>
     w.confirm()?;
     w.record_ready(true)?;
     debug_assert!(w.waiting.is_empty());
+    if w.metadata.sockets > 0 {
+        tracing::info!(
+            sockets = w.metadata.sockets,
+            "Sockets are recorded but never restored."
+        );
+    }
+    if w.metadata.xattrs_cut > 0 {
+        tracing::warn!(
+            entries = w.metadata.xattrs_cut,
+            "Some entries kept only part of their extended attributes (over the size limit)."
+        );
+    }
     Ok(w.recorded)
 }
 
@@ -526,6 +543,18 @@ impl Recorded {
         content: [u8; 32],
         stat: Option<Stat>,
     ) -> Result<(), StageError> {
+        if entry.kind == EntryKind::Hardlink
+            && !entry
+                .target
+                .as_ref()
+                .is_some_and(|first| self.linked.contains(first))
+        {
+            // Its first name vanished before it could be read.
+            return Ok(());
+        }
+        if entry.nlink > 1 {
+            self.linked.insert(entry.path.clone());
+        }
         self.digest.entry(&entry, content);
         if let Some(stat) = stat {
             self.files += 1;

@@ -5,6 +5,7 @@
 mod draft;
 mod files;
 mod files_cache;
+mod metadata;
 mod postgres;
 mod rows;
 mod stream;

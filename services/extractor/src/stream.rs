@@ -199,10 +199,7 @@ fn read_stream<'a>(
         kind: EntryKind::File,
         mode: 0o600,
         mtime: job.created,
-        mtime_nanos: 0,
-        size: 0,
-        target: None,
-        chunks: Vec::new(),
+        ..Entry::default()
     };
     confirm_last_stream(job, &batches, &entry.path)?;
     let shown = program.shown.clone();

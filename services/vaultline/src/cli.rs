@@ -137,6 +137,10 @@ pub enum Command {
         /// Tenant of the snapshot (needed with --identity when there is no catalog).
         #[arg(long)]
         tenant: Option<String>,
+        /// As root, give files their recorded user and group ids rather than
+        /// the ids this host has for the recorded names.
+        #[arg(long)]
+        numeric_owner: bool,
         /// Read this repository (`s3://bucket/prefix`, `file:///dir`) with no
         /// catalog and no NATS; needs --identity and --tenant.
         #[arg(long)]
@@ -488,6 +492,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             into_command,
             identity,
             tenant,
+            numeric_owner,
             repo,
         } => {
             let snapshot = SnapshotId::parse(&snapshot)?;
@@ -545,6 +550,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 path.as_deref(),
                 target.clone(),
                 restore_command,
+                vaultline_restore::Options { numeric_owner },
             )
             .await?;
             let checked = if done.digest_checked {
@@ -559,6 +565,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 human_bytes(done.bytes as i64),
                 started.elapsed().as_secs_f64()
             );
+            for line in crate::restoring::caveats(&done) {
+                eprintln!("{line}");
+            }
         }
         Command::Verify {
             snapshot,

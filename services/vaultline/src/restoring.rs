@@ -74,6 +74,7 @@ impl Target {
 /// # Errors
 /// Whatever restore reports, a snapshot of the wrong kind for the target,
 /// or a restore program that fails (with the tail of its stderr).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     repo: &Repository,
     tenant: &Name,
@@ -82,11 +83,20 @@ pub async fn run(
     select: Option<&str>,
     target: Target,
     source_restore_command: Option<String>,
+    options: vaultline_restore::Options,
 ) -> Result<Restored> {
     match target {
         Target::Dir(dir) => {
-            vaultline_restore::restore(repo, tenant, snapshot, identity, select, Sink::Dir(&dir))
-                .await
+            vaultline_restore::restore_with(
+                repo,
+                tenant,
+                snapshot,
+                identity,
+                select,
+                Sink::Dir(&dir),
+                options,
+            )
+            .await
         }
         Target::Stdout => {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
@@ -139,4 +149,46 @@ pub async fn run(
             .await
         }
     }
+}
+
+/// What a directory restore could not put back as it was, one line each,
+/// for the summary.
+pub fn caveats(done: &Restored) -> Vec<String> {
+    let kept = &done.kept;
+    let mut lines = Vec::new();
+    if kept.owners_not_restored > 0 {
+        lines.push(format!(
+            "ownership not restored for {} entries: not running as root, they belong to the restoring user",
+            kept.owners_not_restored
+        ));
+    }
+    if kept.setid_dropped > 0 {
+        lines.push(format!(
+            "setuid/setgid bits dropped from {} entries whose owner was not restored",
+            kept.setid_dropped
+        ));
+    }
+    if kept.xattrs_skipped > 0 {
+        lines.push(format!(
+            "{} extended attributes not restored{}",
+            kept.xattrs_skipped,
+            kept.xattr_error
+                .as_ref()
+                .map(|e| format!(" (first refusal: {e}; file capabilities need root)"))
+                .unwrap_or_else(|| " (file capabilities need root)".into())
+        ));
+    }
+    if done.devices_skipped > 0 {
+        lines.push(format!(
+            "{} device nodes skipped: only root can make them",
+            done.devices_skipped
+        ));
+    }
+    if done.sockets_skipped > 0 {
+        lines.push(format!(
+            "{} sockets skipped: a socket belongs to the program listening on it",
+            done.sockets_skipped
+        ));
+    }
+    lines
 }

@@ -212,10 +212,18 @@ pub async fn level2(
     {
         Ok(done) => Ok(Ok(done)),
         Err(e) => {
+            // The manifest is read as a stream: a storage error met while
+            // reading it arrives wrapped in an io::Error.
             let transient = e.chain().any(|cause| {
-                cause
+                let storage = cause
                     .downcast_ref::<vaultline_storage::Error>()
-                    .is_some_and(vaultline_storage::Error::is_transient)
+                    .or_else(|| {
+                        cause
+                            .downcast_ref::<std::io::Error>()
+                            .and_then(std::io::Error::get_ref)
+                            .and_then(|inner| inner.downcast_ref::<vaultline_storage::Error>())
+                    });
+                storage.is_some_and(vaultline_storage::Error::is_transient)
             });
             if transient {
                 Err(StageError::transient("storage", format!("{e:#}")))

@@ -3,12 +3,14 @@
 
 pub mod blob;
 pub mod chunker;
+mod digest;
 pub mod keys;
 pub mod manifest;
 pub mod pack;
 
-/// Version of the repository format written by this build.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version of the manifests this build writes: 2 added owners, hard links,
+/// extended attributes and special files. Restore reads 1 and 2.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Errors of the format layer.
 #[derive(Debug, thiserror::Error)]

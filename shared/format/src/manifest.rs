@@ -8,21 +8,90 @@
 use crate::keys::{Identity, Recipient};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use std::io::{BufRead, BufReader, Read, Write};
 use vaultline_types::{ChunkId, Name, PackId, SnapshotId};
 
+pub use crate::digest::{ContentDigest, SourceDigest};
+
 /// What an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
     /// A regular file; its content is `chunks`.
+    #[default]
     File,
     /// A directory.
     Dir,
     /// A symbolic link to `target`.
     Symlink,
+    /// Another name of the file entry whose path is `target`, listed before
+    /// it (manifest format 2).
+    Hardlink,
+    /// A named pipe (format 2).
+    Fifo,
+    /// A character device, number `rdev` (format 2; recreated only by root).
+    CharDevice,
+    /// A block device, number `rdev` (format 2; recreated only by root).
+    BlockDevice,
+    /// A socket: recorded so restore can report it, never recreated (a
+    /// socket belongs to the process that listens on it).
+    Socket,
 }
+
+impl EntryKind {
+    /// The kind's byte in the [`SourceDigest`].
+    pub fn digest_byte(self) -> u8 {
+        match self {
+            EntryKind::File => 0,
+            EntryKind::Dir => 1,
+            EntryKind::Symlink => 2,
+            EntryKind::Hardlink => 3,
+            EntryKind::Fifo => 4,
+            EntryKind::CharDevice => 5,
+            EntryKind::BlockDevice => 6,
+            EntryKind::Socket => 7,
+        }
+    }
+}
+
+/// Who owned an entry (manifest format 2). Restore as root gives it back by
+/// name where the restoring host knows the name, else by number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    /// The user's name on the backed-up host, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The group's name on the backed-up host, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// One extended attribute (manifest format 2): `user.*`,
+/// `security.capability`, or a POSIX ACL (`system.posix_acl_access`,
+/// `system.posix_acl_default`) in the kernel's own encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// Extended attribute names a manifest may hold; anything else (SELinux
+/// labels, `trusted.*`) belongs to the host, not to the data.
+pub fn xattr_kept(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+        || name == b"security.capability"
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
+}
+
+/// Bytes of extended attributes (names and values) kept per entry; past it
+/// the rest are left out with a warning at backup (ext4 allows about 4 KiB
+/// per inode unless `ea_inode` is on, so this is rarely reached).
+pub const XATTR_BYTES: usize = 64 << 10;
 
 /// Where a chunk's sealed blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,12 +116,12 @@ pub struct ChunkRef {
 }
 
 /// A file tree entry. Paths are relative, `/`-separated bytes (names need not be UTF-8).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Relative path; never absolute and never containing `..` when written by vaultline.
     #[serde(with = "serde_bytes")]
     pub path: Vec<u8>,
-    /// File, directory or symlink.
+    /// What it is.
     pub kind: EntryKind,
     /// Unix permission bits (`st_mode & 0o7777`).
     pub mode: u32,
@@ -62,12 +131,29 @@ pub struct Entry {
     pub mtime_nanos: u32,
     /// Size in bytes (files).
     pub size: u64,
-    /// Link target (symlinks).
+    /// Link target (symlinks), or the path of the first name (hard links).
     #[serde(with = "serde_bytes", default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Vec<u8>>,
     /// Content chunks (files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkRef>,
+    /// Owner (format 2; older entries restore owned by the restoring user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Extended attributes and ACLs (format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+    /// Files with more than one name: the link count at backup (format 2).
+    /// Their other names in the snapshot are [`EntryKind::Hardlink`] entries.
+    #[serde(default, skip_serializing_if = "is_single")]
+    pub nlink: u32,
+    /// Device number (devices; format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u64>,
+}
+
+fn is_single(nlink: &u32) -> bool {
+    *nlink <= 1
 }
 
 /// First record of a manifest.
@@ -236,71 +322,6 @@ pub fn open_sealed<R: Read>(
     Ok(RecordReader::new(BufReader::new(decoder)))
 }
 
-/// The digest of a tree as the source presented it: SHA-256 over, for each
-/// entry in manifest order, `u64 LE path length | path | kind byte | u64 LE
-/// target length | target | u64 LE size | content digest` (BLAKE3, or SHA-256
-/// in older manifests: see [`ContentHash`]). Restore
-/// recomputes it to prove a snapshot reassembles to what was read.
-#[derive(Default)]
-pub struct SourceDigest(sha2::Sha256);
-
-impl SourceDigest {
-    /// Adds an entry once its content was read (`content` is the
-    /// [`ContentDigest`] of the file's bytes; zeros for non-files).
-    pub fn entry(&mut self, entry: &Entry, content: [u8; 32]) {
-        let kind = match entry.kind {
-            EntryKind::File => 0u8,
-            EntryKind::Dir => 1,
-            EntryKind::Symlink => 2,
-        };
-        let target = entry.target.as_deref().unwrap_or_default();
-        self.0.update((entry.path.len() as u64).to_le_bytes());
-        self.0.update(&entry.path);
-        self.0.update([kind]);
-        self.0.update((target.len() as u64).to_le_bytes());
-        self.0.update(target);
-        self.0.update(entry.size.to_le_bytes());
-        self.0.update(content);
-    }
-
-    /// The digest, hex.
-    pub fn finish(self) -> String {
-        hex::encode(self.0.finalize())
-    }
-}
-
-/// Digest of a file's content, fed chunk by chunk.
-pub enum ContentDigest {
-    Sha256(sha2::Sha256),
-    Blake3(Box<blake3::Hasher>),
-}
-
-impl ContentDigest {
-    /// A digest of the given kind.
-    pub fn new(kind: ContentHash) -> Self {
-        match kind {
-            ContentHash::Sha256 => ContentDigest::Sha256(sha2::Sha256::default()),
-            ContentHash::Blake3 => ContentDigest::Blake3(Box::default()),
-        }
-    }
-    /// Adds bytes.
-    pub fn update(&mut self, bytes: &[u8]) {
-        match self {
-            ContentDigest::Sha256(h) => h.update(bytes),
-            ContentDigest::Blake3(h) => {
-                h.update(bytes);
-            }
-        }
-    }
-    /// The digest.
-    pub fn finish(self) -> [u8; 32] {
-        match self {
-            ContentDigest::Sha256(h) => h.finalize().into(),
-            ContentDigest::Blake3(h) => *h.finalize().as_bytes(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +356,7 @@ mod tests {
                         length: 200,
                     }),
                 }],
+                ..Entry::default()
             }),
             Record::Footer(Footer {
                 entries: 1,

@@ -6,7 +6,7 @@ mod repository;
 mod s3;
 mod staging;
 
-pub use reader::RangeReader;
+pub use reader::{ObjectReader, RangeReader};
 pub use repository::{ObjectKey, Repository};
 pub use s3::{S3Options, S3Repository};
 pub use staging::{Fetched, Staging};

@@ -56,6 +56,66 @@ impl RangeReader {
     }
 }
 
+/// Bytes a streamed object is read ahead by, per ranged read.
+const STREAM_WINDOW: u32 = 1 << 20;
+
+/// One object read front to back as a [`std::io::Read`], in ranged reads
+/// of [`STREAM_WINDOW`], for a blocking thread: a manifest of millions of
+/// entries is never held whole.
+pub struct ObjectReader {
+    ranges: Arc<RangeReader>,
+    key: String,
+    size: u64,
+    offset: u64,
+    window: std::io::Cursor<Vec<u8>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ObjectReader {
+    /// Opens `key` (its size is looked up now) on a blocking thread of `runtime`.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] when absent.
+    pub fn open(
+        ranges: Arc<RangeReader>,
+        key: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<ObjectReader> {
+        let size =
+            runtime
+                .block_on(ranges.repo.size(key))?
+                .ok_or_else(|| crate::Error::NotFound {
+                    what: "object",
+                    key: key.to_owned(),
+                })?;
+        Ok(ObjectReader {
+            ranges,
+            key: key.to_owned(),
+            size,
+            offset: 0,
+            window: std::io::Cursor::new(Vec::new()),
+            runtime,
+        })
+    }
+}
+
+impl std::io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.window.read(buf)?;
+        if n > 0 || buf.is_empty() || self.offset == self.size {
+            return Ok(n);
+        }
+        let length = (self.size - self.offset).min(u64::from(STREAM_WINDOW)) as u32;
+        let bytes = self
+            .runtime
+            .block_on(self.ranges.get_range(&self.key, self.offset, length))
+            .map_err(std::io::Error::other)?;
+        self.offset += u64::from(length);
+        self.window = std::io::Cursor::new(bytes);
+        self.window.read(buf)
+    }
+}
+
 /// The open file of `key`, opened now if it is not among the recent ones.
 fn opened(open: &OpenFiles, key: &str, path: &Path) -> Result<Arc<std::fs::File>> {
     let mut recent = open.lock().expect("open files poisoned");
@@ -80,6 +140,34 @@ fn opened(open: &OpenFiles, key: &str, path: &Path) -> Result<Arc<std::fs::File>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn objects_stream_in_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open_dir(dir.path()).await.unwrap();
+        let local = dir.path().join("local");
+        let bytes: Vec<u8> = (0..(STREAM_WINDOW as usize * 2 + 77))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&local, &bytes).unwrap();
+        repo.put_file("o/big", &local).await.unwrap();
+        let ranges = Arc::new(RangeReader::new(repo));
+        let runtime = tokio::runtime::Handle::current();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut ObjectReader::open(ranges.clone(), "o/big", runtime.clone()).unwrap(),
+                &mut out,
+            )
+            .unwrap();
+            let missing = ObjectReader::open(ranges, "o/missing", runtime);
+            (out, missing.is_err())
+        })
+        .await
+        .unwrap();
+        assert_eq!(read.0, bytes);
+        assert!(read.1, "a missing object is an error at open");
+    }
 
     #[tokio::test]
     async fn ranges_are_read_from_files_kept_open_and_bounded() {

@@ -381,7 +381,7 @@ impl S3Repository {
             }
             Err(e) => {
                 count("HeadObject", false);
-                Err(s3_err("HeadObject", key, e))
+                Err(head_err(key, e))
             }
         }
     }
@@ -441,6 +441,27 @@ where
         key: key.to_owned(),
         message,
         transient,
+    }
+}
+
+/// A HEAD answer has no body, so no error code or message: the HTTP status
+/// is all there is to say (403: the credentials or the signature).
+fn head_err<E>(key: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    match (e.as_service_error().and_then(|s| s.code()), status) {
+        (None, Some(status)) => Error::S3 {
+            op: "HeadObject",
+            key: key.to_owned(),
+            message: match status {
+                401 | 403 => format!("HTTP {status}: access denied (wrong credentials or secret)"),
+                _ => format!("HTTP {status}"),
+            },
+            transient: status >= 500 || status == 429,
+        },
+        _ => s3_err("HeadObject", key, e),
     }
 }
 

@@ -225,6 +225,21 @@ check-interval = "500ms"
         .await
     }
 
+    /// Writes `tenant`'s identity file to `<tenant>.key` under the test's
+    /// root, for restores without the catalog, and returns its path.
+    pub(crate) async fn export_identity(&self, tenant: &str) -> Result<PathBuf> {
+        let file = self.path(&format!("{tenant}.key"));
+        self.cli(&[
+            "tenant",
+            "export-identity",
+            tenant,
+            "--out",
+            file.to_str().expect("utf-8 path"),
+        ])
+        .await?;
+        Ok(file)
+    }
+
     /// A plain connection to the test catalog, for what no command shows.
     pub(crate) async fn sql(&self) -> Result<tokio_postgres::Client> {
         let (client, connection) =

@@ -245,21 +245,14 @@ fn entry(path: &str, kind: EntryKind, target: Option<&str>) -> Entry {
         } else {
             vec![]
         },
+        ..Entry::default()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_manifests_restore_nothing_outside_the_target() -> Result<()> {
     let (env, _tree) = Env::with_small_source().await?;
-    let identity = env.path("acme.key");
-    env.cli(&[
-        "tenant",
-        "export-identity",
-        "acme",
-        "--out",
-        identity.to_str().unwrap(),
-    ])
-    .await?;
+    let identity = env.export_identity("acme").await?;
     // The restore target sits inside `jail`; everything else in `jail` is "outside".
     let jail = env.path("jail");
     let outside = jail.join("outside");

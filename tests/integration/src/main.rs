@@ -3,12 +3,14 @@
 
 mod audit;
 mod failures;
+mod fidelity;
 mod harness;
 mod integrity;
 mod ops;
 mod outages;
 mod pipeline;
 mod processes;
+mod restore_safety;
 mod retention;
 mod s3;
 mod schedules;

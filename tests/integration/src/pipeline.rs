@@ -103,6 +103,30 @@ pub(crate) fn assert_same_tree(want: &Path, got: &Path, what: &str) -> Result<()
     Ok(())
 }
 
+/// Asserts `got` holds the same paths as `want` with the same file
+/// contents and link targets, whatever their metadata.
+pub(crate) fn assert_same_contents(want: &Path, got: &Path) -> Result<()> {
+    let strip = |tree: BTreeMap<String, Node>| -> BTreeMap<String, Option<Vec<u8>>> {
+        tree.into_iter()
+            .map(|(path, node)| {
+                let content = match node {
+                    Node::File { content, .. } => Some(content),
+                    Node::Link { target, .. } => Some(target.into_os_string().into_encoded_bytes()),
+                    Node::Dir { .. } => None,
+                };
+                (path, content)
+            })
+            .collect()
+    };
+    assert!(
+        strip(snapshot_of(want)?) == strip(snapshot_of(got)?),
+        "{} and {} differ in paths or contents",
+        want.display(),
+        got.display()
+    );
+    Ok(())
+}
+
 fn walk(root: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut all = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -294,15 +318,7 @@ async fn a_plain_nats_json_trigger_produces_a_verified_snapshot() -> Result<()> 
 async fn restoring_with_another_tenants_identity_fails_clearly() -> Result<()> {
     let (env, tree) = Env::with_small_source().await?;
     env.cli(&["tenant", "create", "other"]).await?;
-    let other_identity = env.path("other.key");
-    env.cli(&[
-        "tenant",
-        "export-identity",
-        "other",
-        "--out",
-        other_identity.to_str().unwrap(),
-    ])
-    .await?;
+    let other_identity = env.export_identity("other").await?;
     let node = env.node().await?;
     env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
         .await?;
@@ -335,15 +351,7 @@ async fn restoring_with_another_tenants_identity_fails_clearly() -> Result<()> {
     );
 
     // The tenant's own identity, exported, restores with no KEK needed.
-    let own = env.path("acme.key");
-    env.cli(&[
-        "tenant",
-        "export-identity",
-        "acme",
-        "--out",
-        own.to_str().unwrap(),
-    ])
-    .await?;
+    let own = env.export_identity("acme").await?;
     let target = env.path("yes");
     env.cli(&[
         "restore",
