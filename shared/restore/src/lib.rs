@@ -359,3 +359,101 @@ fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -
         other => anyhow::anyhow!("manifest of snapshot {snapshot}: {other}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vaultline_format::manifest::{Footer, SealedWriter};
+
+    /// Stores a manifest of `entries` (no file content) for snapshot `id`.
+    async fn plant(repo: &Repository, identity: &Identity, id: &SnapshotId, entries: Vec<Entry>) {
+        let tenant = Name::new("acme").unwrap();
+        let mut writer = SealedWriter::new(Vec::new(), &identity.to_public()).unwrap();
+        writer
+            .write(&Record::Header(Header {
+                format: vaultline_format::FORMAT_VERSION,
+                tenant: tenant.clone(),
+                source: Name::new("docs").unwrap(),
+                snapshot: id.clone(),
+                source_kind: "files".into(),
+                created: 1_700_000_000,
+                key_id: "k".into(),
+                content_hash: ContentHash::Blake3,
+            }))
+            .unwrap();
+        let mut digest = SourceDigest::default();
+        for entry in &entries {
+            digest.entry(entry, [0; 32]);
+            writer.write(&Record::Entry(entry.clone())).unwrap();
+        }
+        writer
+            .write(&Record::Footer(Footer {
+                entries: entries.len() as u64,
+                bytes: 0,
+                source_digest: digest.finish(),
+                packs: vec![],
+                tables: vec![],
+            }))
+            .unwrap();
+        repo.put_bytes(&ObjectKey::manifest(&tenant, id), &writer.finish().unwrap())
+            .await
+            .unwrap();
+    }
+
+    fn dir(path: &[u8]) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            ..Entry::default()
+        }
+    }
+
+    /// Level 2 is a restore into [`Sink::Discard`]: it refuses exactly what
+    /// a restore into a directory refuses, so nothing it accepts fails later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn level_2_refuses_what_a_restore_would() {
+        let dir_ = tempfile::tempdir().unwrap();
+        let repo = Repository::open_dir(dir_.path().join("repo"))
+            .await
+            .unwrap();
+        let identity = Identity::generate();
+        let tenant = Name::new("acme").unwrap();
+        let cases: Vec<(&str, Vec<Entry>, &str)> = vec![
+            ("a sound tree", vec![dir(b"a"), dir(b"a/b"), dir(b"c")], ""),
+            (
+                "a 256-byte name",
+                vec![dir(&[b'n'; 256])],
+                "longer than any filesystem takes",
+            ),
+            ("out of order", vec![dir(b"b"), dir(b"a")], "out of order"),
+            (
+                "re-entered",
+                vec![dir(b"a"), dir(b"b"), dir(b"a/x")],
+                "not listed before it",
+            ),
+        ];
+        for (i, (what, entries, refusal)) in cases.into_iter().enumerate() {
+            let id = SnapshotId::parse(&format!("20250101T00000{i}Z-0000000{i}")).unwrap();
+            plant(&repo, &identity, &id, entries).await;
+            let target = dir_.path().join(format!("target-{i}"));
+            let verified = restore(&repo, &tenant, &id, &identity, None, Sink::Discard).await;
+            let restored = restore_tree(&repo, &tenant, &id, &identity, &target).await;
+            if refusal.is_empty() {
+                assert!(verified.unwrap().digest_checked, "{what}");
+                assert!(restored.unwrap().digest_checked, "{what}");
+                assert!(target.join("a/b").is_dir());
+            } else {
+                let (verified, restored) = (
+                    format!("{:#}", verified.unwrap_err()),
+                    format!("{:#}", restored.unwrap_err()),
+                );
+                assert!(
+                    verified.contains(refusal),
+                    "{what}: level 2 said {verified}"
+                );
+                assert_eq!(verified, restored, "{what}: level 2 and restore differ");
+            }
+        }
+    }
+}

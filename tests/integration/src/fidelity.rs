@@ -51,6 +51,15 @@ fn sample_acl() -> Vec<u8> {
     ])
 }
 
+/// `cap_net_bind_service=ep` in the kernel's `vfs_cap_data` encoding.
+fn file_capability() -> Vec<u8> {
+    let mut out = 0x0200_0001u32.to_le_bytes().to_vec();
+    for word in [1u32 << 10, 0, 0, 0] {
+        out.extend(word.to_le_bytes());
+    }
+    out
+}
+
 /// The fidelity tree. Returns the path of its 3,000-byte file.
 fn build_fidelity_tree(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(root)?;
@@ -142,6 +151,17 @@ fn build_fidelity_tree(root: &Path) -> Result<PathBuf> {
         std::fs::write(owners.join("setuid"), "#!/bin/sh\n")?;
         chown(&owners.join("setuid"), DAEMON)?;
         chmod(&owners.join("setuid"), 0o4755)?;
+        // A file capability (what `setcap cap_net_bind_service=ep` writes):
+        // revision 2 with the effective bit, then permitted and inheritable
+        // words.
+        std::fs::write(owners.join("capable"), "#!/bin/sh\n")?;
+        chmod(&owners.join("capable"), 0o755)?;
+        rustix::fs::setxattr(
+            owners.join("capable"),
+            "security.capability",
+            &file_capability(),
+            rustix::fs::XattrFlags::empty(),
+        )?;
         chown(&owners, BIN)?;
         // /dev/null's numbers: a device only root can make.
         rustix::fs::mknodat(
@@ -392,6 +412,10 @@ async fn the_fidelity_tree_restores_faithfully_as_root_and_as_a_user() -> Result
     }
     assert_eq!(got["owners/daemon.txt"].uid, DAEMON);
     assert_eq!(got["owners/setuid"].mode, 0o4755);
+    assert_eq!(
+        got["owners/capable"].xattrs,
+        vec![("security.capability".to_owned(), file_capability())]
+    );
 
     // As nobody, with nothing but the repository and the identity file.
     chmod(env.dir.path(), 0o755)?;
@@ -429,6 +453,10 @@ async fn the_fidelity_tree_restores_faithfully_as_root_and_as_a_user() -> Result
         "{stderr}"
     );
     assert!(stderr.contains("1 device nodes skipped"), "{stderr}");
+    assert!(
+        stderr.contains("1 extended attributes not restored"),
+        "{stderr}"
+    );
     let got = describe(&target)?;
     let want: BTreeMap<String, Node> = want
         .into_iter()
@@ -438,6 +466,9 @@ async fn the_fidelity_tree_restores_faithfully_as_root_and_as_a_user() -> Result
         node.uid = NOBODY;
         node.gid = 65534;
         node.mode &= !0o6000;
+        // File capabilities need root to set.
+        node.xattrs
+            .retain(|(name, _)| name != "security.capability");
     });
     Ok(())
 }
