@@ -48,6 +48,8 @@ pub(crate) struct FileOut {
     partial: Partial,
     name: Vec<u8>,
     written: u64,
+    /// Where the last bytes actually written end.
+    end: u64,
 }
 
 fn dir_flags() -> OFlags {
@@ -121,15 +123,19 @@ impl TreeWriter {
             partial,
             name: split_parent(&entry.path).1.to_vec(),
             written: 0,
+            end: 0,
         })
     }
 
     /// Completes a file: its size (a trailing hole), metadata, then its name.
     pub(crate) fn finish_file(&mut self, out: FileOut, entry: &Entry) -> Result<()> {
         let shown = shown(&entry.path);
-        out.file
-            .set_len(entry.size)
-            .with_context(|| format!("cannot write {shown}"))?;
+        if out.end < entry.size {
+            // It ends in zeros left unwritten.
+            out.file
+                .set_len(entry.size)
+                .with_context(|| format!("cannot write {shown}"))?;
+        }
         self.meta.apply(Node::Fd(out.file.as_fd()), entry, &shown)?;
         drop(out.file);
         out.partial.commit(&out.name, &entry.path)
@@ -164,7 +170,13 @@ impl TreeWriter {
                 rustix::fs::linkat(&from, first_name, dir, name, AtFlags::empty())
             })
             .with_context(|| format!("cannot link {} to {}", shown(&entry.path), shown(first)))?;
-        partial.commit(split_parent(&entry.path).1, &entry.path)
+        let dir = partial.dir.clone();
+        let hidden = partial.name.clone();
+        partial.commit(split_parent(&entry.path).1, &entry.path)?;
+        // Renaming onto another name of the same file (a restore over an
+        // earlier one) does nothing and leaves both: the hidden one goes.
+        let _ = rustix::fs::unlinkat(&dir, &hidden[..], AtFlags::empty());
+        Ok(())
     }
 
     /// A FIFO, or a device when root (counted and left out otherwise).
@@ -328,10 +340,11 @@ impl FileOut {
     /// Writes `bytes` at `offset` unless they are all zeros, as they read
     /// already: chunks cut anywhere in a run of zeros begin and end in part
     /// of a block, and writing those parts would fill the block.
-    fn write_at(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
         if is_zero(bytes) {
             return Ok(());
         }
+        self.end = offset + bytes.len() as u64;
         self.file.write_all_at(bytes, offset)
     }
 }
@@ -400,9 +413,6 @@ impl Partial {
     fn commit(mut self, name: &[u8], path: &[u8]) -> Result<()> {
         match rustix::fs::renameat(&self.dir, &self.name[..], &self.dir, name) {
             Ok(()) => {
-                // Renaming onto another name of the same file does nothing
-                // and leaves both: the hidden one goes.
-                let _ = rustix::fs::unlinkat(&self.dir, &self.name[..], AtFlags::empty());
                 self.done = true;
                 Ok(())
             }
