@@ -98,6 +98,14 @@ impl Slot {
                 e.path.len()
                     + e.target.as_ref().map_or(0, Vec::len)
                     + e.chunks.len() * size_of::<ChunkRef>()
+                    + e.owner.as_ref().map_or(0, |o| {
+                        o.user.as_ref().map_or(0, String::len)
+                            + o.group.as_ref().map_or(0, String::len)
+                    })
+                    + e.xattrs
+                        .iter()
+                        .map(|x| x.name.len() + x.value.len())
+                        .sum::<usize>()
             })
             + path.map_or(0, |p| p.as_os_str().len())
     }
