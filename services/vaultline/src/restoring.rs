@@ -158,7 +158,7 @@ pub fn caveats(done: &Restored) -> Vec<String> {
     let mut lines = Vec::new();
     if kept.owners_not_restored > 0 {
         lines.push(format!(
-            "ownership not restored for {} entries: not running as root, they belong to the restoring user",
+            "ownership not restored for {} entries: they belong to the restoring user (only root gives owners back, and snapshots older than manifest format 2 recorded none)",
             kept.owners_not_restored
         ));
     }

@@ -135,6 +135,23 @@ impl Metadata {
             }
             return Ok(kept);
         }
+        let (uid, gid) = self.resolve(owner);
+        let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+        match node {
+            Node::Fd(fd) => rustix::fs::fchown(fd, uid, gid),
+            Node::Proc(path) => rustix::fs::chown(*path, uid, gid),
+            Node::Symlink(dir, name) => {
+                rustix::fs::chownat(dir, *name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+            }
+        }
+        .with_context(|| format!("cannot set the owner of {shown}"))?;
+        Ok((true, true))
+    }
+
+    /// The ids to give an entry of `owner` on this host: those of its
+    /// names where this host knows them (unless `numeric_owner`), else the
+    /// recorded numbers.
+    fn resolve(&mut self, owner: &Owner) -> (u32, u32) {
         let uid = match owner.user.as_deref().filter(|_| !self.numeric_owner) {
             Some(name) => *self
                 .users
@@ -151,16 +168,7 @@ impl Metadata {
             None => None,
         }
         .unwrap_or(owner.gid);
-        let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
-        match node {
-            Node::Fd(fd) => rustix::fs::fchown(fd, uid, gid),
-            Node::Proc(path) => rustix::fs::chown(*path, uid, gid),
-            Node::Symlink(dir, name) => {
-                rustix::fs::chownat(dir, *name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
-            }
-        }
-        .with_context(|| format!("cannot set the owner of {shown}"))?;
-        Ok((true, true))
+        (uid, gid)
     }
 
     /// Sets what the filesystem and the user allow; a refusal is counted and
@@ -191,5 +199,29 @@ impl Metadata {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_resolve_by_name_then_by_number() {
+        let owner = |user: &str, group: &str| Owner {
+            uid: 4242,
+            gid: 4343,
+            user: Some(user.to_owned()),
+            group: Some(group.to_owned()),
+        };
+        let mut by_name = Metadata::new(false);
+        // Every system has root; the recorded numbers were another host's.
+        assert_eq!(by_name.resolve(&owner("root", "root")), (0, 0));
+        assert_eq!(
+            by_name.resolve(&owner("no-such-user-vl", "no-such-group-vl")),
+            (4242, 4343)
+        );
+        let mut numeric = Metadata::new(true);
+        assert_eq!(numeric.resolve(&owner("root", "root")), (4242, 4343));
     }
 }
