@@ -21,6 +21,9 @@ pub(crate) struct Recorder {
     pub(crate) sockets: u64,
     /// Entries whose extended attributes went past [`XATTR_BYTES`].
     pub(crate) xattrs_cut: u64,
+    /// The attribute names of the entry being recorded, reused: the walk
+    /// lists them for every entry.
+    names: Vec<u8>,
 }
 
 impl Recorder {
@@ -98,20 +101,15 @@ impl Recorder {
     /// The attributes worth restoring (see [`xattr_kept`]), up to
     /// [`XATTR_BYTES`]; a filesystem without them gives none.
     fn xattrs(&mut self, path: &Path) -> Vec<Xattr> {
-        let mut names = vec![0u8; 1024];
-        let listed = loop {
-            match rustix::fs::llistxattr(path, &mut names[..]) {
-                Ok(n) => break n,
-                Err(rustix::io::Errno::RANGE) if names.len() < 1 << 16 => {
-                    names.resize(names.len() * 4, 0);
-                }
-                // No support, no permission, or gone: nothing to keep.
-                Err(_) => return Vec::new(),
-            }
+        let Some(listed) = list_names(path, &mut self.names) else {
+            return Vec::new();
         };
         let mut kept = Vec::new();
         let mut bytes = 0;
-        for name in names[..listed].split(|&b| b == 0).filter(|n| xattr_kept(n)) {
+        for name in self.names[..listed]
+            .split(|&b| b == 0)
+            .filter(|n| xattr_kept(n))
+        {
             let Ok(size) = rustix::fs::lgetxattr_query(path, name) else {
                 continue;
             };
@@ -136,5 +134,23 @@ impl Recorder {
             });
         }
         kept
+    }
+}
+
+/// Lists `path`'s attribute names into `names` (grown as needed) and
+/// returns their length; `None` when there are none to read (no support, no
+/// permission, or gone).
+fn list_names(path: &Path, names: &mut Vec<u8>) -> Option<usize> {
+    if names.is_empty() {
+        names.resize(1024, 0);
+    }
+    loop {
+        match rustix::fs::llistxattr(path, &mut names[..]) {
+            Ok(n) => return Some(n),
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 16 => {
+                names.resize(names.len() * 4, 0);
+            }
+            Err(_) => return None,
+        }
     }
 }

@@ -179,15 +179,6 @@ pub async fn restore_with(
     mut sink: Sink<'_>,
     options: Options,
 ) -> Result<Restored> {
-    // Absent or unreadable: said before any reading starts.
-    if repo
-        .size(&ObjectKey::manifest(tenant, snapshot))
-        .await
-        .with_context(|| format!("cannot read the manifest of snapshot {snapshot}"))?
-        .is_none()
-    {
-        bail!("cannot read the manifest of snapshot {snapshot}: it does not exist");
-    }
     let select: Option<Vec<u8>> = select
         .map(|path| path.trim_matches('/'))
         .filter(|path| !path.is_empty())

@@ -5,6 +5,7 @@
 //! owner is the restoring user: a restore must never hand out a setuid file
 //! of someone else.
 
+use crate::checks::shown;
 use anyhow::{Context, Result};
 use rustix::fd::BorrowedFd;
 use rustix::fs::{AtFlags, Gid, Mode, Timespec, Timestamps, UTIME_OMIT, Uid};
@@ -75,8 +76,8 @@ impl Metadata {
     /// Owner, mode, extended attributes, then times: chown clears setuid
     /// bits and file capabilities, and anything after the times would move
     /// them.
-    pub(crate) fn apply(&mut self, node: Node<'_>, entry: &Entry, shown: &str) -> Result<()> {
-        let (uid_kept, gid_kept) = self.owner(&node, entry.owner.as_ref(), shown)?;
+    pub(crate) fn apply(&mut self, node: Node<'_>, entry: &Entry) -> Result<()> {
+        let (uid_kept, gid_kept) = self.owner(&node, entry)?;
         if !matches!(node, Node::Symlink(..)) {
             let mut mode = entry.mode & 0o7777;
             let dropped = (if uid_kept { 0 } else { mode & 0o4000 })
@@ -91,7 +92,7 @@ impl Metadata {
                 Node::Proc(path) => rustix::fs::chmod(*path, mode),
                 Node::Symlink(..) => unreachable!("excluded above"),
             }
-            .with_context(|| format!("cannot set the mode of {shown}"))?;
+            .with_context(|| format!("cannot set the mode of {}", shown(&entry.path)))?;
             self.xattrs(&node, entry);
         }
         let times = Timestamps {
@@ -113,18 +114,13 @@ impl Metadata {
                 rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
             }
         }
-        .with_context(|| format!("cannot set the times of {shown}"))
+        .with_context(|| format!("cannot set the times of {}", shown(&entry.path)))
     }
 
     /// Gives the node its recorded owner when root; says whether the owner
     /// and the group are now the recorded ones.
-    fn owner(
-        &mut self,
-        node: &Node<'_>,
-        owner: Option<&Owner>,
-        shown: &str,
-    ) -> Result<(bool, bool)> {
-        let Some(owner) = owner else {
+    fn owner(&mut self, node: &Node<'_>, entry: &Entry) -> Result<(bool, bool)> {
+        let Some(owner) = entry.owner.as_ref() else {
             self.kept.owners_not_restored += 1;
             return Ok((false, false));
         };
@@ -144,7 +140,7 @@ impl Metadata {
                 rustix::fs::chownat(dir, *name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
             }
         }
-        .with_context(|| format!("cannot set the owner of {shown}"))?;
+        .with_context(|| format!("cannot set the owner of {}", shown(&entry.path)))?;
         Ok((true, true))
     }
 
@@ -152,22 +148,14 @@ impl Metadata {
     /// names where this host knows them (unless `numeric_owner`), else the
     /// recorded numbers.
     fn resolve(&mut self, owner: &Owner) -> (u32, u32) {
-        let uid = match owner.user.as_deref().filter(|_| !self.numeric_owner) {
-            Some(name) => *self
-                .users
-                .entry(name.to_owned())
-                .or_insert_with(|| uzers::get_user_by_name(name).map(|u| u.uid())),
-            None => None,
-        }
-        .unwrap_or(owner.uid);
-        let gid = match owner.group.as_deref().filter(|_| !self.numeric_owner) {
-            Some(name) => *self
-                .groups
-                .entry(name.to_owned())
-                .or_insert_with(|| uzers::get_group_by_name(name).map(|g| g.gid())),
-            None => None,
-        }
-        .unwrap_or(owner.gid);
+        let numeric = self.numeric_owner;
+        let uid = by_name(&mut self.users, owner.user.as_deref(), numeric, |name| {
+            uzers::get_user_by_name(name).map(|u| u.uid())
+        });
+        let gid = by_name(&mut self.groups, owner.group.as_deref(), numeric, |name| {
+            uzers::get_group_by_name(name).map(|g| g.gid())
+        });
+        let (uid, gid) = (uid.unwrap_or(owner.uid), gid.unwrap_or(owner.gid));
         (uid, gid)
     }
 
@@ -200,6 +188,17 @@ impl Metadata {
             }
         }
     }
+}
+
+/// The id this host has for `name`, looked up once per restore.
+fn by_name(
+    known: &mut HashMap<String, Option<u32>>,
+    name: Option<&str>,
+    numeric: bool,
+    lookup: impl FnOnce(&str) -> Option<u32>,
+) -> Option<u32> {
+    let name = name.filter(|_| !numeric)?;
+    *known.entry(name.to_owned()).or_insert_with(|| lookup(name))
 }
 
 #[cfg(test)]

@@ -129,14 +129,13 @@ impl TreeWriter {
 
     /// Completes a file: its size (a trailing hole), metadata, then its name.
     pub(crate) fn finish_file(&mut self, out: FileOut, entry: &Entry) -> Result<()> {
-        let shown = shown(&entry.path);
         if out.end < entry.size {
             // It ends in zeros left unwritten.
             out.file
                 .set_len(entry.size)
-                .with_context(|| format!("cannot write {shown}"))?;
+                .with_context(|| format!("cannot write {}", shown(&entry.path)))?;
         }
-        self.meta.apply(Node::Fd(out.file.as_fd()), entry, &shown)?;
+        self.meta.apply(Node::Fd(out.file.as_fd()), entry)?;
         drop(out.file);
         out.partial.commit(&out.name, &entry.path)
     }
@@ -149,12 +148,8 @@ impl TreeWriter {
             .partial
             .create(&dir, |dir, name| rustix::fs::symlinkat(target, dir, name))
             .with_context(|| format!("cannot create symlink {}", shown(&entry.path)))?;
-        let name = partial.name.clone();
-        self.meta.apply(
-            Node::Symlink(dir.as_fd(), &name),
-            entry,
-            &shown(&entry.path),
-        )?;
+        self.meta
+            .apply(Node::Symlink(dir.as_fd(), &partial.name), entry)?;
         partial.commit(split_parent(&entry.path).1, &entry.path)
     }
 
@@ -215,8 +210,7 @@ impl TreeWriter {
             );
         }
         let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
-        self.meta
-            .apply(Node::Proc(&proc), entry, &shown(&entry.path))?;
+        self.meta.apply(Node::Proc(&proc), entry)?;
         drop(held);
         partial.commit(split_parent(&entry.path).1, &entry.path)
     }
@@ -232,9 +226,7 @@ impl TreeWriter {
 
     fn leave(&mut self, dir: OpenDir) -> Result<()> {
         match dir.entry {
-            Some(entry) => self
-                .meta
-                .apply(Node::Fd(dir.fd.as_fd()), &entry, &shown(&entry.path)),
+            Some(entry) => self.meta.apply(Node::Fd(dir.fd.as_fd()), &entry),
             None => Ok(()),
         }
     }
@@ -297,24 +289,33 @@ fn enter(dir: &OwnedFd, name: &[u8], mode: Mode) -> std::result::Result<OwnedFd,
     rustix::fs::openat(dir, name, dir_flags(), Mode::empty())
 }
 
-fn in_the_way(e: Errno, path: &[u8]) -> anyhow::Error {
+/// Why opening a directory for `path` failed: `blocked` when a symlink or
+/// a file stands where the directory should be, else the error itself.
+fn refused(e: Errno, path: &[u8], blocked: &str, doing: &str) -> anyhow::Error {
     match e {
-        Errno::LOOP | Errno::NOTDIR => anyhow::anyhow!(
-            "refusing to restore {:?}: a symlink or a file is in the way",
-            shown(path)
-        ),
-        e => anyhow::Error::new(e).context(format!("cannot create {}", shown(path))),
+        Errno::LOOP | Errno::NOTDIR => {
+            anyhow::anyhow!("refusing to restore {:?}: {blocked}", shown(path))
+        }
+        e => anyhow::Error::new(e).context(format!("{doing} {}", shown(path))),
     }
 }
 
+fn in_the_way(e: Errno, path: &[u8]) -> anyhow::Error {
+    refused(
+        e,
+        path,
+        "a symlink or a file is in the way",
+        "cannot create",
+    )
+}
+
 fn parent_refused(e: Errno, path: &[u8]) -> anyhow::Error {
-    match e {
-        Errno::LOOP | Errno::NOTDIR => anyhow::anyhow!(
-            "refusing to restore {:?}: a parent is a symlink or a file",
-            shown(path)
-        ),
-        e => anyhow::Error::new(e).context(format!("cannot open the directory of {}", shown(path))),
-    }
+    refused(
+        e,
+        path,
+        "a parent is a symlink or a file",
+        "cannot open the directory of",
+    )
 }
 
 impl FileOut {

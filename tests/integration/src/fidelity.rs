@@ -375,17 +375,7 @@ async fn the_fidelity_tree_restores_faithfully_as_root_and_as_a_user() -> Result
 
     // As whoever runs the suite (root in CI): everything comes back.
     let target = env.path("restored");
-    let (ok, _, stderr) = env
-        .run_cli(
-            &[
-                "restore",
-                snapshot.as_str(),
-                "--to",
-                target.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .await?;
+    let (ok, _, stderr) = env.restore_cli(&snapshot, &target).await?;
     ensure!(ok, "restore failed: {stderr}");
     assert!(stderr.contains("1 sockets skipped"), "{stderr}");
     let got = describe(&target)?;

@@ -183,6 +183,18 @@ check-interval = "500ms"
         ))
     }
 
+    /// Restores `snapshot` into `target` with the built binary and the
+    /// catalog; returns (success, stdout, stderr), for its summary lines.
+    pub(crate) async fn restore_cli(
+        &self,
+        snapshot: &SnapshotId,
+        target: &Path,
+    ) -> Result<(bool, String, String)> {
+        let target = target.to_str().expect("utf-8 path");
+        self.run_cli(&["restore", snapshot.as_str(), "--to", target], &[])
+            .await
+    }
+
     /// Runs the built `vaultline` binary and returns its stdout (for `--json`).
     pub(crate) async fn cli_output(&self, args: &[&str]) -> Result<String> {
         let output = tokio::process::Command::new(binary("vaultline")?)

@@ -48,17 +48,7 @@ async fn a_symlink_swapped_in_mid_restore_never_redirects_a_write() -> Result<()
             swaps
         })
     };
-    let restored = env
-        .run_cli(
-            &[
-                "restore",
-                snapshot.as_str(),
-                "--to",
-                target.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .await;
+    let restored = env.restore_cli(&snapshot, &target).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let swaps = attacker.join().expect("the attacker thread");
     let (ok, _, stderr) = restored?;
