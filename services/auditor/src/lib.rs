@@ -23,8 +23,12 @@ pub struct AnyEvent {
 }
 
 impl Inbound for AnyEvent {
-    /// Never fails: garbage is recorded as garbage (the dead letters of other
-    /// stages are exactly that), so nothing escapes the trail.
+    /// Fails only when the payload and the subject name different tenants
+    /// or sources; the runner then dead-letters the message and its dead
+    /// letter reaches the trail. Garbage is recorded as garbage (the dead
+    /// letters of other stages are exactly that), so nothing escapes the
+    /// trail. Ids never come from headers: the runner refuses a message
+    /// whose headers disagree with the ids found here.
     fn decode(
         subject: &str,
         headers: Option<&HeaderMap>,
@@ -36,22 +40,41 @@ impl Inbound for AnyEvent {
                 .map(|v| v.as_str().to_owned())
         };
         let content_type = header(headers::CONTENT_TYPE);
-        let value: serde_json::Value = vaultline_types::decode(content_type.as_deref(), payload)
-            .unwrap_or_else(|_| {
-                serde_json::json!({ "undecodable": true, "bytes": payload.len(),
+        let value = readable(content_type.as_deref(), payload).unwrap_or_else(|| {
+            serde_json::json!({ "undecodable": true, "bytes": payload.len(),
                                 "head_hex": hex::encode(&payload[..payload.len().min(64)]) })
-            });
+        });
         let rest = subject.strip_prefix("vaultline.").unwrap_or(subject);
-        let kind = rest.split('.').take(2).collect::<Vec<_>>().join(".");
+        let segments: Vec<&str> = rest.split('.').collect();
+        let kind = segments
+            .iter()
+            .take(2)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(".");
+        let field = |name: &str| value.get(name).and_then(|v| v.as_str());
+        let dead_letter = segments.first() == Some(&"dlq");
+        let (tenant, source) = if dead_letter {
+            // The original message's payload: its ids, for the trail only.
+            (
+                field("tenant").and_then(|t| Name::new(t).ok()),
+                field("source").and_then(|s| Name::new(s).ok()),
+            )
+        } else {
+            (
+                bound_id(subject, "tenant", segments.get(2), field("tenant"))?,
+                bound_id(subject, "source", segments.get(3), field("source"))?,
+            )
+        };
         let failed = (kind == SnapshotFailed::KIND)
             .then(|| SnapshotFailed::decode(subject, headers, payload).ok())
             .flatten();
         Ok(AnyEvent {
             subject: subject.to_owned(),
             kind,
-            tenant: header(headers::TENANT).and_then(|t| Name::new(t).ok()),
-            source: header(headers::SOURCE).and_then(|t| Name::new(t).ok()),
-            snapshot: header(headers::SNAPSHOT).and_then(|s| SnapshotId::parse(&s).ok()),
+            tenant,
+            source,
+            snapshot: field("snapshot").and_then(|s| SnapshotId::parse(s).ok()),
             msg_id: header(headers::MSG_ID),
             payload: merge_error(value, header(headers::ERROR), header(headers::ERROR_TYPE)),
             failed,
@@ -63,6 +86,67 @@ impl Inbound for AnyEvent {
             self.source.as_ref(),
             self.snapshot.as_ref(),
         )
+    }
+}
+
+/// The payload as JSON for the trail. MessagePack goes through its own
+/// value type, because ids are raw bytes there (JSON has no bytes): they
+/// are written as hex, as they read everywhere else.
+fn readable(content_type: Option<&str>, payload: &[u8]) -> Option<serde_json::Value> {
+    if content_type != Some(vaultline_types::CONTENT_TYPE_MSGPACK) {
+        return vaultline_types::decode(content_type, payload).ok();
+    }
+    let mut input = payload;
+    let value = rmpv::decode::read_value(&mut input).ok()?;
+    input.is_empty().then(|| msgpack_to_json(value))
+}
+
+fn msgpack_to_json(value: rmpv::Value) -> serde_json::Value {
+    use rmpv::Value as M;
+    use serde_json::Value as J;
+    match value {
+        M::Nil => J::Null,
+        M::Boolean(b) => J::Bool(b),
+        M::Integer(i) => i
+            .as_u64()
+            .map(J::from)
+            .or_else(|| i.as_i64().map(J::from))
+            .unwrap_or(J::Null),
+        M::F32(f) => J::from(f64::from(f)),
+        M::F64(f) => J::from(f),
+        M::String(s) => J::String(s.into_str().unwrap_or_default()),
+        M::Binary(bytes) | M::Ext(_, bytes) => J::String(hex::encode(bytes)),
+        M::Array(items) => J::Array(items.into_iter().map(msgpack_to_json).collect()),
+        M::Map(entries) => J::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        M::String(s) => s.into_str().unwrap_or_default(),
+                        other => other.to_string(),
+                    };
+                    (key, msgpack_to_json(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// An id named by the subject (`vaultline.<kind>.<tenant>[.<source>]`)
+/// and perhaps by the payload: the two must agree. A subject without it
+/// leaves the payload's word.
+fn bound_id(
+    subject: &str,
+    what: &str,
+    in_subject: Option<&&str>,
+    in_payload: Option<&str>,
+) -> Result<Option<Name>, DecodeError> {
+    match (in_subject, in_payload) {
+        (Some(s), Some(p)) if *s != p => Err(DecodeError::Subject(format!(
+            "the payload's {what} {p:?} does not match the subject {subject}"
+        ))),
+        (Some(s), _) => Ok(Name::new(*s).ok()),
+        (None, p) => Ok(p.and_then(|p| Name::new(p).ok())),
     }
 }
 

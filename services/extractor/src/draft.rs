@@ -13,6 +13,7 @@ use vaultline_format::manifest::{
     ChunkRef, ContentDigest, ContentHash, Entry, Header, Record, write_record,
 };
 use vaultline_runtime::{Deps, Outgoing, StageError};
+use vaultline_types::staging_key::{self, StagedBatch};
 use vaultline_types::{ChunkId, Name, SnapshotId};
 
 /// Everything one extraction needs, movable to a blocking thread.
@@ -38,16 +39,14 @@ pub(crate) struct Summary {
     pub(crate) tables: Vec<vaultline_format::manifest::TableRows>,
 }
 
-/// Staging key of an attempt's manifest draft.
-pub(crate) fn draft_key(tenant: &Name, snapshot: &SnapshotId, attempt: u32) -> String {
-    format!("{tenant}/{snapshot}/a{attempt}/manifest.draft")
-}
-
 pub(crate) fn batch_key(job: &Job, batch: u32) -> String {
-    format!(
-        "{}/{}/a{}/batch-{batch:06}",
-        job.tenant, job.snapshot, job.attempt
-    )
+    StagedBatch {
+        tenant: &job.tenant,
+        snapshot: &job.snapshot,
+        attempt: job.attempt,
+        batch,
+    }
+    .raw()
 }
 
 /// Pending chunks are looked up in the catalog in groups this large.
@@ -107,7 +106,7 @@ pub(crate) struct Draft {
 impl Draft {
     /// Opens the draft and writes its header.
     pub(crate) fn create(job: &Job, source_kind: &str) -> Result<Draft, StageError> {
-        let key = draft_key(&job.tenant, &job.snapshot, job.attempt);
+        let key = staging_key::manifest_draft(&job.tenant, &job.snapshot, job.attempt);
         let temp = job.deps.staging.temp_path(&key)?;
         let mut out = BufWriter::new(File::create(&temp).map_err(staging_io(&temp))?);
         write_record(

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use vaultline_catalog::SnapshotStatus;
 use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
 use vaultline_types::{
-    BackupRequested, DataExtracted, Name, SnapshotExtracted, SnapshotId, SnapshotStarted, StageName,
+    BackupRequested, DataExtracted, Name, SCHEDULED_REQUEST_PREFIX, SnapshotExtracted, SnapshotId,
+    SnapshotStarted, StageName, TriggerKind,
 };
 
 /// Default bytes of new data per batch (and so per pack).
@@ -42,6 +43,7 @@ impl Stage for Extractor {
     async fn handle(&self, cx: &Cx, request: BackupRequested) -> Outcome {
         let catalog = &self.deps.catalog;
         let (tenant, source) = (request.tenant_name().clone(), request.source_name().clone());
+        self.check_reserved(&request).await?;
         let source_row = catalog.source(&tenant, &source).await?;
         let key = catalog.active_key(&tenant).await?;
         // The snapshot id follows from the trigger, so a redelivered trigger
@@ -178,6 +180,29 @@ impl Stage for Extractor {
 }
 
 impl Extractor {
+    /// Only the scheduler may say a trigger is scheduled, and only with the
+    /// request id it recorded when it claimed the source's last slot.
+    async fn check_reserved(&self, request: &BackupRequested) -> Result<(), StageError> {
+        let id = request.request_id.as_deref();
+        let claims_scheduled = request.trigger == TriggerKind::Scheduled
+            || id.is_some_and(|id| id.starts_with(SCHEDULED_REQUEST_PREFIX));
+        if !claims_scheduled {
+            return Ok(());
+        }
+        let (tenant, source) = (request.tenant_name(), request.source_name());
+        let recorded = self.deps.catalog.scheduled_request(tenant, source).await?;
+        if id.is_some() && recorded.as_deref() == id {
+            return Ok(());
+        }
+        Err(StageError::rejected(
+            "forged",
+            format!(
+                "a scheduled trigger for {tenant}/{source} with request id {id:?}, which the scheduler did not record; \
+                 {SCHEDULED_REQUEST_PREFIX} ids and the scheduled trigger kind are the scheduler's alone"
+            ),
+        ))
+    }
+
     /// Opens a source's stored credential, just before its program runs.
     /// The plaintext lives in this call's stack and the child's environment or
     /// option file only.
@@ -216,7 +241,7 @@ fn extracted(
     summary: &draft::Summary,
 ) -> Outgoing {
     Outgoing::event(&SnapshotExtracted {
-        manifest: draft::draft_key(&tenant, &snapshot, attempt),
+        manifest: vaultline_types::staging_key::manifest_draft(&tenant, &snapshot, attempt),
         tenant,
         source,
         snapshot,

@@ -10,6 +10,7 @@ use vaultline_format::blob::Compressor;
 use vaultline_format::keys::{Recipient, parse_recipient};
 use vaultline_format::pack::PackWriter;
 use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
+use vaultline_types::staging_key::{self, StagedBatch};
 use vaultline_types::{ChunkId, DataExtracted, PackStaged, StageName};
 
 /// zstd level when the config names none.
@@ -36,6 +37,14 @@ impl Stage for Packager {
 
     async fn handle(&self, _cx: &Cx, batch: DataExtracted) -> Outcome {
         let staging = &self.deps.staging;
+        let staged = StagedBatch {
+            tenant: &batch.tenant,
+            snapshot: &batch.snapshot,
+            attempt: batch.attempt,
+            batch: batch.batch,
+        };
+        staging_key::check("staged", &batch.staged, &staged.raw())
+            .map_err(|e| StageError::rejected("forged", e))?;
         let Some(raw) = staging.fetch(&batch.staged).await? else {
             let catalog = &self.deps.catalog;
             let key = BatchKey {
@@ -64,8 +73,7 @@ impl Stage for Packager {
         };
         let key = self.deps.catalog.key(&batch.tenant, &batch.key_id).await?;
         let recipient = parse_recipient(&key.recipient)?;
-        let base = batch.staged.replace("/batch-", "/pack-");
-        let temp = staging.temp_path(&format!("{base}.pack"))?;
+        let temp = staging.temp_path(&format!("{}.pack", staged.raw()))?;
         let level = self.zstd_level;
         let (temp, finished) =
             tokio::task::spawn_blocking(move || pack_batch(raw.path(), temp, &recipient, level))
@@ -74,15 +82,14 @@ impl Stage for Packager {
         // redelivered batch may be packed twice at once: naming the staged
         // pack by its id means the uploader always stores the bytes the id
         // it was sent names.
-        let pack_key = format!("{base}-{}.pack", finished.id);
+        let pack_key = staged.pack(&finished.id);
         staging.commit(&temp, &pack_key).await?;
         let index = rmp_serde::to_vec(&finished.entries).expect("index entries serialise");
-        let index_temp = staging.temp_path(&format!("{pack_key}.idx"))?;
+        let index_key = staged.pack_index(&finished.id);
+        let index_temp = staging.temp_path(&index_key)?;
         std::fs::write(&index_temp, index)
             .map_err(|e| StageError::transient("staging", format!("writing pack index: {e}")))?;
-        staging
-            .commit(&index_temp, &format!("{pack_key}.idx"))
-            .await?;
+        staging.commit(&index_temp, &index_key).await?;
         tracing::debug!(pack = %finished.id, size = finished.size, blobs = finished.entries.len(), "Packed batch.");
         Ok(vec![Outgoing::event(&PackStaged {
             tenant: batch.tenant,

@@ -138,8 +138,11 @@ pub async fn pass(deps: &Deps, now: OffsetDateTime) -> Result<(), StageError> {
             }
         };
         for event in expired {
+            // Every replica's pass reports the same expiry: a duplicate is
+            // another replica having said it first, and the record is the
+            // catalog's, not this event's.
             let id = format!("expired-{}-{}", event.tenant, event.snapshot);
-            publish(
+            let _said_before = publish(
                 deps,
                 StageName::Retention,
                 Outgoing::event(&event),
@@ -153,7 +156,7 @@ pub async fn pass(deps: &Deps, now: OffsetDateTime) -> Result<(), StageError> {
     for report in gc::collect_all(&deps.catalog, &deps.repository, grace).await? {
         if report.deleted > 0 || report.condemned > 0 || report.revived > 0 {
             let id = format!("gc-{}-{}", report.tenant, now.unix_timestamp_nanos());
-            publish(
+            let _said_before = publish(
                 deps,
                 StageName::Retention,
                 Outgoing::event(&report),

@@ -5,8 +5,8 @@
 //! A schedule is a cron expression in an IANA time zone or an interval; a slot
 //! is identified by the unix time it begins. A replica claims a slot in the
 //! catalog before publishing, so replicas never fire a slot twice; the
-//! trigger's request id and Nats-Msg-Id are the slot's own, so even a retried
-//! publish is one backup. After downtime only the latest slot is due: missed
+//! trigger's request id and Nats-Msg-Id are recorded with the claim and end
+//! in a nonce, so nobody can publish them first. After downtime only the latest slot is due: missed
 //! slots fire once, not once each. A slot that finds the source's previous
 //! snapshot (or trigger) still in flight is skipped, and the skip is published
 //! for the auditor.
@@ -21,7 +21,9 @@ use vaultline_catalog::ScheduleRow;
 use vaultline_runtime::metrics::{MetricName, count};
 use vaultline_runtime::runner::{publish, traceparent_for};
 use vaultline_runtime::{Deps, Node, Outgoing, StageError};
-use vaultline_types::{BackupRequested, ScheduleSkipped, StageName, TriggerKind};
+use vaultline_types::{
+    BackupRequested, SCHEDULED_REQUEST_PREFIX, ScheduleSkipped, StageName, TriggerKind,
+};
 
 /// How often the clock is checked.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -108,14 +110,34 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
             };
             (key, Outgoing::event(&request), "done")
         };
-        publish(
+        let published = publish(
             deps,
             StageName::Scheduler,
-            event,
+            event.clone(),
             &id,
             &traceparent_for(&id),
         )
         .await?;
+        if published.duplicate {
+            // Nobody can have guessed the nonce: the id leaked. The trigger
+            // goes out again under another, so the slot still fires.
+            tracing::warn!(tenant = %schedule.tenant, source = %schedule.source, msg_id = %id, "The stream already held this slot's trigger id; publishing it again under another.");
+            count(
+                MetricName::UnexpectedDuplicates,
+                &[("stage", "scheduler".into())],
+                1,
+            );
+            let again = format!("{id}-again");
+            publish(
+                deps,
+                StageName::Scheduler,
+                event,
+                &again,
+                &traceparent_for(&id),
+            )
+            .await
+            .map(drop)?;
+        }
         count(
             MetricName::StageMessages,
             &[("stage", "scheduler".into()), ("outcome", outcome.into())],
@@ -126,7 +148,18 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
     Ok(fired)
 }
 
-/// The request id and Nats-Msg-Id of a slot: the same on every replica.
+/// The request id and Nats-Msg-Id of a slot. Only the replica that claims
+/// the slot publishes it, so the id need not be the same on every replica;
+/// it ends in a nonce so nobody can publish it first and have the stream
+/// drop the real trigger as a duplicate (the extractor accepts a `schedule-`
+/// id only when the catalog recorded it for that source's last slot).
 pub fn slot_key(schedule: &ScheduleRow, slot: i64) -> String {
-    format!("schedule-{}-{}-{slot}", schedule.tenant, schedule.source)
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).expect("OS random source");
+    format!(
+        "{SCHEDULED_REQUEST_PREFIX}{}-{}-{slot}-{}",
+        schedule.tenant,
+        schedule.source,
+        hex::encode(nonce)
+    )
 }

@@ -4,15 +4,18 @@
 //! *snapshot stored*.
 
 mod manifest;
+mod staged_pack;
 
 use std::sync::Arc;
 use vaultline_catalog::{BatchKey, SnapshotStatus, StoredChunk};
 use vaultline_format::pack::IndexEntry;
+use vaultline_runtime::metrics::{MetricName, count};
 use vaultline_runtime::{Cx, Deps, Inbound, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
+use vaultline_types::staging_key::{self, StagedBatch};
 use vaultline_types::{
-    DecodeError, Message, Name, PackStaged, PackStored, SnapshotExtracted, SnapshotId,
-    SnapshotStored, StageName,
+    DecodeError, Message, Name, ObjectConflict, PackStaged, PackStored, SnapshotExtracted,
+    SnapshotId, SnapshotStored, StageName,
 };
 
 /// The uploader's two inputs, told apart by subject.
@@ -59,7 +62,7 @@ impl Stage for Uploader {
         let mut out = Vec::new();
         let (tenant, source, snapshot) = match input {
             UploaderInput::Pack(pack) => {
-                out.extend(self.store_pack(&pack).await?);
+                out.extend(self.store_pack(cx, &pack).await?);
                 (pack.tenant, pack.source, pack.snapshot)
             }
             UploaderInput::Extracted(e) => (e.tenant, e.source, e.snapshot),
@@ -79,9 +82,20 @@ fn batch_key(pack: &PackStaged) -> BatchKey<'_> {
 
 impl Uploader {
     /// Stores one pack, then indexes it: a chunk enters the index only once
-    /// its pack is durably in the repository.
-    async fn store_pack(&self, pack: &PackStaged) -> Result<Option<Outgoing>, StageError> {
+    /// its pack is durably in the repository. Nothing in the message is
+    /// taken on trust: the staging keys must be the batch's own, the staged
+    /// bytes must hash to the pack id, and the index must fit the pack.
+    async fn store_pack(&self, cx: &Cx, pack: &PackStaged) -> Result<Option<Outgoing>, StageError> {
         let staging = &self.deps.staging;
+        let staged = StagedBatch {
+            tenant: &pack.tenant,
+            snapshot: &pack.snapshot,
+            attempt: pack.attempt,
+            batch: pack.batch,
+        };
+        staging_key::check("staged", &pack.staged, &staged.pack(&pack.pack))
+            .and_then(|()| staging_key::check("raw_staged", &pack.raw_staged, &staged.raw()))
+            .map_err(|e| StageError::rejected("forged", e))?;
         let key = ObjectKey::pack(&pack.tenant, &pack.pack);
         let Some(local) = staging.fetch(&pack.staged).await? else {
             // Redelivered after we stored and cleaned up, or left over from a
@@ -100,7 +114,7 @@ impl Uploader {
                 format!("staged pack {} is gone before it was stored", pack.staged),
             ));
         };
-        let index_key = format!("{}.idx", pack.staged);
+        let index_key = staged.pack_index(&pack.pack);
         let index_file = staging.fetch(&index_key).await?.ok_or_else(|| {
             StageError::transient(
                 "staging",
@@ -110,10 +124,21 @@ impl Uploader {
         let index = tokio::fs::read(index_file.path())
             .await
             .map_err(|e| StageError::transient("staging", format!("{index_key}: {e}")))?;
-        let entries: Vec<IndexEntry> = rmp_serde::from_slice(&index).map_err(|e| {
-            StageError::permanent("staging", format!("pack index {index_key}: {e}"))
-        })?;
-        let size = self.deps.repository.put_file(&key, local.path()).await?;
+        let entries: Vec<IndexEntry> = rmp_serde::from_slice(&index)
+            .map_err(|e| StageError::rejected("staging", format!("pack index {index_key}: {e}")))?;
+        let (path, id, claimed) = (local.path().to_owned(), pack.pack, pack.size);
+        let entries = tokio::task::spawn_blocking(move || {
+            staged_pack::check(&path, &id, claimed, &entries).map(|()| entries)
+        })
+        .await?
+        .map_err(|e| StageError::rejected("forged", format!("staged pack {id}: {e}")))?;
+        let size = match self.deps.repository.put_file(&key, local.path()).await {
+            Ok(size) => size,
+            Err(vaultline_storage::Error::Conflict { key, found }) => {
+                return Err(self.conflict(cx, pack, key, found).await);
+            }
+            Err(other) => return Err(other.into()),
+        };
         let chunks: Vec<StoredChunk> = entries
             .iter()
             .map(|e| StoredChunk {
@@ -134,8 +159,8 @@ impl Uploader {
         ] {
             staging.remove(done).await?;
         }
-        vaultline_runtime::metrics::count(
-            vaultline_runtime::metrics::MetricName::BytesStored,
+        count(
+            MetricName::BytesStored,
             &[("tenant", pack.tenant.to_string())],
             size,
         );
@@ -146,6 +171,33 @@ impl Uploader {
             pack: pack.pack,
             size,
         })))
+    }
+
+    /// The repository already holds other bytes under the pack's key. The
+    /// staged pack checked out, so the stored object is what is wrong:
+    /// raise the alarm (a metric and an event in the audit trail), leave the
+    /// object for a person to look at, and fail the snapshot that needed it.
+    async fn conflict(&self, cx: &Cx, pack: &PackStaged, key: String, found: String) -> StageError {
+        tracing::error!(tenant = %pack.tenant, %key, %found, "The repository holds other bytes under a pack's key; not overwritten.");
+        count(
+            MetricName::ObjectConflicts,
+            &[("tenant", pack.tenant.to_string())],
+            1,
+        );
+        let alarm = Outgoing::event(&ObjectConflict {
+            tenant: pack.tenant.clone(),
+            source: pack.source.clone(),
+            snapshot: pack.snapshot.clone(),
+            key: key.clone(),
+            found: found.clone(),
+        });
+        if let Err(error) = cx.emit(alarm).await {
+            tracing::error!(%error, "Cannot publish the conflict alarm.");
+        }
+        StageError::permanent(
+            "conflict",
+            format!("{key} already holds other bytes ({found}); it was left as it is"),
+        )
     }
 
     /// Writes the manifest once extraction has ended and every batch of its
@@ -219,7 +271,7 @@ impl Uploader {
         lock.release().await?;
         self.deps
             .staging
-            .remove_prefix(&format!("{tenant}/{snapshot}"))
+            .remove_prefix(&staging_key::snapshot_prefix(tenant, snapshot))
             .await?;
         if !first && cx.delivered == 1 {
             return Ok(None);

@@ -35,7 +35,9 @@ pub(crate) async fn write(
     let recipient = parse_recipient(&key.recipient)?;
     let Some(draft) = deps
         .staging
-        .fetch(&format!("{tenant}/{snapshot}/a{attempt}/manifest.draft"))
+        .fetch(&vaultline_types::staging_key::manifest_draft(
+            tenant, snapshot, attempt,
+        ))
         .await?
     else {
         return Err(StageError::permanent(
@@ -43,7 +45,10 @@ pub(crate) async fn write(
             format!("the manifest draft of snapshot {snapshot} is gone (staging expired?)"),
         ));
     };
-    let final_key = format!("{tenant}/{snapshot}/manifest.final");
+    let final_key = format!(
+        "{}/manifest.final",
+        vaultline_types::staging_key::snapshot_prefix(tenant, snapshot)
+    );
     let temp = deps.staging.temp_path(&final_key)?;
     let new_pack_bytes = deps
         .catalog

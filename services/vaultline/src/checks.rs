@@ -162,16 +162,25 @@ pub(crate) async fn drill(
     let mut message_headers = async_nats::HeaderMap::new();
     message_headers.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_JSON);
     message_headers.insert(headers::MSG_ID, request_id.as_str());
-    bus.publish(
-        request.subject(),
-        message_headers,
-        serde_json::to_vec(&request)?.into(),
-    )
-    .await?;
+    let published = bus
+        .publish(
+            request.subject(),
+            message_headers,
+            serde_json::to_vec(&request)?.into(),
+        )
+        .await?;
+    if published.duplicate {
+        anyhow::bail!(
+            "the stream already held a message with id {request_id}, so it dropped this one; try again"
+        );
+    }
     eprintln!("drill of {tenant}/{source} requested (request {request_id})");
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let result = loop {
-        if let Some(result) = catalog.drill_by_request(&request_id).await? {
+        if let Some(result) = catalog
+            .drill_by_request(&tenant, &source, &request_id)
+            .await?
+        {
             break result;
         }
         if Instant::now() > deadline {

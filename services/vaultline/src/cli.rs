@@ -464,7 +464,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             publish_trigger(&config.nats.url, &tenant, &source, &request_id).await?;
             println!("backup of {tenant}/{source} requested (request {request_id})");
             if wait {
-                return wait_for(&catalog, &request_id, Duration::from_secs(timeout)).await;
+                return wait_for(
+                    &catalog,
+                    (&tenant, &source),
+                    &request_id,
+                    Duration::from_secs(timeout),
+                )
+                .await;
             }
         }
         Command::Snapshots {
@@ -726,12 +732,12 @@ async fn toggle(catalog: &Catalog, source: &str, enabled: bool) -> Result<()> {
     Ok(())
 }
 
+/// A request id nobody can guess ahead: a trigger published first with the
+/// same Nats-Msg-Id would otherwise make the stream drop ours as a duplicate.
 pub(crate) fn new_request_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("cli-{nanos:x}-{:x}", std::process::id())
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).expect("OS random source");
+    format!("cli-{}", hex::encode(nonce))
 }
 
 /// Publishes the trigger as JSON, as a person with the NATS CLI would.
@@ -748,20 +754,34 @@ async fn publish_trigger(url: &str, tenant: &Name, source: &Name, request_id: &s
     headers.insert(headers::MSG_ID, request_id);
     headers.insert(headers::TENANT, tenant.as_str());
     headers.insert(headers::SOURCE, source.as_str());
-    bus.publish(
-        BackupRequested::subject_for(tenant, source),
-        headers,
-        serde_json::to_vec(&body)?.into(),
-    )
-    .await?;
+    let published = bus
+        .publish(
+            BackupRequested::subject_for(tenant, source),
+            headers,
+            serde_json::to_vec(&body)?.into(),
+        )
+        .await?;
+    if published.duplicate {
+        anyhow::bail!(
+            "the stream already held a message with id {request_id}, so it dropped this one; try again"
+        );
+    }
     Ok(())
 }
 
-async fn wait_for(catalog: &Catalog, request_id: &str, timeout: Duration) -> Result<ExitCode> {
+async fn wait_for(
+    catalog: &Catalog,
+    (tenant, source): (&Name, &Name),
+    request_id: &str,
+    timeout: Duration,
+) -> Result<ExitCode> {
     let deadline = Instant::now() + timeout;
     let mut last = None;
     loop {
-        if let Some(row) = catalog.snapshot_by_request(request_id).await? {
+        if let Some(row) = catalog
+            .snapshot_by_request(tenant, source, request_id)
+            .await?
+        {
             if last != Some(row.status) {
                 println!("snapshot {} {}", row.id, row.status);
                 last = Some(row.status);

@@ -259,6 +259,7 @@ impl Stage for Verifier {
             VerifierInput::Pack(stored) => self.verify_pack(stored).await,
             VerifierInput::Stored(stored) => self.verify(stored).await,
             VerifierInput::Drill(request) => {
+                self.check_reserved(&request).await?;
                 let result = drill::run(&self.deps, self.kek.as_ref(), &request).await?;
                 Ok(vec![Outgoing::event(&result)])
             }
@@ -267,6 +268,32 @@ impl Stage for Verifier {
 }
 
 impl Verifier {
+    /// `drill-` request ids are the drill timer's: one from anyone else
+    /// must not pass for it (nor keep it from being recorded as its own).
+    async fn check_reserved(&self, request: &DrillRequested) -> Result<(), StageError> {
+        let Some(id) = request.request_id.as_deref() else {
+            return Ok(());
+        };
+        if !id.starts_with(vaultline_types::DRILL_REQUEST_PREFIX) {
+            return Ok(());
+        }
+        let (tenant, source) = (&request.tenant, &request.source);
+        if self
+            .deps
+            .catalog
+            .timer_drill_ids(tenant, source)
+            .await?
+            .iter()
+            .any(|t| t == id)
+        {
+            return Ok(());
+        }
+        Err(StageError::rejected(
+            "forged",
+            format!("drill request id {id:?} is reserved to the verifier's drill timer"),
+        ))
+    }
+
     /// A pack just stored is read back and re-hashed; a match is recorded
     /// and the snapshot's own check then only sizes it. Nothing is judged
     /// here, and nothing fails: a pack not recorded as matching (damaged,
@@ -418,7 +445,7 @@ async fn drills_due(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
         };
         for (tenant, source, slot) in due {
             // The same id on every replica: the stream keeps one request per slot.
-            let id = format!("drill-{tenant}-{source}-{slot}");
+            let id = vaultline_catalog::timer_drill_id(&tenant, &source, slot);
             let request = DrillRequested {
                 tenant,
                 source,

@@ -196,6 +196,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// What the stream said of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a duplicate means the stream kept an earlier message with this id, not this one"]
+pub struct Published {
+    /// The stream already held a message with this Nats-Msg-Id (within its
+    /// duplicate window) and dropped this one. Expected when a redelivered
+    /// input is handled again; anything else means someone used the id first.
+    pub duplicate: bool,
+}
+
 /// A connection to NATS with JetStream.
 #[derive(Clone, Debug)]
 pub struct Bus {
@@ -332,15 +342,18 @@ impl Bus {
         subject: String,
         headers: HeaderMap,
         payload: bytes::Bytes,
-    ) -> Result<()> {
+    ) -> Result<Published> {
         let ack = self
             .js
             .publish_with_headers(subject, headers, payload)
             .await
             .map_err(|e| js_err("publish")(e.to_string()))?;
-        ack.await
+        let ack = ack
+            .await
             .map_err(|e| js_err("publish ack")(e.to_string()))?;
-        Ok(())
+        Ok(Published {
+            duplicate: ack.duplicate,
+        })
     }
 }
 

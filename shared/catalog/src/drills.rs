@@ -66,22 +66,52 @@ impl Catalog {
         Ok(())
     }
 
-    /// The drill run for a request, once it finished.
+    /// The drill run for a request about `tenant`'s `source`, once it finished.
     ///
     /// # Errors
     /// When the query fails.
-    pub async fn drill_by_request(&self, request_id: &str) -> Result<Option<DrillRow>> {
+    pub async fn drill_by_request(
+        &self,
+        tenant: &Name,
+        source: &Name,
+        request_id: &str,
+    ) -> Result<Option<DrillRow>> {
         let row = self
             .client()
             .await?
             .query_opt(
                 &format!(
-                    "SELECT {COLUMNS} FROM drills WHERE request_id = $1 ORDER BY id DESC LIMIT 1"
+                    "SELECT {COLUMNS} FROM drills WHERE tenant = $1 AND source = $2
+                       AND request_id = $3 ORDER BY id DESC LIMIT 1"
                 ),
-                &[&request_id],
+                &[&tenant.as_str(), &source.as_str(), &request_id],
             )
             .await?;
         Ok(row.as_ref().map(drill_row))
+    }
+
+    /// The request ids the drill timer may have published for a source
+    /// just now: this period's and the one before (a request may be read
+    /// just after the period turned). None when it is not drilled on a timer.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn timer_drill_ids(&self, tenant: &Name, source: &Name) -> Result<Vec<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT floor(extract(epoch FROM now()) / drill_every_seconds)::bigint
+                   FROM sources WHERE tenant = $1 AND name = $2 AND drill_every_seconds IS NOT NULL",
+                &[&tenant.as_str(), &source.as_str()],
+            )
+            .await?;
+        Ok(row
+            .map(|r| r.get::<_, i64>(0))
+            .into_iter()
+            .flat_map(|slot| [slot, slot - 1])
+            .map(|slot| timer_drill_id(tenant, source, slot))
+            .collect())
     }
 
     /// Sets (or clears, with `None`) how often a source is drilled.
@@ -144,4 +174,13 @@ impl Catalog {
             })
             .collect())
     }
+}
+
+/// The request id (and Nats-Msg-Id) of the drill timer's request for a
+/// period: the same on every verifier replica, so the stream keeps one.
+pub fn timer_drill_id(tenant: &Name, source: &Name, slot: i64) -> String {
+    format!(
+        "{}{tenant}-{source}-{slot}",
+        vaultline_types::DRILL_REQUEST_PREFIX
+    )
 }

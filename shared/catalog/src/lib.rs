@@ -14,7 +14,7 @@ mod webhooks;
 
 pub use audit::{AuditCheck, AuditEvent, BrokenRow, audit_hash};
 pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
-pub use drills::DrillRow;
+pub use drills::{DrillRow, timer_drill_id};
 pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow, ScheduleSpec};
@@ -93,6 +93,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../migrations/0003_operating_loop.sql")),
     (4, include_str!("../migrations/0004_data_path.sql")),
     (5, include_str!("../migrations/0005_pack_hashing.sql")),
+    (
+        6,
+        include_str!("../migrations/0006_request_ids_per_source.sql"),
+    ),
 ];
 
 /// A pool of catalog connections.

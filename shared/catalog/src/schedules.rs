@@ -185,6 +185,24 @@ impl Catalog {
         Ok(n == 1)
     }
 
+    /// The request id of the source's last fired slot: the only `schedule-`
+    /// request id the extractor accepts for it, so nobody else can pass a
+    /// trigger off as the scheduler's.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn scheduled_request(&self, tenant: &Name, source: &Name) -> Result<Option<String>> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT last_request FROM schedules WHERE tenant = $1 AND source = $2",
+                &[&tenant.as_str(), &source.as_str()],
+            )
+            .await?
+            .and_then(|r| r.get(0)))
+    }
+
     /// Whether the source has a snapshot that has not reached a final status,
     /// or a scheduled trigger fired less than [`PENDING_TRIGGER_SECONDS`] ago
     /// that no extractor has turned into a snapshot yet.
@@ -201,7 +219,8 @@ impl Catalog {
                      OR EXISTS (SELECT 1 FROM schedules sc WHERE sc.tenant = $1 AND sc.source = $2
                                   AND sc.last_request IS NOT NULL
                                   AND sc.last_fired_at > now() - make_interval(secs => $3)
-                                  AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.request_id = sc.last_request))",
+                                  AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.tenant = $1 AND s.source = $2
+                                                                    AND s.request_id = sc.last_request))",
                 &[&tenant.as_str(), &source.as_str(), &(PENDING_TRIGGER_SECONDS as f64)],
             )
             .await?

@@ -246,13 +246,24 @@ impl Catalog {
         row(&r)
     }
 
-    /// The snapshot a request created, if it exists yet.
+    /// The snapshot a request for `tenant`'s `source` created, if it exists yet.
     ///
     /// # Errors
     /// When the query fails.
-    pub async fn snapshot_by_request(&self, request_id: &str) -> Result<Option<SnapshotRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE request_id = $1");
-        let r = self.client().await?.query_opt(&sql, &[&request_id]).await?;
+    pub async fn snapshot_by_request(
+        &self,
+        tenant: &Name,
+        source: &Name,
+        request_id: &str,
+    ) -> Result<Option<SnapshotRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM snapshots WHERE tenant = $1 AND source = $2 AND request_id = $3"
+        );
+        let r = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&tenant.as_str(), &source.as_str(), &request_id])
+            .await?;
         r.as_ref().map(row).transpose()
     }
 

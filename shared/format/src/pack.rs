@@ -284,6 +284,45 @@ impl<W: Write> PackWriter<W> {
     }
 }
 
+/// The first and last bytes of a pack that [`check_layout`] reads.
+pub const FRAME_BYTES: usize = 12;
+
+/// Checks, without any key, that an index's blobs all lie inside the pack's
+/// blob region (after the header, before the sealed index), in order and
+/// not overlapping. `head` and `tail` are the pack's first and last
+/// [`FRAME_BYTES`]. A staged index is only the packager's word: this is what
+/// keeps a forged one from pointing chunks at bytes they are not.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the first entry out of place.
+pub fn check_layout(head: &[u8], tail: &[u8], size: u64, entries: &[IndexEntry]) -> Result<()> {
+    if head.len() < FRAME_BYTES || &head[..8] != MAGIC {
+        return Err(corrupt("not a format 2 pack"));
+    }
+    if tail.len() < FRAME_BYTES || &tail[4..12] != END {
+        return Err(corrupt("missing end bytes"));
+    }
+    let wrapped = u64::from(u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")));
+    let index = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
+    let first = FRAME_BYTES as u64 + wrapped;
+    let end = size
+        .checked_sub(FRAME_BYTES as u64 + index)
+        .filter(|end| *end >= first)
+        .ok_or_else(|| corrupt("header and index overlap"))?;
+    let mut next = first;
+    for entry in entries {
+        let blob_end = entry.offset + u64::from(entry.length);
+        if entry.offset < next || blob_end > end || entry.length == 0 {
+            return Err(corrupt(format!(
+                "chunk {} at {}+{} lies outside the blobs ({next}..{end})",
+                entry.id, entry.offset, entry.length
+            )));
+        }
+        next = blob_end;
+    }
+    Ok(())
+}
+
 /// Reads the index of a whole pack with the tenant identity (catalog rebuild, checks).
 ///
 /// # Errors
@@ -321,6 +360,25 @@ mod tests {
                 .unwrap();
         }
         writer.finish(&mut compressor).unwrap()
+    }
+
+    #[test]
+    fn layouts_are_checked_without_a_key() {
+        let id = Identity::generate();
+        let finished = pack_of(&[vec![1; 5000], vec![2; 70_000]], &id);
+        let (pack, mut entries) = (finished.out, finished.entries);
+        let (head, tail, size) = (&pack[..12], &pack[pack.len() - 12..], pack.len() as u64);
+        check_layout(head, tail, size, &entries).unwrap();
+        let genuine = entries.clone();
+        entries[1].offset = size - 20; // into the index
+        assert!(check_layout(head, tail, size, &entries).is_err());
+        entries = genuine.clone();
+        entries[1].offset = entries[0].offset; // overlapping the first
+        assert!(check_layout(head, tail, size, &entries).is_err());
+        entries = genuine;
+        entries[0].offset = 3; // into the header
+        assert!(check_layout(head, tail, size, &entries).is_err());
+        assert!(check_layout(&pack[1..13], tail, size, &[]).is_err());
     }
 
     fn key_of(pack: &[u8], id: &Identity) -> PackKey {

@@ -30,6 +30,12 @@ pub enum MetricName {
     WebhookAttempts,
     /// Packs deleted by garbage collection, by `tenant`.
     PacksDeleted,
+    /// Writes refused because the repository already holds other bytes
+    /// under the key, by `tenant`: damage or tampering, never overwritten.
+    ObjectConflicts,
+    /// Publishes the stream dropped as duplicates although this was the
+    /// input's first delivery, by `stage`: someone published the id first.
+    UnexpectedDuplicates,
 }
 
 impl MetricName {
@@ -47,6 +53,8 @@ impl MetricName {
             MetricName::LastVerified => "vaultline_last_verified_timestamp_seconds",
             MetricName::WebhookAttempts => "vaultline_webhook_attempts_total",
             MetricName::PacksDeleted => "vaultline_gc_deleted_packs_total",
+            MetricName::ObjectConflicts => "vaultline_repository_conflicts_total",
+            MetricName::UnexpectedDuplicates => "vaultline_unexpected_duplicates_total",
         }
     }
 }

@@ -115,6 +115,39 @@ fn header<'a>(message: &'a JsMessage, name: &str) -> Option<&'a str> {
     message.headers.as_ref()?.get(name).map(|v| v.as_str())
 }
 
+/// Ids are read from the payload (checked against the subject when it was
+/// decoded); the `Vaultline-*` headers only repeat them for people reading
+/// the stream. A message whose headers say otherwise was made by hand to
+/// mislead whoever trusts headers, and is refused. Dead letters keep their
+/// original headers, so their subjects are not checked.
+fn headers_agree(
+    message: &JsMessage,
+    tenant: Option<&vaultline_types::Name>,
+    source: Option<&vaultline_types::Name>,
+    snapshot: Option<&vaultline_types::SnapshotId>,
+) -> Result<(), String> {
+    let dead_letters = format!("{}.dlq.", vaultline_types::SUBJECT_PREFIX);
+    if message.subject.starts_with(&dead_letters) {
+        return Ok(());
+    }
+    for (name, from_payload) in [
+        (headers::TENANT, tenant.map(|t| t.as_str())),
+        (headers::SOURCE, source.map(|s| s.as_str())),
+        (headers::SNAPSHOT, snapshot.map(|s| s.as_str())),
+    ] {
+        if let Some(from_header) = header(message, name)
+            && Some(from_header) != from_payload
+        {
+            return Err(format!(
+                "header {name} says {from_header:?} but the payload on {} says {}",
+                message.subject,
+                from_payload.map_or("nothing".into(), |v| format!("{v:?}"))
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn stage_labels(stage: StageName) -> [(&'static str, String); 1] {
     [("stage", stage.as_str().to_owned())]
 }
@@ -133,7 +166,7 @@ async fn handle_one<S: Stage>(
     message: JsMessage,
 ) {
     let started = Instant::now();
-    let (delivered, published, input_key) = match message.info() {
+    let (delivered, published, position) = match message.info() {
         Ok(info) => (
             info.delivered,
             info.published,
@@ -148,7 +181,7 @@ async fn handle_one<S: Stage>(
     // A publisher's own Nats-Msg-Id is the best identity; the stream sequence is the fallback.
     let input_key = header(&message, headers::MSG_ID)
         .map(str::to_owned)
-        .unwrap_or(input_key);
+        .unwrap_or_else(|| position.clone());
     if delivered > 1 {
         count(MetricName::StageRedeliveries, &stage_labels(S::NAME), 1);
     }
@@ -165,6 +198,8 @@ async fn handle_one<S: Stage>(
             traceparent,
             next: AtomicU32::new(0),
             next_streamed: AtomicU32::new(0),
+            first_delivery: delivered == 1,
+            position,
         },
         snapshot: Mutex::new(None),
     };
@@ -179,6 +214,11 @@ async fn handle_one<S: Stage>(
         }
     };
     let (tenant, source, snapshot) = input.ids();
+    if let Err(reason) = headers_agree(&message, tenant, source, snapshot) {
+        let error = StageError::rejected("forged", reason);
+        give_up(S::NAME, &cx, &message, policy, error, None).await;
+        return;
+    }
     let failure_ref = tenant.zip(snapshot).map(|(tenant, snapshot)| SnapshotRef {
         tenant: tenant.clone(),
         source: source.cloned(),
@@ -309,6 +349,7 @@ async fn give_up(
         .bus
         .publish(subject, dead, message.payload.clone())
         .await
+        .map(|_| ())
     {
         tracing::error!(%publish_error, %error, "Cannot dead-letter; will retry the message.");
         let _ = message
@@ -324,7 +365,8 @@ async fn give_up(
         .lock()
         .expect("snapshot lock")
         .clone()
-        .or(failure_ref);
+        .or(failure_ref)
+        .filter(|_| error.class.fails_snapshot());
     if let Some(SnapshotRef {
         tenant,
         source,
@@ -401,7 +443,8 @@ fn new_traceparent(input_key: &str) -> String {
 
 /// Publishes one event with the standard headers and awaits the stream's ack.
 /// Consuming stages never call this (their runner does); the scheduler, which
-/// has no input message, does.
+/// has no input message, does. Says whether the stream dropped it as a
+/// duplicate of a message it already held under `msg_id`.
 ///
 /// # Errors
 /// Transient when no stream acknowledged the event.
@@ -411,7 +454,7 @@ pub async fn publish(
     out: Outgoing,
     msg_id: &str,
     traceparent: &str,
-) -> Result<(), StageError> {
+) -> Result<vaultline_bus::Published, StageError> {
     let mut headers = HeaderMap::new();
     headers.insert(headers::MSG_ID, msg_id);
     headers.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_MSGPACK);
@@ -448,6 +491,10 @@ pub(crate) struct Emitter {
     traceparent: String,
     next: AtomicU32,
     next_streamed: AtomicU32,
+    /// Whether this is the input's first delivery (see `publish_with_id`).
+    first_delivery: bool,
+    /// The input's stream position, known only to those who read the stream.
+    position: String,
 }
 
 impl Emitter {
@@ -462,6 +509,28 @@ impl Emitter {
         self.publish_with_id(out, id).await
     }
 
+    /// Publishes under `id`. A duplicate is what a redelivered input should
+    /// meet; on a first delivery it means someone published the (derivable)
+    /// id first, to have the stream drop our event as a repeat. That is
+    /// counted and the event goes out again under an id salted with the
+    /// input's stream position, which nobody can claim ahead of us.
+    async fn publish_with_id(&self, out: Outgoing, id: String) -> Result<(), StageError> {
+        let first = publish(&self.deps, self.stage, out.clone(), &id, &self.traceparent).await?;
+        if !first.duplicate || !self.first_delivery {
+            return Ok(());
+        }
+        count(
+            MetricName::UnexpectedDuplicates,
+            &stage_labels(self.stage),
+            1,
+        );
+        tracing::warn!(msg_id = %id, subject = %out.subject, "The stream already held our output's id on a first delivery; publishing it again under a fresh id.");
+        let salted = digest_hex(&format!("{}/{}", self.input_key, self.position), &id);
+        publish(&self.deps, self.stage, out, &salted, &self.traceparent)
+            .await
+            .map(drop)
+    }
+
     /// Outputs streamed while handling: ids are per delivery attempt, because a
     /// retried attempt stages new data under new keys and must not be mistaken
     /// for the attempt before it.
@@ -473,9 +542,5 @@ impl Emitter {
         let index = self.next_streamed.fetch_add(1, Ordering::SeqCst);
         let id = digest_hex(&self.input_key, &format!("emit/{delivered}/{index}"));
         self.publish_with_id(out, id).await
-    }
-
-    async fn publish_with_id(&self, out: Outgoing, id: String) -> Result<(), StageError> {
-        publish(&self.deps, self.stage, out, &id, &self.traceparent).await
     }
 }

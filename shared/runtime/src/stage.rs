@@ -14,6 +14,18 @@ pub enum ErrorClass {
     Transient,
     /// Retrying cannot help: dead-letter now and mark the snapshot failed.
     Permanent,
+    /// The input does not check out (forged, or misrouted): dead-letter it
+    /// now. It proves nothing about the snapshot it names, so that snapshot
+    /// is not marked failed; otherwise anyone who can publish could fail
+    /// any snapshot.
+    Rejected,
+}
+
+impl ErrorClass {
+    /// Whether the failure says the snapshot cannot complete.
+    pub fn fails_snapshot(self) -> bool {
+        self != ErrorClass::Rejected
+    }
 }
 
 /// A stage's failure: its class, a fixed `error_type` label and one sentence.
@@ -39,6 +51,17 @@ impl StageError {
     pub fn permanent(error_type: &'static str, message: impl std::fmt::Display) -> Self {
         StageError {
             class: ErrorClass::Permanent,
+            error_type,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl StageError {
+    /// An input refused as hostile: see [`ErrorClass::Rejected`].
+    pub fn rejected(error_type: &'static str, message: impl std::fmt::Display) -> Self {
+        StageError {
+            class: ErrorClass::Rejected,
             error_type,
             message: message.to_string(),
         }

@@ -54,6 +54,16 @@ pub enum Error {
     /// A repository URL or option that cannot be used.
     #[error("repository {0}")]
     Config(String),
+    /// An object already stored under the key holds other bytes. Objects
+    /// are never replaced, so this is left for a person to look at: it means
+    /// damage in the store or somebody writing where they should not.
+    #[error("{key} already holds other bytes ({found}); the stored object was left as it is")]
+    Conflict {
+        /// The object key.
+        key: String,
+        /// What differs, e.g. `9 bytes where 12 were to be stored`.
+        found: String,
+    },
 }
 
 impl Error {
@@ -95,6 +105,31 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<([u8; 32], u64)> {
         size += n as u64;
     }
     Ok((hasher.finalize().into(), size))
+}
+
+/// `Ok(size)` when the stored digest and size equal the ones about to be
+/// stored, else the conflict that describes how they differ.
+pub(crate) fn same_or_conflict(
+    key: &str,
+    stored: ([u8; 32], u64),
+    wanted: ([u8; 32], u64),
+) -> Result<u64> {
+    if stored == wanted {
+        return Ok(wanted.1);
+    }
+    let found = if stored.1 == wanted.1 {
+        format!(
+            "SHA-256 {} where {} was to be stored",
+            hex::encode(&stored.0[..8]),
+            hex::encode(&wanted.0[..8])
+        )
+    } else {
+        format!("{} bytes where {} were to be stored", stored.1, wanted.1)
+    };
+    Err(Error::Conflict {
+        key: key.to_owned(),
+        found,
+    })
 }
 
 pub(crate) fn io_err(

@@ -63,11 +63,12 @@ impl Repository {
         }
     }
 
-    /// Stores the file at `local` under `key`. Idempotent: an object already
-    /// present with the same size is left alone (keys of packs are their digest).
+    /// Stores the file at `local` under `key`, never replacing an object:
+    /// one already there with the same bytes makes this a no-op (a repeated
+    /// put), one with other bytes is [`crate::Error::Conflict`] and stays.
     ///
     /// # Errors
-    /// When reading `local` or writing the object fails.
+    /// When reading `local` or writing the object fails, or on a conflict.
     pub async fn put_file(&self, key: &str, local: &Path) -> Result<u64> {
         check_key(key)?;
         match self {
@@ -221,6 +222,21 @@ impl Repository {
     }
 }
 
+/// The stored object at `target` when it holds exactly the bytes of
+/// `local` (a repeated put), else [`crate::Error::Conflict`].
+async fn same_file_or_conflict(key: &str, target: &Path, local: &Path) -> Result<u64> {
+    let (stored, theirs) = (target.to_owned(), local.to_owned());
+    let digests = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::Error>((
+            crate::sha256_file(&stored).map_err(io_err("read", &stored))?,
+            crate::sha256_file(&theirs).map_err(io_err("read", &theirs))?,
+        ))
+    })
+    .await
+    .map_err(join_err("compare", target))??;
+    crate::same_or_conflict(key, digests.0, digests.1)
+}
+
 pub(crate) fn not_found_or(
     e: std::io::Error,
     what: &'static str,
@@ -244,11 +260,8 @@ impl FsRepository {
             .await
             .map_err(io_err("stat", local))?
             .len();
-        if !replace
-            && let Ok(existing) = tokio::fs::metadata(&target).await
-            && existing.len() == size
-        {
-            return Ok(size);
+        if !replace && tokio::fs::symlink_metadata(&target).await.is_ok() {
+            return same_file_or_conflict(key, &target, local).await;
         }
         let temp = self.temp_for(&target).await?;
         // Staged files are never written again once committed, so on the same
@@ -259,8 +272,37 @@ impl FsRepository {
                 .await
                 .map_err(io_err("copy to", &temp))?;
         }
-        self.commit(&temp, &target).await?;
+        if replace {
+            self.commit(&temp, &target).await?;
+        } else {
+            self.commit_exclusive(key, &temp, &target, local).await?;
+        }
         Ok(size)
+    }
+
+    /// Like [`Self::commit`], but never over an existing object: a link
+    /// fails when the name is taken, where a rename would replace it. A
+    /// writer that lost the race finds the winner's object and compares.
+    async fn commit_exclusive(
+        &self,
+        key: &str,
+        temp: &Path,
+        target: &Path,
+        local: &Path,
+    ) -> Result<()> {
+        let file = tokio::fs::File::open(temp)
+            .await
+            .map_err(io_err("open", temp))?;
+        file.sync_all().await.map_err(io_err("fsync", temp))?;
+        let linked = tokio::fs::hard_link(temp, target).await;
+        let _ = tokio::fs::remove_file(temp).await;
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                same_file_or_conflict(key, target, local).await.map(|_| ())
+            }
+            Err(e) => Err(io_err("link", target)(e)),
+        }
     }
 
     async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
@@ -330,5 +372,34 @@ mod tests {
             repo.get("../x").await,
             Err(crate::Error::InvalidKey(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn an_object_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open_dir(dir.path().join("repo")).await.unwrap();
+        let (first, same_size, longer) = (
+            dir.path().join("first"),
+            dir.path().join("same-size"),
+            dir.path().join("longer"),
+        );
+        std::fs::write(&first, b"original").unwrap();
+        std::fs::write(&same_size, b"ORIGINAL").unwrap();
+        std::fs::write(&longer, b"original, longer").unwrap();
+        repo.put_file("p/k", &first).await.unwrap();
+        for other in [&same_size, &longer] {
+            let refused = repo.put_file("p/k", other).await.unwrap_err();
+            assert!(
+                matches!(&refused, crate::Error::Conflict { key, .. } if key == "p/k"),
+                "{refused}"
+            );
+        }
+        assert_eq!(repo.get("p/k").await.unwrap(), b"original");
+        assert_eq!(repo.put_file("p/k", &first).await.unwrap(), 8);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("repo/p"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["k"], "no temporary file stays behind");
     }
 }

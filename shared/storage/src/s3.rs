@@ -62,6 +62,8 @@ pub struct S3Repository {
     endpoint: String,
     multipart_threshold: u64,
     part_size: u64,
+    /// Learnt on the first put, see [`S3Repository::honours_if_none_match`].
+    conditional_puts: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl std::fmt::Debug for S3Repository {
@@ -129,6 +131,7 @@ impl S3Repository {
             endpoint: options.endpoint,
             multipart_threshold: options.multipart_threshold.max(5 << 20),
             part_size: options.part_size.max(5 << 20),
+            conditional_puts: Default::default(),
         }
     }
 
@@ -153,31 +156,100 @@ impl S3Repository {
             .await
             .map_err(crate::io_err("stat", local))?
             .len();
-        if !replace && self.size(key).await? == Some(size) {
+        if replace {
+            self.upload(key, local, size, false).await?;
             return Ok(size);
         }
-        if size >= self.multipart_threshold {
-            self.put_multipart(key, local, size).await?;
-        } else {
-            let body = ByteStream::from_path(local)
-                .await
-                .map_err(|e| read_err(local, e))?;
-            let result = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(key))
-                .content_length(size as i64)
-                .body(body)
-                .send()
-                .await;
-            count("PutObject", result.is_ok());
-            result.map_err(|e| s3_err("PutObject", key, e))?;
+        let conditional = self.honours_if_none_match().await?;
+        // A server that ignores If-None-Match would overwrite: look first
+        // (a race between two writers of one key is then still possible
+        // there, which is why such servers are worth replacing).
+        if !conditional && self.size(key).await?.is_some() {
+            return self.same_object_or_conflict(key, local).await;
         }
-        Ok(size)
+        match self.upload(key, local, size, conditional).await? {
+            Stored::Yes => Ok(size),
+            Stored::KeyTaken => self.same_object_or_conflict(key, local).await,
+        }
     }
 
-    async fn put_multipart(&self, key: &str, local: &Path, size: u64) -> Result<()> {
+    /// Whether this server refuses a PUT with `If-None-Match: *` over an
+    /// existing object (AWS since 2024, MinIO, Ceph). Asked once per process
+    /// with a one-byte probe object that is put twice.
+    async fn honours_if_none_match(&self) -> Result<bool> {
+        let probe = ".vaultline/conditional-put-probe";
+        let answer = self
+            .conditional_puts
+            .get_or_try_init(|| async {
+                for _ in 0..2 {
+                    let result = self
+                        .client
+                        .put_object()
+                        .bucket(&self.bucket)
+                        .key(self.full_key(probe))
+                        .if_none_match("*")
+                        .body(ByteStream::from_static(b"1"))
+                        .send()
+                        .await;
+                    count("PutObject", result.is_ok());
+                    match result {
+                        Ok(_) => {}
+                        Err(e) if key_taken(&e) => return Ok(true),
+                        Err(e) => return Err(s3_err("PutObject", probe, e)),
+                    }
+                }
+                tracing::warn!(repository = %self.describe(), "The S3 server ignores If-None-Match: objects are checked with HEAD before they are put.");
+                Ok(false)
+            })
+            .await?;
+        Ok(*answer)
+    }
+
+    /// The object at `key` when it holds the bytes of `local` (a repeated
+    /// put), else the conflict. Reads the object whole: this happens only
+    /// on a redelivery or an attack, never on the normal path.
+    async fn same_object_or_conflict(&self, key: &str, local: &Path) -> Result<u64> {
+        let stored = self.digest(key).await?;
+        let path = local.to_owned();
+        let wanted = tokio::task::spawn_blocking(move || crate::sha256_file(&path))
+            .await
+            .map_err(crate::join_err("read", local))?
+            .map_err(crate::io_err("read", local))?;
+        crate::same_or_conflict(key, stored, wanted)
+    }
+
+    async fn upload(&self, key: &str, local: &Path, size: u64, exclusive: bool) -> Result<Stored> {
+        if size >= self.multipart_threshold {
+            return self.put_multipart(key, local, size, exclusive).await;
+        }
+        let body = ByteStream::from_path(local)
+            .await
+            .map_err(|e| read_err(local, e))?;
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .content_length(size as i64)
+            .set_if_none_match(exclusive.then(|| "*".to_owned()))
+            .body(body)
+            .send()
+            .await;
+        count("PutObject", result.is_ok());
+        match result {
+            Ok(_) => Ok(Stored::Yes),
+            Err(e) if key_taken(&e) => Ok(Stored::KeyTaken),
+            Err(e) => Err(s3_err("PutObject", key, e)),
+        }
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        local: &Path,
+        size: u64,
+        exclusive: bool,
+    ) -> Result<Stored> {
         let full = self.full_key(key);
         let created = self
             .client
@@ -205,6 +277,7 @@ impl S3Repository {
                     .bucket(&self.bucket)
                     .key(&full)
                     .upload_id(&upload_id)
+                    .set_if_none_match(exclusive.then(|| "*".to_owned()))
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
@@ -213,13 +286,15 @@ impl S3Repository {
                     .send()
                     .await;
                 count("CompleteMultipartUpload", result.is_ok());
-                result
-                    .map(|_| ())
-                    .map_err(|e| s3_err("CompleteMultipartUpload", key, e))
+                match result {
+                    Ok(_) => Ok(Stored::Yes),
+                    Err(e) if key_taken(&e) => Ok(Stored::KeyTaken),
+                    Err(e) => Err(s3_err("CompleteMultipartUpload", key, e)),
+                }
             }
             Err(e) => Err(e),
         };
-        if completed.is_err() {
+        if !matches!(completed, Ok(Stored::Yes)) {
             // Parts of an unfinished upload cost storage until aborted; the
             // object itself was never visible.
             let aborted = self
@@ -407,6 +482,26 @@ impl S3Repository {
             .map(|_| ())
             .map_err(|e| s3_err("HeadBucket", &self.bucket, e))
     }
+}
+
+/// Whether a put was refused because the key is taken (`If-None-Match`):
+/// 412 Precondition Failed, or 409 when a concurrent conditional write won.
+fn key_taken<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let code = e.as_service_error().and_then(|s| s.code());
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    matches!(
+        code,
+        Some("PreconditionFailed" | "ConditionalRequestConflict")
+    ) || status == Some(412)
+}
+
+/// What became of a put that must not replace.
+enum Stored {
+    Yes,
+    KeyTaken,
 }
 
 /// An SDK error as ours: the operation, the key and the server's code and

@@ -51,6 +51,15 @@ pub fn dead_letter_subject(stage: StageName) -> String {
     format!("{SUBJECT_PREFIX}.dlq.{stage}")
 }
 
+/// Request ids of the scheduler's triggers start with this, and nobody
+/// else's may: the extractor accepts one only when the catalog recorded it
+/// for that source's last fired slot.
+pub const SCHEDULED_REQUEST_PREFIX: &str = "schedule-";
+
+/// Request ids of the verifier's own drill timer start with this, and
+/// nobody else's may.
+pub const DRILL_REQUEST_PREFIX: &str = "drill-";
+
 /// How a backup was started; recorded in the execution history.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -256,6 +265,24 @@ pub struct PackStored {
 impl Message for PackStored {
     const KIND: &'static str = "pack.stored";
     ids!(PackStored);
+}
+
+/// `vaultline.object.conflict.<tenant>`: an alarm. The repository already
+/// held other bytes under a key the uploader was to write; nothing was
+/// overwritten, and the snapshot that needed the object failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectConflict {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    /// The object key.
+    pub key: String,
+    /// How the stored object differs, e.g. `9 bytes where 12 were to be stored`.
+    pub found: String,
+}
+impl Message for ObjectConflict {
+    const KIND: &'static str = "object.conflict";
+    ids!(ObjectConflict);
 }
 
 /// `vaultline.snapshot.stored.<tenant>`: every pack and the manifest are stored.

@@ -6,6 +6,7 @@
 mod codec;
 mod events;
 mod ids;
+pub mod staging_key;
 
 pub use codec::{CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, DecodeError, decode, encode};
 pub use events::*;

@@ -264,6 +264,30 @@ check-interval = "500ms"
         self.dir.path().join(name)
     }
 
+    /// The snapshot a request for `tenant`/`source` made, once it is final.
+    pub(crate) async fn wait_request(
+        &self,
+        tenant: &Name,
+        source: &Name,
+        request_id: &str,
+    ) -> Result<SnapshotRow> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match self
+                .catalog
+                .snapshot_by_request(tenant, source, request_id)
+                .await?
+            {
+                Some(row) if row.status.is_terminal() => return Ok(row),
+                _ => anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "no final snapshot of {tenant}/{source} for request {request_id} within 60s"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The newest snapshot of acme/docs once it reaches a final status.
     pub(crate) async fn wait_final(&self, count: usize) -> Result<SnapshotRow> {
         self.wait_final_of("docs", count).await

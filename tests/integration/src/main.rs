@@ -5,6 +5,7 @@ mod audit;
 mod failures;
 mod fidelity;
 mod harness;
+mod hostile;
 mod integrity;
 mod ops;
 mod outages;

@@ -1,5 +1,5 @@
 //! The repository on a real S3 server (Garage, started by the harness):
-//! multipart uploads, request counts in /metrics, restore through the
+//! multipart uploads, objects never replaced, request counts in /metrics, restore through the
 //! catalog, one path to stdout, and with no catalog and no NATS at all.
 
 use crate::harness::{Env, assert_verified};
@@ -60,6 +60,26 @@ async fn a_tree_round_trips_through_garage_and_restores_with_no_catalog() -> Res
             "pack {pack}"
         );
     }
+
+    // A stored object is never replaced: not by a small put, not by a
+    // multipart one (Garage ignores If-None-Match, so HEAD decides there).
+    let (pack, size) = packs[0];
+    let key = ObjectKey::pack(&tenant, &pack);
+    let before = repo.digest(&key).await?;
+    for forged_size in [1024usize, 7 << 20] {
+        let forged = env.path(&format!("forged-{forged_size}"));
+        std::fs::write(&forged, vec![0x5a; forged_size])?;
+        let refused = repo.put_file(&key, &forged).await.unwrap_err();
+        assert!(
+            matches!(refused, vaultline_storage::Error::Conflict { .. }),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        repo.digest(&key).await?,
+        before,
+        "pack {pack} of {size} bytes"
+    );
 
     // Through the catalog.
     let restored = env.restore_to(&row.id, "restored").await?;

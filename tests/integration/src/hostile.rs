@@ -1,0 +1,323 @@
+//! Every bus message is hostile input: forged packs, failures named in
+//! headers, staging keys of other tenants and request ids that are not
+//! the publisher's are dead-lettered, and the snapshots they aim at are
+//! unharmed.
+
+use crate::harness::{Env, assert_verified, node_with_slow};
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use std::time::Duration;
+use vaultline_catalog::SnapshotStatus;
+use vaultline_storage::ObjectKey;
+use vaultline_types::staging_key::StagedBatch;
+use vaultline_types::{
+    BackupRequested, Message, Name, PackStaged, SnapshotFailed, StageName, TriggerKind, headers,
+};
+
+/// Publishes `event` on its own subject as a stage would, with `extra`
+/// headers on top (a forger's).
+async fn publish_forged<M: Message>(
+    client: &async_nats::Client,
+    event: &M,
+    extra: &[(&'static str, &str)],
+) -> Result<()> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut map = async_nats::HeaderMap::new();
+    map.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_MSGPACK);
+    for (name, value) in extra {
+        map.insert(*name, *value);
+    }
+    js.publish_with_headers(event.subject(), map, vaultline_types::encode(event).into())
+        .await?
+        .await?;
+    Ok(())
+}
+
+/// The next dead letter of `stage`: its error type and reason.
+async fn next_dead_letter(
+    dead: &mut async_nats::Subscriber,
+    stage: StageName,
+) -> Result<(String, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = tokio::time::timeout_at(deadline, dead.next())
+            .await
+            .with_context(|| format!("no dead letter from the {stage} within 30 s"))?
+            .context("subscription closed")?;
+        if message.subject.as_str() != vaultline_types::dead_letter_subject(stage) {
+            continue;
+        }
+        let h = message.headers.context("dead letters carry headers")?;
+        let get = |name: &str| {
+            h.get(name)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        return Ok((get(headers::ERROR_TYPE), get(headers::ERROR)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_pack_never_replaces_a_stored_one() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    let node = env.node().await?;
+    env.cli(&["backup", "acme/docs", "--wait"]).await?;
+    let old = env.wait_final(1).await?;
+    assert_verified(&old);
+    let tenant = Name::new("acme")?;
+    let (pack, size) = env.catalog.snapshot_packs(&tenant, &old.id).await?[0];
+    let stored = env.path("repository").join(ObjectKey::pack(&tenant, &pack));
+    let genuine = std::fs::read(&stored)?;
+
+    let client = async_nats::connect(env.nats.url()).await?;
+    let mut dead = client.subscribe("vaultline.dlq.>").await?;
+    client.flush().await?;
+    // Other bytes under the stored pack's id, staged where the uploader
+    // looks for them (the attacker can write to staging).
+    let staging = &node.deps.staging;
+    let forge = |attempt: u32, bytes: Vec<u8>| {
+        let (tenant, old) = (&tenant, &old);
+        async move {
+            let batch = StagedBatch {
+                tenant,
+                snapshot: &old.id,
+                attempt,
+                batch: 0,
+            };
+            for (key, bytes) in [
+                (batch.pack(&pack), bytes.clone()),
+                (batch.pack_index(&pack), vec![0x90]), // MessagePack's empty list
+            ] {
+                let temp = staging.temp_path(&key)?;
+                std::fs::write(&temp, &bytes)?;
+                staging.commit(&temp, &key).await?;
+            }
+            let event = PackStaged {
+                tenant: tenant.clone(),
+                source: Name::new("docs")?,
+                snapshot: old.id.clone(),
+                attempt,
+                batch: 0,
+                pack,
+                staged: batch.pack(&pack),
+                raw_staged: batch.raw(),
+                size: bytes.len() as u64,
+            };
+            anyhow::Ok(event)
+        }
+    };
+    let mut other = genuine.clone();
+    other[genuine.len() / 2] ^= 0xff;
+    let forged = forge(90, other).await?;
+    publish_forged(&client, &forged, &[]).await?;
+    let (error_type, reason) = next_dead_letter(&mut dead, StageName::Uploader).await?;
+    assert_eq!(error_type, "forged", "{reason}");
+    assert!(reason.contains("hash to"), "{reason}");
+
+    // A message naming another batch's staging key is refused before
+    // anything is read.
+    let mut elsewhere = forge(91, genuine.clone()).await?;
+    elsewhere.staged = format!("other/{}", elsewhere.staged);
+    publish_forged(&client, &elsewhere, &[]).await?;
+    let (error_type, reason) = next_dead_letter(&mut dead, StageName::Uploader).await?;
+    assert_eq!(error_type, "forged", "{reason}");
+    assert!(reason.contains("staging key"), "{reason}");
+
+    // Genuine bytes, but the stored object was damaged meanwhile: an alarm,
+    // and the damaged object is left for a person, not overwritten.
+    let mut damaged = genuine.clone();
+    damaged.truncate(genuine.len() - 1);
+    std::fs::write(&stored, &damaged)?;
+    let mut alarms = client.subscribe("vaultline.object.conflict.acme").await?;
+    client.flush().await?;
+    let replay = forge(92, genuine.clone()).await?;
+    publish_forged(&client, &replay, &[]).await?;
+    let (error_type, reason) = next_dead_letter(&mut dead, StageName::Uploader).await?;
+    assert_eq!(error_type, "conflict", "{reason}");
+    tokio::time::timeout(Duration::from_secs(10), alarms.next())
+        .await?
+        .context("an object.conflict alarm")?;
+    assert_eq!(std::fs::read(&stored)?, damaged, "never overwritten");
+    let metrics = vaultline_testkit::http_get(node.admin, "/metrics").await?.1;
+    assert!(
+        metrics.contains("vaultline_repository_conflicts_total{tenant=\"acme\"} 1"),
+        "{metrics}"
+    );
+
+    // Put right, the old snapshot passes a full check: the forgeries
+    // changed nothing, and failed nothing.
+    std::fs::write(&stored, &genuine)?;
+    assert_eq!(genuine.len() as u64, size);
+    env.cli(&["verify", old.id.as_str(), "--full"]).await?;
+    assert_verified(&env.catalog.snapshot(&tenant, &old.id).await?);
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_forged_across_tenants_fails_nothing() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    env.cli(&["tenant", "create", "bravo"]).await?;
+    // The uploader dawdles, so acme's snapshot is still in flight when the
+    // forgery arrives.
+    let node = node_with_slow::<vaultline_uploader::Uploader>(
+        &env,
+        Duration::from_secs(3),
+        Duration::ZERO,
+        false,
+    )
+    .await?;
+    let client = async_nats::connect(env.nats.url()).await?;
+    let mut dead = client.subscribe("vaultline.dlq.>").await?;
+    client.flush().await?;
+    env.cli(&["backup", "acme/docs"]).await?;
+    let (acme, bravo) = (Name::new("acme")?, Name::new("bravo")?);
+    let victim = loop {
+        if let Some(row) = env
+            .catalog
+            .snapshots(Some(&acme), None)
+            .await?
+            .into_iter()
+            .next()
+        {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // On bravo's subject, with bravo in the payload (so the subject check
+    // passes), and headers that name acme's snapshot.
+    let forged = SnapshotFailed {
+        tenant: bravo.clone(),
+        source: None,
+        snapshot: victim.id.clone(),
+        stage: StageName::Packager,
+        error_type: "storage".into(),
+        error: "disk on fire".into(),
+    };
+    publish_forged(
+        &client,
+        &forged,
+        &[
+            (headers::TENANT, "acme"),
+            (headers::SNAPSHOT, victim.id.as_str()),
+        ],
+    )
+    .await?;
+    let (error_type, reason) = next_dead_letter(&mut dead, StageName::Auditor).await?;
+    assert_eq!(error_type, "forged", "{reason}");
+    assert!(reason.contains("Vaultline-Tenant"), "{reason}");
+    let row = env.wait_final(1).await?;
+    assert_eq!(row.id, victim.id);
+    assert_verified(&row);
+    let trail: i64 = env
+        .sql()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE subject = 'vaultline.dlq.auditor'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(trail >= 1, "the forgery is in the trail");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stolen_request_id_suppresses_nothing() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    env.cli(&["tenant", "create", "bravo"]).await?;
+    let other_tree = env.path("bravo-tree");
+    std::fs::create_dir_all(&other_tree)?;
+    std::fs::write(other_tree.join("b.txt"), b"bravo")?;
+    env.cli(&[
+        "source",
+        "add",
+        "bravo/docs",
+        "--path",
+        other_tree.to_str().unwrap(),
+    ])
+    .await?;
+    let node = vaultline::start_node(
+        env.config(),
+        &crate::harness::all_but(&[StageName::Scheduler]),
+    )
+    .await?;
+    let client = async_nats::connect(env.nats.url()).await?;
+    let mut dead = client.subscribe("vaultline.dlq.>").await?;
+    client.flush().await?;
+
+    // Before acme's slot fires, bravo publishes what used to be its
+    // trigger's id (tenant, source and slot were all a forger needed), as
+    // both request id and Nats-Msg-Id, on its own subject.
+    env.cli(&["schedule", "add", "acme/docs", "--every", "10s"])
+        .await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let slot = (now / 10 + 1) * 10;
+    let stolen = format!("schedule-acme-docs-{slot}");
+    let squat = BackupRequested {
+        tenant: Some(Name::new("bravo")?),
+        source: Some(Name::new("docs")?),
+        request_id: Some(stolen.clone()),
+        trigger: TriggerKind::Scheduled,
+    };
+    publish_forged(&client, &squat, &[(headers::MSG_ID, stolen.as_str())]).await?;
+    let (error_type, reason) = next_dead_letter(&mut dead, StageName::Extractor).await?;
+    assert_eq!(error_type, "forged", "{reason}");
+    assert!(reason.contains("did not record"), "{reason}");
+
+    // acme's slot fires all the same and its snapshot is verified.
+    assert_eq!(vaultline_scheduler::tick(&node.deps, slot).await?, 1);
+    let row = env.wait_final(1).await?;
+    assert_verified(&row);
+    assert_eq!(row.trigger, "scheduled");
+    let (acme, bravo, docs) = (Name::new("acme")?, Name::new("bravo")?, Name::new("docs")?);
+    let fired = env
+        .catalog
+        .scheduled_request(&acme, &docs)
+        .await?
+        .context("a scheduled request id")?;
+    assert!(fired.starts_with(&format!("{stolen}-")), "{fired}");
+
+    // Once it is known, bravo replays acme's real id as its own: refused,
+    // and the id still leads to acme's snapshot alone.
+    let replay = BackupRequested {
+        request_id: Some(fired.clone()),
+        trigger: TriggerKind::Manual,
+        ..squat
+    };
+    publish_forged(&client, &replay, &[]).await?;
+    let (error_type, reason) = next_dead_letter(&mut dead, StageName::Extractor).await?;
+    assert_eq!(error_type, "forged", "{reason}");
+    let ours = env
+        .catalog
+        .snapshot_by_request(&acme, &docs, &fired)
+        .await?;
+    assert_eq!(
+        ours.map(|r| (r.id, r.status)),
+        Some((row.id, SnapshotStatus::Verified))
+    );
+    assert!(
+        env.catalog
+            .snapshot_by_request(&bravo, &docs, &fired)
+            .await?
+            .is_none()
+    );
+
+    // An ordinary request id is each source's own: the same one from both
+    // tenants makes two snapshots.
+    for tenant in ["acme", "bravo"] {
+        let request = BackupRequested {
+            tenant: Some(Name::new(tenant)?),
+            source: Some(docs.clone()),
+            request_id: Some("nightly-42".into()),
+            trigger: TriggerKind::External,
+        };
+        publish_forged(&client, &request, &[]).await?;
+    }
+    for tenant in [&acme, &bravo] {
+        assert_verified(&env.wait_request(tenant, &docs, "nightly-42").await?);
+    }
+    node.shutdown().await;
+    Ok(())
+}
