@@ -5,7 +5,6 @@
 
 use crate::draft::source_err;
 use crate::stream::{PostgresConfig, Program};
-use std::process::Command;
 use vaultline_format::manifest::TableRows;
 use vaultline_runtime::StageError;
 
@@ -85,7 +84,7 @@ pub(crate) async fn program(
         })
         .collect();
     let pg_dump = config.pg_dump.clone().unwrap_or_else(|| "pg_dump".into());
-    let mut command = Command::new(&pg_dump);
+    let mut command = vaultline_databases::child_env::command(&pg_dump, &[]);
     // No compression inside the dump: zstd after chunking compresses it as
     // well, and an uncompressed dump dedups against yesterday's.
     command

@@ -279,7 +279,7 @@ pub(crate) fn command_program(
     config: &CommandConfig,
     credential: Option<Vec<u8>>,
 ) -> Result<Program, StageError> {
-    let mut command = Command::new("/bin/sh");
+    let mut command = vaultline_databases::child_env::command("/bin/sh", &[]);
     command.arg("-c").arg(&config.command);
     match (&config.secret_env, credential) {
         (Some(var), Some(secret)) => {
@@ -346,7 +346,7 @@ pub(crate) fn mariadb_program(
         .map_err(|e| StageError::transient("source", format!("{e:#}")))?;
     let (connection, _) = vaultline_databases::mariadb_args(&config.url)
         .map_err(|e| source_err(format!("source url: {e:#}")))?;
-    let mut command = Command::new(&dump);
+    let mut command = vaultline_databases::child_env::command(&dump, &[]);
     command.arg(options.arg()).args(connection).args([
         "--single-transaction",
         "--quick",

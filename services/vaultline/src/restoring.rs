@@ -3,9 +3,10 @@
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
-use std::process::Command;
 use vaultline_format::keys::Identity;
-use vaultline_restore::programs::{mariadb_command, pg_restore_command, restore_into};
+use vaultline_restore::programs::{
+    mariadb_command, pg_restore_command, restore_into, shell_command,
+};
 use vaultline_restore::{Restored, Sink};
 use vaultline_storage::Repository;
 use vaultline_types::{Name, SnapshotId};
@@ -136,8 +137,7 @@ pub async fn run(
             let command = command
                 .or(source_restore_command)
                 .context("the source has no restore command: give one with --into-command 'CMD'")?;
-            let mut shell = Command::new("/bin/sh");
-            shell.arg("-c").arg(&command);
+            let shell = shell_command(&command);
             restore_into(
                 repo,
                 tenant,

@@ -1,11 +1,13 @@
 //! vaultline-databases: what the database sources share. Counting every
 //! table's rows (at dump time, and again after a drill's restore), making and
 //! dropping scratch databases, and the MariaDB client invoked with its
-//! password in a 0600 option file rather than its arguments.
+//! password in a 0600 option file rather than its arguments. Every child
+//! process starts from [`child_env::command`]: a cleared environment.
+
+pub mod child_env;
 
 use anyhow::{Context, Result, bail};
 use std::io::Write;
-use std::process::Command;
 
 /// Rows of one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +192,7 @@ pub fn mariadb_sql(
     sql: &str,
 ) -> Result<String> {
     let (args, _) = mariadb_args(url)?;
-    let mut command = Command::new(mariadb_client());
+    let mut command = child_env::command(mariadb_client(), &[]);
     command
         .arg(options.arg())
         .args(args)

@@ -12,7 +12,9 @@ use vaultline_types::{Name, SnapshotId};
 
 /// pg_restore of a custom-format dump read from stdin, stopping at the first error.
 pub fn pg_restore_command(url: &str) -> Command {
-    let mut command = Command::new("pg_restore");
+    // The person running the restore may configure the client with its
+    // own PG* variables; nothing else of theirs (the KEK) goes along.
+    let mut command = vaultline_databases::child_env::command("pg_restore", &["PG*"]);
     command
         .args([
             "--no-owner",
@@ -21,6 +23,14 @@ pub fn pg_restore_command(url: &str) -> Command {
             "--no-password",
         ])
         .arg(format!("--dbname={url}"));
+    command
+}
+
+/// `sh -c script`: a source's restore command, with none of the caller's
+/// secrets in its environment.
+pub fn shell_command(script: &str) -> Command {
+    let mut command = vaultline_databases::child_env::command("/bin/sh", &[]);
+    command.arg("-c").arg(script);
     command
 }
 
@@ -37,7 +47,10 @@ pub fn mariadb_command(
     if database.is_empty() {
         bail!("the URL must name the database, e.g. mariadb://user@host/db");
     }
-    let mut command = Command::new(vaultline_databases::mariadb_client());
+    let mut command = vaultline_databases::child_env::command(
+        vaultline_databases::mariadb_client(),
+        &["MYSQL_PWD"],
+    );
     if let Some(options) = options {
         command.arg(options.arg());
     }

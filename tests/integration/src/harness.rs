@@ -371,8 +371,14 @@ impl Process {
     /// Starts `vaultline-<stage>` (or any built binary) with the env's config
     /// and an admin port of its own.
     pub(crate) fn start(env: &Env, name: &str) -> Result<Process> {
+        Process::start_with(env, name, &[])
+    }
+
+    /// [`Process::start`] with more variables in its environment.
+    pub(crate) fn start_with(env: &Env, name: &str, vars: &[(&str, String)]) -> Result<Process> {
         let admin = format!("127.0.0.1:{}", vaultline_testkit::free_port());
         let child = std::process::Command::new(binary(name)?)
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .env("VAULTLINE_CONFIG", &env.config_file)
             .env("VAULTLINE_ADMIN__LISTEN", admin)
             .stdout(std::process::Stdio::null())

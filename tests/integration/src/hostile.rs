@@ -321,3 +321,89 @@ async fn a_stolen_request_id_suppresses_nothing() -> Result<()> {
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_process_sees_none_of_the_workers_secrets() -> Result<()> {
+    let env = Env::new().await?;
+    env.cli(&["tenant", "create", "acme"]).await?;
+    let token = env.path("token");
+    std::fs::write(&token, "declared-secret")?;
+    let dumped = env.path("env-at-restore");
+    env.cli(&[
+        "source",
+        "add",
+        "acme/env",
+        "--type",
+        "command",
+        "--command",
+        "env",
+        "--restore-command",
+        &format!("env > {}", dumped.display()),
+        "--secret-file",
+        token.to_str().unwrap(),
+        "--secret-env",
+        "VAULT_TOKEN",
+    ])
+    .await?;
+    // The extractor runs as its own process, its secrets in its environment
+    // as an operator would hand them over (the catalog password in its URL:
+    // trust authentication lets any password through).
+    let kek = std::fs::read_to_string(env.path("kek.txt"))?;
+    let credentials_key = std::fs::read_to_string(env.path("credentials-key.txt"))?;
+    let catalog_url = env.config().catalog.url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:catalog-pw-7@",
+        1,
+    );
+    assert!(catalog_url.contains("catalog-pw-7"), "{catalog_url}");
+    let secrets = [
+        ("VAULTLINE_KEK", kek.trim().to_owned()),
+        (
+            "VAULTLINE_CREDENTIALS_KEY",
+            credentials_key.trim().to_owned(),
+        ),
+        ("AWS_SECRET_ACCESS_KEY", "aws-secret-3".to_owned()),
+        ("VAULTLINE_CATALOG__URL", catalog_url),
+    ];
+    let extractor = crate::harness::Process::start_with(&env, "vaultline-extractor", &secrets)?;
+    let node = vaultline::start_node(
+        env.config(),
+        &crate::harness::all_but(&[StageName::Extractor, StageName::Scheduler]),
+    )
+    .await?;
+    env.cli(&["backup", "acme/env", "--wait", "--timeout", "120"])
+        .await?;
+    drop(extractor);
+    let row = env.wait_final_of("env", 1).await?;
+    assert_verified(&row);
+    let restored = env.restore_to(&row.id, "restored").await?;
+    let seen = std::fs::read_to_string(restored.join("stdout"))?;
+    assert!(seen.contains("VAULT_TOKEN=declared-secret"), "{seen}");
+    for (name, value) in &secrets {
+        assert!(
+            !seen.contains(value.as_str()),
+            "{name} reached the child:\n{seen}"
+        );
+        assert!(
+            !seen.contains(&format!("{name}=")),
+            "{name} reached the child"
+        );
+    }
+    assert!(!seen.contains("catalog-pw-7"));
+
+    // The restore command, run by the CLI with the KEK in its environment,
+    // gets none of it either.
+    let into = format!("env > {}", dumped.display());
+    let (ok, _, stderr) = env
+        .run_cli(
+            &["restore", row.id.as_str(), "--into-command", &into],
+            &[("VAULTLINE_KEK", kek.trim())],
+        )
+        .await?;
+    assert!(ok, "{stderr}");
+    let at_restore = std::fs::read_to_string(&dumped)?;
+    assert!(!at_restore.contains(kek.trim()), "{at_restore}");
+    assert!(at_restore.contains("PATH="), "{at_restore}");
+    node.shutdown().await;
+    Ok(())
+}
