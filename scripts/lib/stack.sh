@@ -34,6 +34,7 @@ stack_start() {
   [ "${STACK_S3:-0}" = 1 ] && stack_garage
   stack_write_config
   "$VL" kek-generate "$WORK/kek.txt"
+  [ -f "$WORK/staging-key.txt" ] || "$VL" kek-generate --staging "$WORK/staging-key.txt" >/dev/null
   stack_serve
 }
 
@@ -61,6 +62,7 @@ $repository
 path = "$WORK/staging"
 [keys]
 kek-file = "$WORK/kek.txt"
+staging-key-file = "$WORK/staging-key.txt"
 [admin]
 listen = "$ADMIN"
 TOML

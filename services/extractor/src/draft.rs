@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use vaultline_format::chunker;
+use vaultline_format::keys::Recipient;
 use vaultline_format::manifest::{
     ChunkRef, ContentDigest, ContentHash, Entry, Header, Record, write_record,
 };
+use vaultline_format::staged::StagedWriter;
 use vaultline_runtime::{Deps, Outgoing, StageError};
 use vaultline_types::staging_key::{self, StagedBatch};
 use vaultline_types::{ChunkId, Name, SnapshotId};
@@ -24,7 +26,9 @@ pub(crate) struct Job {
     pub(crate) snapshot: SnapshotId,
     pub(crate) attempt: u32,
     pub(crate) key_id: String,
-    pub(crate) chunk_key: [u8; 32],
+    pub(crate) chunk_key: zeroize::Zeroizing<[u8; 32]>,
+    /// Staged batches are sealed to it; only the packager can open them.
+    pub(crate) staging_recipient: Recipient,
     pub(crate) batch_bytes: u64,
     pub(crate) created: i64,
 }
@@ -90,6 +94,10 @@ impl Pending {
 
 pub(crate) fn source_err(what: impl std::fmt::Display) -> StageError {
     StageError::permanent("source", what)
+}
+
+fn sealing_err(path: &Path, e: vaultline_format::Error) -> StageError {
+    StageError::transient("staging", format!("writing {}: {e}", path.display()))
 }
 
 pub(crate) fn staging_io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
@@ -224,7 +232,7 @@ struct BatchState {
     pending: Pending,
     /// Buffers of lookups done, for the next ones.
     spare: Vec<Vec<u8>>,
-    current: Option<(BufWriter<File>, PathBuf)>,
+    current: Option<(StagedWriter<BufWriter<File>>, PathBuf)>,
     current_bytes: u64,
     current_chunks: u32,
     index: u32,
@@ -349,13 +357,13 @@ impl BatchState {
             let key = batch_key(job, self.index);
             let tmp = job.deps.staging.temp_path(&key)?;
             let file = File::create(&tmp).map_err(staging_io(&tmp))?;
-            self.current = Some((BufWriter::with_capacity(1 << 20, file), tmp));
+            let out = BufWriter::with_capacity(1 << 20, file);
+            let sealed =
+                StagedWriter::new(out, &job.staging_recipient).map_err(|e| sealing_err(&tmp, e))?;
+            self.current = Some((sealed, tmp));
         }
         let (out, tmp) = self.current.as_mut().expect("opened above");
-        out.write_all(&id.0)
-            .and_then(|()| out.write_all(&(data.len() as u32).to_le_bytes()))
-            .and_then(|()| out.write_all(data))
-            .map_err(staging_io(tmp))?;
+        out.add(&id, data).map_err(|e| sealing_err(tmp, e))?;
         self.current_bytes += data.len() as u64;
         self.current_chunks += 1;
         self.bytes_new += data.len() as u64;
@@ -366,11 +374,10 @@ impl BatchState {
     }
 
     fn close(&mut self, job: &Job) -> Result<(), StageError> {
-        let Some((mut out, tmp)) = self.current.take() else {
+        let Some((out, tmp)) = self.current.take() else {
             return Ok(());
         };
-        out.flush().map_err(staging_io(&tmp))?;
-        drop(out);
+        drop(out.finish().map_err(|e| sealing_err(&tmp, e))?);
         let key = batch_key(job, self.index);
         job.deps.staging.commit_blocking(&tmp, &key)?;
         let event = batch_event(

@@ -25,6 +25,7 @@ pub const DEFAULT_BATCH_BYTES: u64 = 16 << 20;
 pub struct Extractor {
     deps: Arc<Deps>,
     batch_bytes: u64,
+    staging_recipient: vaultline_format::keys::Recipient,
 }
 
 impl Stage for Extractor {
@@ -37,7 +38,13 @@ impl Stage for Extractor {
             .stage(Self::NAME)
             .batch_bytes
             .unwrap_or(DEFAULT_BATCH_BYTES);
-        Ok(Extractor { deps, batch_bytes })
+        let staging_recipient = vaultline_runtime::deps::load_staging_recipient(&deps.config)
+            .map_err(|e| StageError::permanent("config", e))?;
+        Ok(Extractor {
+            deps,
+            batch_bytes,
+            staging_recipient,
+        })
     }
 
     async fn handle(&self, cx: &Cx, request: BackupRequested) -> Outcome {
@@ -99,6 +106,7 @@ impl Stage for Extractor {
             attempt,
             key_id: key.key_id.clone(),
             chunk_key: key.chunk_key,
+            staging_recipient: self.staging_recipient.clone(),
             batch_bytes: self.batch_bytes,
             created: cx.published.unix_timestamp(),
         };

@@ -3,15 +3,16 @@
 //! Holds only public keys: a compromised packager cannot read old backups.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::{BufReader, BufWriter};
 use std::sync::Arc;
 use vaultline_catalog::BatchKey;
 use vaultline_format::blob::Compressor;
-use vaultline_format::keys::{Recipient, parse_recipient};
+use vaultline_format::keys::{Identity, Recipient, key_id, parse_recipient};
 use vaultline_format::pack::PackWriter;
+use vaultline_format::staged::StagedReader;
 use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
 use vaultline_types::staging_key::{self, StagedBatch};
-use vaultline_types::{ChunkId, DataExtracted, PackStaged, StageName};
+use vaultline_types::{DataExtracted, PackStaged, StageName};
 
 /// zstd level when the config names none.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
@@ -20,6 +21,8 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub struct Packager {
     deps: Arc<Deps>,
     zstd_level: i32,
+    /// Opens staged batches: the only stage that sees plain chunks.
+    staging: Arc<Identity>,
 }
 
 impl Stage for Packager {
@@ -32,7 +35,13 @@ impl Stage for Packager {
             .stage(Self::NAME)
             .zstd_level
             .unwrap_or(DEFAULT_ZSTD_LEVEL);
-        Ok(Packager { deps, zstd_level })
+        let staging = vaultline_runtime::deps::load_staging_identity(&deps.config)
+            .map_err(|e| StageError::permanent("config", e))?;
+        Ok(Packager {
+            deps,
+            zstd_level,
+            staging: Arc::new(staging),
+        })
     }
 
     async fn handle(&self, _cx: &Cx, batch: DataExtracted) -> Outcome {
@@ -72,12 +81,26 @@ impl Stage for Packager {
             };
         };
         let key = self.deps.catalog.key(&batch.tenant, &batch.key_id).await?;
+        // The key id is the hash of the recipient: a catalog row rewritten to
+        // another recipient (by whoever could write it) does not match it,
+        // and nothing is encrypted to a key the tenant does not hold.
+        if key_id(&key.recipient) != batch.key_id {
+            return Err(StageError::permanent(
+                "key",
+                format!(
+                    "the recipient recorded for key {} of tenant {} is not the one that id names; refusing to encrypt to it",
+                    batch.key_id, batch.tenant
+                ),
+            ));
+        }
         let recipient = parse_recipient(&key.recipient)?;
         let temp = staging.temp_path(&format!("{}.pack", staged.raw()))?;
         let level = self.zstd_level;
-        let (temp, finished) =
-            tokio::task::spawn_blocking(move || pack_batch(raw.path(), temp, &recipient, level))
-                .await??;
+        let staging_identity = self.staging.clone();
+        let (temp, finished) = tokio::task::spawn_blocking(move || {
+            pack_batch(raw.path(), &staging_identity, temp, &recipient, level)
+        })
+        .await??;
         // Packing is not deterministic (fresh keys and nonces), and a
         // redelivered batch may be packed twice at once: naming the staged
         // pack by its id means the uploader always stores the bytes the id
@@ -107,36 +130,28 @@ impl Stage for Packager {
 
 type Finished = vaultline_format::pack::FinishedPack<BufWriter<File>>;
 
-/// Reads a staged batch (`id | u32 LE length | bytes`, repeated) and writes a pack.
+/// Opens a staged batch (see [`vaultline_format::staged`]) and writes a pack.
 fn pack_batch(
     raw: &std::path::Path,
+    staging: &Identity,
     temp: std::path::PathBuf,
     recipient: &Recipient,
     level: i32,
 ) -> Result<(std::path::PathBuf, Finished), StageError> {
     let staging_err =
         |e: std::io::Error| StageError::transient("staging", format!("{}: {e}", raw.display()));
-    let mut input = BufReader::with_capacity(1 << 20, File::open(raw).map_err(staging_err)?);
+    let input = BufReader::with_capacity(1 << 20, File::open(raw).map_err(staging_err)?);
+    // A batch that does not open was not sealed by an extractor with our
+    // recipient (or was damaged in staging): nothing to retry.
+    let unreadable = |e: vaultline_format::Error| {
+        StageError::permanent("staging", format!("staged batch {}: {e}", raw.display()))
+    };
+    let mut batch = StagedReader::open(input, staging).map_err(unreadable)?;
     let out = BufWriter::with_capacity(1 << 20, File::create(&temp).map_err(staging_err)?);
     let mut pack = PackWriter::new(out, recipient)?;
     let mut compressor = Compressor::new(level)?;
-    let mut header = [0u8; 36];
     let mut chunk = Vec::new();
-    loop {
-        match input.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(staging_err(e)),
-        }
-        let id = ChunkId(header[..32].try_into().expect("32 bytes"));
-        let len = u32::from_le_bytes(header[32..].try_into().expect("4 bytes"));
-        chunk.resize(len as usize, 0);
-        input.read_exact(&mut chunk).map_err(|e| {
-            StageError::permanent(
-                "staging",
-                format!("staged batch {} is truncated: {e}", raw.display()),
-            )
-        })?;
+    while let Some(id) = batch.next_chunk(&mut chunk).map_err(unreadable)? {
         pack.add(id, &chunk, &mut compressor)?;
     }
     Ok((temp, pack.finish(&mut compressor)?))

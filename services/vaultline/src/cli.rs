@@ -33,10 +33,15 @@ pub struct Cli {
 pub enum Command {
     /// Apply catalog migrations.
     Migrate,
-    /// Write a new key-encryption key (an age identity file) to FILE.
+    /// Write a new key-encryption key (an age identity file) to FILE; with
+    /// --staging, a staging key pair instead (the file is the packager's
+    /// half; the recipient printed is the extractor's).
     KekGenerate {
         /// Where to write it (created with mode 0600, never overwritten).
         out: PathBuf,
+        /// Make a staging key pair (keys.staging-key-file, keys.staging-recipient).
+        #[arg(long)]
+        staging: bool,
     },
     /// Manage tenants.
     #[command(subcommand)]
@@ -267,6 +272,12 @@ pub enum SourceCommand {
         /// reassembled and compared with the source digest).
         #[arg(long, default_value = "digests", value_parser = ["digests", "full"])]
         verify: String,
+        /// Let drills restore into this database's own server when the
+        /// verifier has no scratch server for its kind (drills.postgres-url,
+        /// drills.mariadb-url). Off by default: a decrypted dump goes only
+        /// where the verifier's own configuration says.
+        #[arg(long)]
+        drill_on_source_server: bool,
         /// Retention rules (none: keep everything).
         #[command(flatten)]
         policy: PolicyArgs,
@@ -325,10 +336,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 applied.len()
             );
         }
-        Command::KekGenerate { out } => {
+        Command::KekGenerate {
+            out,
+            staging: false,
+        } => {
             let (_, text) = Kek::generate();
             write_secret_file(&out, &text)?;
             println!("wrote a new key-encryption key to {}", out.display());
+        }
+        Command::KekGenerate { out, staging: true } => {
+            let identity = vaultline_format::keys::Identity::generate();
+            let text =
+                vaultline_format::keys::identity_file_text(&identity, "vaultline staging key");
+            write_secret_file(&out, &text)?;
+            println!(
+                "wrote a new staging key to {} (keys.staging-key-file of the packager)",
+                out.display()
+            );
+            println!("staging recipient: {}", identity.to_public());
         }
         Command::Tenant(TenantCommand::Create { name }) => {
             let name = Name::new(name)?;
@@ -378,6 +403,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             secret_file,
             secret_env,
             verify,
+            drill_on_source_server,
             policy,
         }) => {
             let (tenant, source) = parse_pair(&source)?;
@@ -410,6 +436,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     retention: &retention,
                     sealed_credential: sealed.as_deref(),
                     verify_level,
+                    drill_on_source: drill_on_source_server,
                 })
                 .await?;
             let sealed_note = if sealed.is_some() {

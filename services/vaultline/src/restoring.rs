@@ -126,7 +126,7 @@ pub async fn run(
                 );
             }
             let command = if kind == "postgres" {
-                pg_restore_command(&url)
+                pg_restore_command(&url, true)
             } else {
                 mariadb_command(&url, None)?
             };

@@ -15,6 +15,7 @@ use vaultline_databases::{MariadbOptions, TableCount};
 use vaultline_format::keys::Kek;
 use vaultline_runtime::{Deps, StageError};
 use vaultline_types::{DrillCompleted, DrillRequested, Name, SnapshotId, TableCheck};
+use zeroize::Zeroizing;
 
 /// Runs one drill and returns its result (already recorded in the catalog).
 ///
@@ -113,6 +114,7 @@ async fn drill(
         .and_then(|u| u.as_str())
         .ok_or("the source has no url")?
         .to_owned();
+    let (url, password) = scratch_server(deps, tenant, source, kind, url).await?;
     let snapshots = catalog
         .snapshots(Some(tenant), Some(source))
         .await
@@ -138,21 +140,6 @@ async fn drill(
             row.id, header.source_kind
         ));
     }
-    let password = match catalog
-        .source_credential(tenant, source)
-        .await
-        .map_err(|e| text(&e))?
-    {
-        None => None,
-        Some(sealed) => {
-            let key = vaultline_runtime::deps::load_credentials_key(&deps.config)
-                .map_err(|e| format!("the source has a stored credential, but {e}"))?;
-            let plain = key
-                .open(&sealed)
-                .map_err(|_| "the stored credential does not open with this credentials key")?;
-            Some(String::from_utf8(plain).map_err(|_| "the stored credential is not UTF-8")?)
-        }
-    };
     let scratch = scratch_name();
     tracing::info!(snapshot = %row.id, %scratch, "Drill: restoring into a scratch database.");
     let restored = if kind == "postgres" {
@@ -162,7 +149,7 @@ async fn drill(
             &row.id,
             &identity,
             &url,
-            password.as_deref(),
+            password.as_deref().map(String::as_str),
             &scratch,
         )
         .await
@@ -173,7 +160,7 @@ async fn drill(
             &row.id,
             &identity,
             &url,
-            password.as_deref(),
+            password.as_deref().map(String::as_str),
             &scratch,
         )
         .await
@@ -202,6 +189,76 @@ async fn drill(
         return Err("the snapshot records no tables to compare".into());
     }
     Ok(checks)
+}
+
+/// Where the drill restores: the verifier's own scratch server for the
+/// kind, or the source's server when the source was added with
+/// `--drill-on-source-server`. Nothing else: the catalog is writable by
+/// more than the verifier, and must not choose where a decrypted dump goes.
+async fn scratch_server(
+    deps: &Deps,
+    tenant: &Name,
+    source: &Name,
+    kind: &str,
+    source_url: String,
+) -> Result<(String, Option<Zeroizing<String>>), String> {
+    let drills = &deps.config.drills;
+    let (configured, password_file, setting) = match kind {
+        "postgres" => (
+            &drills.postgres_url,
+            &drills.postgres_password_file,
+            "drills.postgres-url",
+        ),
+        _ => (
+            &drills.mariadb_url,
+            &drills.mariadb_password_file,
+            "drills.mariadb-url",
+        ),
+    };
+    if let Some(url) = configured {
+        let password = match password_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!("the scratch server's password file {}: {e}", path.display())
+                })?;
+                Some(Zeroizing::new(
+                    text.lines().next().unwrap_or_default().to_owned(),
+                ))
+            }
+        };
+        return Ok((url.clone(), password));
+    }
+    let allowed = deps
+        .catalog
+        .drill_on_source(tenant, source)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !allowed {
+        return Err(format!(
+            "no scratch server for {kind} drills: set {setting} in the verifier's configuration \
+             (or add the source with --drill-on-source-server)"
+        ));
+    }
+    let password = match deps
+        .catalog
+        .source_credential(tenant, source)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        None => None,
+        Some(sealed) => {
+            let key = vaultline_runtime::deps::load_credentials_key(&deps.config)
+                .map_err(|e| format!("the source has a stored credential, but {e}"))?;
+            let plain = key
+                .open(&sealed)
+                .map_err(|_| "the stored credential does not open with this credentials key")?;
+            Some(Zeroizing::new(
+                String::from_utf8(plain).map_err(|_| "the stored credential is not UTF-8")?,
+            ))
+        }
+    };
+    Ok((source_url, password))
 }
 
 fn scratch_name() -> String {
@@ -234,7 +291,7 @@ async fn postgres(
     let result = async {
         let scratch_url =
             vaultline_databases::with_database(url, scratch).map_err(|e| format!("{e:#}"))?;
-        let mut command = vaultline_restore::programs::pg_restore_command(&scratch_url);
+        let mut command = vaultline_restore::programs::pg_restore_command(&scratch_url, false);
         if let Some(password) = password {
             command.env("PGPASSWORD", password);
         }

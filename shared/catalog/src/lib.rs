@@ -97,6 +97,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         6,
         include_str!("../migrations/0006_request_ids_per_source.sql"),
     ),
+    (
+        7,
+        include_str!("../migrations/0007_drills_on_scratch_servers.sql"),
+    ),
 ];
 
 /// A pool of catalog connections.

@@ -9,7 +9,8 @@ pub struct TenantKeyRow {
     pub key_id: String,
     pub recipient: String,
     pub wrapped_identity: Vec<u8>,
-    pub chunk_key: [u8; 32],
+    /// Secret: wiped from memory when the row is dropped.
+    pub chunk_key: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for TenantKeyRow {
@@ -44,6 +45,9 @@ pub struct NewSource<'a> {
     pub sealed_credential: Option<&'a [u8]>,
     /// 1 (stored digests) or 2 (full read-back) after every snapshot.
     pub verify_level: i16,
+    /// Drills may restore into the source's own server when the verifier
+    /// has no scratch server for its kind.
+    pub drill_on_source: bool,
 }
 
 impl Catalog {
@@ -151,6 +155,7 @@ impl Catalog {
             retention,
             sealed_credential,
             verify_level,
+            drill_on_source,
         } = *source;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -163,8 +168,8 @@ impl Catalog {
         }
         let inserted = tx
             .execute(
-                "INSERT INTO sources (tenant, name, kind, config, retention, verify_level)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                "INSERT INTO sources (tenant, name, kind, config, retention, verify_level, drill_on_source)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                 &[
                     &tenant.as_str(),
                     &name.as_str(),
@@ -172,6 +177,7 @@ impl Catalog {
                     config,
                     retention,
                     &verify_level,
+                    &drill_on_source,
                 ],
             )
             .await?;
@@ -258,6 +264,22 @@ impl Catalog {
         Ok(())
     }
 
+    /// Whether drills of the source may use its own server (see [`NewSource`]).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown source.
+    pub async fn drill_on_source(&self, tenant: &Name, name: &Name) -> Result<bool> {
+        self.client()
+            .await?
+            .query_opt(
+                "SELECT drill_on_source FROM sources WHERE tenant = $1 AND name = $2",
+                &[&tenant.as_str(), &name.as_str()],
+            )
+            .await?
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::NotFound(format!("unknown source {tenant}/{name}")))
+    }
+
     /// A source of a tenant.
     ///
     /// # Errors
@@ -313,13 +335,15 @@ impl Catalog {
 }
 
 fn key_row(row: &tokio_postgres::Row) -> Result<TenantKeyRow> {
-    let chunk_key: Vec<u8> = row.get(3);
+    let chunk_key = zeroize::Zeroizing::new(row.get::<_, Vec<u8>>(3));
     Ok(TenantKeyRow {
         key_id: row.get(0),
         recipient: row.get(1),
         wrapped_identity: row.get(2),
-        chunk_key: chunk_key
-            .try_into()
-            .map_err(|_| Error::Conflict("stored chunk key is not 32 bytes".into()))?,
+        chunk_key: zeroize::Zeroizing::new(
+            chunk_key[..]
+                .try_into()
+                .map_err(|_| Error::Conflict("stored chunk key is not 32 bytes".into()))?,
+        ),
     })
 }

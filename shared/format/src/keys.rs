@@ -22,8 +22,8 @@ pub struct NewTenantKey {
     pub recipient: String,
     /// The identity encrypted to the KEK.
     pub wrapped_identity: Vec<u8>,
-    /// Key for chunk ids.
-    pub chunk_key: [u8; 32],
+    /// Key for chunk ids; wiped from memory on drop.
+    pub chunk_key: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for NewTenantKey {
@@ -107,8 +107,8 @@ impl Kek {
     pub fn new_tenant_key(&self) -> Result<NewTenantKey> {
         let identity = Identity::generate();
         let recipient = identity.to_public().to_string();
-        let mut chunk_key = [0u8; 32];
-        getrandom::fill(&mut chunk_key)
+        let mut chunk_key = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut chunk_key[..])
             .map_err(|e| Error::Key(format!("random source failed: {e}")))?;
         Ok(NewTenantKey {
             key_id: key_id(&recipient),

@@ -7,6 +7,7 @@ mod digest;
 pub mod keys;
 pub mod manifest;
 pub mod pack;
+pub mod staged;
 
 /// Version of the manifests this build writes: 2 added owners, hard links,
 /// extended attributes and special files. Restore reads 1 and 2.

@@ -10,11 +10,12 @@ use vaultline_format::keys::Identity;
 use vaultline_storage::Repository;
 use vaultline_types::{Name, SnapshotId};
 
-/// pg_restore of a custom-format dump read from stdin, stopping at the first error.
-pub fn pg_restore_command(url: &str) -> Command {
-    // The person running the restore may configure the client with its
-    // own PG* variables; nothing else of theirs (the KEK) goes along.
-    let mut command = vaultline_databases::child_env::command("pg_restore", &["PG*"]);
+/// pg_restore of a custom-format dump read from stdin, stopping at the first
+/// error. `client_env`: a person runs it, whose own `PG*` variables may
+/// configure the client (never a worker's: the catalog's could be there).
+pub fn pg_restore_command(url: &str, client_env: bool) -> Command {
+    let also: &[&str] = if client_env { &["PG*"] } else { &[] };
+    let mut command = vaultline_databases::child_env::command("pg_restore", also);
     command
         .args([
             "--no-owner",
@@ -47,10 +48,15 @@ pub fn mariadb_command(
     if database.is_empty() {
         bail!("the URL must name the database, e.g. mariadb://user@host/db");
     }
-    let mut command = vaultline_databases::child_env::command(
-        vaultline_databases::mariadb_client(),
-        &["MYSQL_PWD"],
-    );
+    // Without options, the person restoring may hand the password over in
+    // the client's own MYSQL_PWD.
+    let also: &[&str] = if options.is_none() {
+        &["MYSQL_PWD"]
+    } else {
+        &[]
+    };
+    let mut command =
+        vaultline_databases::child_env::command(vaultline_databases::mariadb_client(), also);
     if let Some(options) = options {
         command.arg(options.arg());
     }

@@ -1,21 +1,80 @@
 //! The admin port: `/metrics`, `/health/live`, `/health/ready`,
 //! `/health/dependencies`. Ready answers 503 while NATS or the catalog is down.
+//! Dependencies are checked once per `admin.check-interval` whatever the
+//! request rate, so a flood of probes is not a flood on the catalog and S3;
+//! `/metrics` and `/health/dependencies` can require a bearer token.
 
 use crate::Deps;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::Digest;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+type Checked = Vec<(&'static str, Result<(), String>)>;
 
 #[derive(Clone)]
 struct State {
     deps: Arc<Deps>,
     metrics: PrometheusHandle,
+    /// The last check and when it ran; the lock makes concurrent requests
+    /// wait for one check rather than each start their own.
+    last: Arc<tokio::sync::Mutex<Option<(Instant, Checked)>>>,
+    /// SHA-256 of the bearer token, when one is required.
+    token: Option<[u8; 32]>,
 }
+
+impl State {
+    async fn checked(&self) -> Checked {
+        let mut last = self.last.lock().await;
+        let every = self.deps.config.admin.check_interval;
+        if let Some((at, results)) = last.as_ref()
+            && at.elapsed() < every
+        {
+            return results.clone();
+        }
+        let results = check(&self.deps).await;
+        *last = Some((Instant::now(), results.clone()));
+        results
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(want) = &self.token else {
+            return true;
+        };
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Compared as digests: the time taken says nothing about the token.
+        &sha2::Sha256::digest(given.as_bytes())[..] == want
+    }
+}
+
+/// The admin token, from `VAULTLINE_ADMIN_TOKEN` or `admin.token-file`.
+fn load_token(deps: &Deps) -> std::io::Result<Option<[u8; 32]>> {
+    let text = crate::deps::read_secret(
+        "admin token",
+        "VAULTLINE_ADMIN_TOKEN",
+        deps.config.admin.token_file.as_deref(),
+    )
+    .map_err(std::io::Error::other)?;
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(std::io::Error::other("the admin token is empty"));
+    }
+    Ok(Some(sha2::Sha256::digest(token.as_bytes()).into()))
+}
+
+const UNAUTHORIZED: (StatusCode, &str) = (StatusCode::UNAUTHORIZED, "a bearer token is required\n");
 
 /// Binds the admin port and serves it until `shutdown` flips.
 ///
@@ -29,14 +88,13 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let state = State {
+        token: load_token(&deps)?,
         deps,
         metrics: crate::metrics::install(),
+        last: Default::default(),
     };
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(|s: axum::extract::State<State>| async move { s.metrics.render() }),
-        )
+        .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
         .route("/health/dependencies", get(dependencies))
@@ -56,7 +114,7 @@ pub async fn serve(
     Ok(addr)
 }
 
-async fn check(deps: &Deps) -> Vec<(&'static str, Result<(), String>)> {
+async fn check(deps: &Deps) -> Checked {
     let nats = if deps.bus.is_connected() {
         Ok(())
     } else {
@@ -77,8 +135,16 @@ async fn check(deps: &Deps) -> Vec<(&'static str, Result<(), String>)> {
     ]
 }
 
+async fn metrics(state: axum::extract::State<State>, headers: HeaderMap) -> Response {
+    if !state.authorized(&headers) {
+        return UNAUTHORIZED.into_response();
+    }
+    state.metrics.render().into_response()
+}
+
 async fn ready(state: axum::extract::State<State>) -> impl IntoResponse {
-    let failing: Vec<String> = check(&state.deps)
+    let failing: Vec<String> = state
+        .checked()
         .await
         .into_iter()
         .filter_map(|(name, result)| result.err().map(|e| format!("{name}: {e}")))
@@ -93,8 +159,11 @@ async fn ready(state: axum::extract::State<State>) -> impl IntoResponse {
     }
 }
 
-async fn dependencies(state: axum::extract::State<State>) -> impl IntoResponse {
-    let results = check(&state.deps).await;
+async fn dependencies(state: axum::extract::State<State>, headers: HeaderMap) -> Response {
+    if !state.authorized(&headers) {
+        return UNAUTHORIZED.into_response();
+    }
+    let results = state.checked().await;
     let healthy = results.iter().all(|(_, r)| r.is_ok());
     let body: serde_json::Map<String, serde_json::Value> = results
         .into_iter()
@@ -111,5 +180,5 @@ async fn dependencies(state: axum::extract::State<State>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(serde_json::Value::Object(body)))
+    (status, Json(serde_json::Value::Object(body))).into_response()
 }

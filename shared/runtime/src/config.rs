@@ -103,6 +103,14 @@ pub struct KeysConfig {
     /// and must never be able to unwrap tenant identities. The variable
     /// `VAULTLINE_CREDENTIALS_KEY` may hold the key itself instead.
     pub credentials_key_file: Option<PathBuf>,
+    /// File holding the staging identity (an age identity): the packager
+    /// opens staged batches with it. The variable `VAULTLINE_STAGING_KEY`
+    /// may hold the key itself instead. `vaultline kek-generate` makes one.
+    pub staging_key_file: Option<PathBuf>,
+    /// The staging recipient (`age1…`): the extractor seals batches to it.
+    /// Derived from the staging identity when that is configured instead,
+    /// as in `vaultline serve`.
+    pub staging_recipient: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +118,15 @@ pub struct KeysConfig {
 pub struct AdminConfig {
     /// Address of /metrics and /health; port 0 picks a free one.
     pub listen: String,
+    /// When set, `/metrics` and `/health/dependencies` answer only requests
+    /// with `Authorization: Bearer <the file's first line>` (the variable
+    /// `VAULTLINE_ADMIN_TOKEN` may hold the token instead). `/health/live`
+    /// and `/health/ready` stay open for probes.
+    pub token_file: Option<PathBuf>,
+    /// Dependencies are checked at most once per this, however often the
+    /// health endpoints are asked.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,12 +179,26 @@ pub struct DrillsConfig {
     /// How often the verifier looks for sources whose drill is due.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
+    /// Scratch PostgreSQL server drills restore into, as a URL without a
+    /// password (`postgres://drill@scratch:5432/postgres`): a role that may
+    /// create databases.
+    pub postgres_url: Option<String>,
+    /// File holding that role's password.
+    pub postgres_password_file: Option<PathBuf>,
+    /// Scratch MariaDB server (`mariadb://drill@scratch:3306/`).
+    pub mariadb_url: Option<String>,
+    /// File holding that user's password.
+    pub mariadb_password_file: Option<PathBuf>,
 }
 
 impl Default for DrillsConfig {
     fn default() -> Self {
         DrillsConfig {
             check_interval: Duration::from_secs(30),
+            postgres_url: None,
+            postgres_password_file: None,
+            mariadb_url: None,
+            mariadb_password_file: None,
         }
     }
 }
@@ -244,6 +275,8 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:9464".into(),
+            token_file: None,
+            check_interval: Duration::from_secs(5),
         }
     }
 }

@@ -6,8 +6,9 @@ use crate::config::RepositoryConfig;
 use std::sync::Arc;
 use vaultline_bus::Bus;
 use vaultline_catalog::Catalog;
-use vaultline_format::keys::Kek;
+use vaultline_format::keys::{Identity, Kek, Recipient, parse_identity, parse_recipient};
 use vaultline_storage::{Repository, S3Options, Staging};
+use zeroize::Zeroizing;
 
 /// A dependency could not be opened at start.
 #[derive(Debug, thiserror::Error)]
@@ -92,27 +93,86 @@ pub fn load_credentials_key(config: &Config) -> Result<Kek, StartError> {
     )
 }
 
+/// Loads the staging identity from `VAULTLINE_STAGING_KEY` or
+/// `keys.staging-key-file`: only the packager, which opens staged batches.
+///
+/// # Errors
+/// As [`load_kek`].
+pub fn load_staging_identity(config: &Config) -> Result<Identity, StartError> {
+    let text = read_age_key(
+        "staging key",
+        "VAULTLINE_STAGING_KEY",
+        "keys.staging-key-file",
+        config.keys.staging_key_file.as_deref(),
+    )?;
+    parse_identity(&text).map_err(|e| StartError::Other(format!("staging key: {e}")))
+}
+
+/// The staging recipient the extractor seals batches to: `keys.staging-recipient`,
+/// else the public half of the staging identity.
+///
+/// # Errors
+/// When neither is configured, or the recipient does not parse.
+pub fn load_staging_recipient(config: &Config) -> Result<Recipient, StartError> {
+    match &config.keys.staging_recipient {
+        Some(text) => parse_recipient(text)
+            .map_err(|e| StartError::Other(format!("keys.staging-recipient: {e}"))),
+        None => load_staging_identity(config)
+            .map(|identity| identity.to_public())
+            .map_err(|_| {
+                StartError::Other(
+                    "no staging key: staged batches are sealed to a staging key pair; set \
+                     keys.staging-recipient (the extractor) or keys.staging-key-file (the packager, \
+                     and serve), or VAULTLINE_STAGING_KEY; vaultline kek-generate makes one"
+                        .into(),
+                )
+            }),
+    }
+}
+
 fn load_age_key(
     what: &str,
     var: &str,
     setting: &str,
     file: Option<&std::path::Path>,
 ) -> Result<Kek, StartError> {
-    let text = match (std::env::var(var), file) {
-        (Ok(text), _) => text,
-        (Err(_), Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-            StartError::Other(format!(
-                "cannot read the {what} file {}: {e}",
-                path.display()
-            ))
-        })?,
-        (Err(_), None) => {
-            return Err(StartError::Other(format!(
-                "no {what}: set {setting} in the config or {var}"
-            )));
-        }
-    };
+    let text = read_age_key(what, var, setting, file)?;
     Kek::parse(&text).map_err(|e| StartError::Other(format!("{what}: {e}")))
+}
+
+fn read_age_key(
+    what: &str,
+    var: &str,
+    setting: &str,
+    file: Option<&std::path::Path>,
+) -> Result<Zeroizing<String>, StartError> {
+    read_secret(what, var, file)?.ok_or_else(|| {
+        StartError::Other(format!("no {what}: set {setting} in the config or {var}"))
+    })
+}
+
+/// A secret from the variable `var` (the secret itself) or `file`, or
+/// `None` when neither is set. Wiped from memory when dropped.
+///
+/// # Errors
+/// When the file cannot be read; the message names the file, never its text.
+pub(crate) fn read_secret(
+    what: &str,
+    var: &str,
+    file: Option<&std::path::Path>,
+) -> Result<Option<Zeroizing<String>>, StartError> {
+    match (std::env::var(var), file) {
+        (Ok(text), _) => Ok(Some(Zeroizing::new(text))),
+        (Err(_), Some(path)) => std::fs::read_to_string(path)
+            .map(|text| Some(Zeroizing::new(text)))
+            .map_err(|e| {
+                StartError::Other(format!(
+                    "cannot read the {what} file {}: {e}",
+                    path.display()
+                ))
+            }),
+        (Err(_), None) => Ok(None),
+    }
 }
 
 /// Opens the configured repository, or the one at `url` when given (restore

@@ -59,6 +59,8 @@ impl Env {
             &credentials_key_file,
             vaultline_format::keys::Kek::generate().1,
         )?;
+        let staging_key_file = dir.path().join("staging-key.txt");
+        std::fs::write(&staging_key_file, vaultline_format::keys::Kek::generate().1)?;
         let config_file = dir.path().join("vaultline.toml");
         // Short retry delays keep failure tests fast; everything else is the shipped default.
         let toml = format!(
@@ -74,6 +76,7 @@ ttl = "1h"
 [keys]
 kek-file = "{kek}"
 credentials-key-file = "{credentials_key}"
+staging-key-file = "{staging_key}"
 [admin]
 listen = "127.0.0.1:0"
 [stages.extractor]
@@ -98,6 +101,7 @@ check-interval = "500ms"
             root = dir.path().display(),
             kek = kek_file.display(),
             credentials_key = credentials_key_file.display(),
+            staging_key = staging_key_file.display(),
         );
         std::fs::write(&config_file, toml)?;
         let catalog = Catalog::connect(pg.url())?;

@@ -338,7 +338,7 @@ async fn a_child_process_sees_none_of_the_workers_secrets() -> Result<()> {
         "--command",
         "env",
         "--restore-command",
-        &format!("env > {}", dumped.display()),
+        "cat >/dev/null",
         "--secret-file",
         token.to_str().unwrap(),
         "--secret-env",
@@ -393,7 +393,7 @@ async fn a_child_process_sees_none_of_the_workers_secrets() -> Result<()> {
 
     // The restore command, run by the CLI with the KEK in its environment,
     // gets none of it either.
-    let into = format!("env > {}", dumped.display());
+    let into = format!("cat >/dev/null; env > {}", dumped.display());
     let (ok, _, stderr) = env
         .run_cli(
             &["restore", row.id.as_str(), "--into-command", &into],
@@ -404,6 +404,93 @@ async fn a_child_process_sees_none_of_the_workers_secrets() -> Result<()> {
     let at_restore = std::fs::read_to_string(&dumped)?;
     assert!(!at_restore.contains(kek.trim()), "{at_restore}");
     assert!(at_restore.contains("PATH="), "{at_restore}");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn staged_batches_hold_no_plain_bytes() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    std::fs::create_dir_all(&tree)?;
+    let pattern = crate::harness::mixed_bytes(1 << 20, 0x5eed);
+    std::fs::write(tree.join("pattern.bin"), &pattern)?;
+    env.tenant_with_source(&tree).await?;
+    // The packager waits, so the batch sits in staging while we read it.
+    let node = node_with_slow::<vaultline_packager::Packager>(
+        &env,
+        Duration::from_secs(4),
+        Duration::ZERO,
+        false,
+    )
+    .await?;
+    env.cli(&["backup", "acme/docs"]).await?;
+    let staging = env.path("staging");
+    let needles: Vec<&[u8]> = [0, 300_000, 700_000, (1 << 20) - 64]
+        .iter()
+        .map(|&at| &pattern[at..at + 64])
+        .collect();
+    let mut batches = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while batches == 0 {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "nothing was staged");
+        for entry in walkdir::WalkDir::new(&staging) {
+            let entry = entry?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue; // committed or swept meanwhile
+            };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            batches += usize::from(name.starts_with("batch-") && bytes.len() > 1 << 20);
+            for needle in &needles {
+                assert!(
+                    !bytes.windows(64).any(|w| w == *needle),
+                    "{} holds plain bytes of the file",
+                    entry.path().display()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the backup goes through, the bytes intact.
+    let row = env.wait_final(1).await?;
+    assert_verified(&row);
+    let restored = env.restore_to(&row.id, "restored").await?;
+    assert!(std::fs::read(restored.join("pattern.bin"))? == pattern);
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drill_goes_only_where_the_verifiers_config_says() -> Result<()> {
+    let env = Env::new().await?;
+    env.cli(&["tenant", "create", "acme"]).await?;
+    // Whoever can write the catalog can point a source anywhere; without a
+    // scratch server in the verifier's config, and without the flag given
+    // when the source was added, no drill restores there.
+    env.cli(&[
+        "source",
+        "add",
+        "acme/db",
+        "--type",
+        "postgres",
+        "--url",
+        "postgres://backup@attacker.example:5432/shop",
+    ])
+    .await?;
+    let node = env.node().await?;
+    let (ok, stdout, stderr) = env.run_cli(&["drill", "acme/db", "--json"], &[]).await?;
+    assert!(!ok, "{stdout}{stderr}");
+    let drill: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(drill["outcome"], "failed", "{drill}");
+    let error = drill["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no scratch server for postgres drills")
+            && error.contains("drills.postgres-url"),
+        "{error}"
+    );
     node.shutdown().await;
     Ok(())
 }

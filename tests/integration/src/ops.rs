@@ -61,3 +61,60 @@ async fn metrics_report_every_stage_and_ready_follows_nats() -> Result<()> {
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_port_can_want_a_token_and_checks_once_per_interval() -> Result<()> {
+    let env = Env::with_s3().await?;
+    let token_file = env.path("admin-token");
+    std::fs::write(&token_file, "tok-3141\n")?;
+    let mut config = env.config();
+    config.admin.token_file = Some(token_file);
+    config.admin.check_interval = Duration::from_secs(30);
+    let node = vaultline::start_node(config, &vaultline::SERVED).await?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = client.get(format!("http://{}{path}", node.admin));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { anyhow::Ok(request.send().await?) }
+    };
+    // Probes stay open; what shows the insides wants the token.
+    assert_eq!(get("/health/live", None).await?.status(), 200);
+    assert_eq!(get("/health/ready", None).await?.status(), 200);
+    for path in ["/metrics", "/health/dependencies"] {
+        assert_eq!(get(path, None).await?.status(), 401, "{path}");
+        assert_eq!(get(path, Some("wrong")).await?.status(), 401, "{path}");
+        assert_eq!(get(path, Some("tok-3141")).await?.status(), 200, "{path}");
+    }
+    // Fifty probes within the interval: the bucket is asked at most once more.
+    let head_buckets = || async {
+        let text = get("/metrics", Some("tok-3141")).await?.text().await?;
+        anyhow::Ok(
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("vaultline_s3_requests_total") && l.contains("HeadBucket")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>(),
+        )
+    };
+    let before = head_buckets().await?;
+    for _ in 0..25 {
+        assert_eq!(get("/health/ready", None).await?.status(), 200);
+        assert_eq!(
+            get("/health/dependencies", Some("tok-3141"))
+                .await?
+                .status(),
+            200
+        );
+    }
+    let after = head_buckets().await?;
+    assert!(
+        after - before <= 1.0,
+        "{before} → {after} HeadBucket requests"
+    );
+    node.shutdown().await;
+    Ok(())
+}

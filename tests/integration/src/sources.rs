@@ -141,6 +141,8 @@ async fn a_postgres_database_round_trips_through_garage_and_its_drill_passes() -
         password_file.to_str().unwrap(),
         "--verify",
         "full",
+        // No scratch server in the verifier's config: drills may use this one.
+        "--drill-on-source-server",
     ])
     .await?;
     let node = env.node().await?;
@@ -346,7 +348,11 @@ async fn a_mariadb_database_round_trips_through_garage_and_its_drill_passes() ->
         "full",
     ])
     .await?;
-    let node = env.node().await?;
+    // Drills go to the scratch server the verifier's own config names (the
+    // same MariaDB here, as its root).
+    let mut config = env.config();
+    config.drills.mariadb_url = Some(format!("mariadb://root@127.0.0.1:{}/", db.port));
+    let node = vaultline::start_node(config, &vaultline::SERVED).await?;
     env.cli(&["backup", "acme/shop", "--wait", "--timeout", "300"])
         .await?;
     let row = env.wait_final_of("shop", 1).await?;
