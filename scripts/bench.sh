@@ -11,6 +11,9 @@
 #                                    # Garage with cargo the first time, ~13 min)
 #   BENCH_TOOLS=raw,vaultline BENCH_REPS=1 BENCH_GARAGE=0 BENCH_OUT=/tmp/b.md scripts/bench.sh
 #                                    # a quick look while profiling
+#   BENCH_VL=/tmp/vaultline-before scripts/bench.sh
+#                                    # an earlier build on the same stack and dataset
+#                                    # (for before/after: run it, then without BENCH_VL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh

@@ -17,7 +17,8 @@ stack_start() {
   trap stack_cleanup EXIT
   echo "==> building vaultline (release)"
   cargo build --release --workspace --quiet
-  VL="$CARGO_TARGET_DIR/release/vaultline"
+  # BENCH_VL: another build (an earlier commit's) measured on the same stack.
+  VL="${BENCH_VL:-$CARGO_TARGET_DIR/release/vaultline}"
 
   echo "==> starting nats-server with JetStream on :$NATS_PORT"
   "$VAULTLINE_NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
@@ -34,7 +35,11 @@ stack_start() {
   [ "${STACK_S3:-0}" = 1 ] && stack_garage
   stack_write_config
   "$VL" kek-generate "$WORK/kek.txt"
-  [ -f "$WORK/staging-key.txt" ] || "$VL" kek-generate --staging "$WORK/staging-key.txt" >/dev/null
+  # The staging key pair (an age identity, as kek-generate writes) goes in
+  # the environment: the config stays readable by builds that predate it.
+  [ -f "$WORK/staging-key.txt" ] || "$VL" kek-generate "$WORK/staging-key.txt" >/dev/null
+  VAULTLINE_STAGING_KEY="$(cat "$WORK/staging-key.txt")"
+  export VAULTLINE_STAGING_KEY
   stack_serve
 }
 
@@ -62,7 +67,6 @@ $repository
 path = "$WORK/staging"
 [keys]
 kek-file = "$WORK/kek.txt"
-staging-key-file = "$WORK/staging-key.txt"
 [admin]
 listen = "$ADMIN"
 TOML
