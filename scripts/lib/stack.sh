@@ -15,10 +15,14 @@ stack_cleanup() {
 
 stack_start() {
   trap stack_cleanup EXIT
-  echo "==> building vaultline (release)"
-  cargo build --release --workspace --quiet
   # BENCH_VL: another build (an earlier commit's) measured on the same stack.
-  VL="${BENCH_VL:-$CARGO_TARGET_DIR/release/vaultline}"
+  if [ -n "${BENCH_VL:-}" ]; then
+    VL="$BENCH_VL"
+  else
+    echo "==> building vaultline (release)"
+    cargo build --release --workspace --quiet
+    VL="$CARGO_TARGET_DIR/release/vaultline"
+  fi
 
   echo "==> starting nats-server with JetStream on :$NATS_PORT"
   "$VAULTLINE_NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
