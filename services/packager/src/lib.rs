@@ -11,7 +11,7 @@ use vaultline_format::keys::{Identity, Recipient, key_id, parse_recipient};
 use vaultline_format::pack::PackWriter;
 use vaultline_format::staged::StagedReader;
 use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
-use vaultline_types::staging_key::{self, StagedBatch};
+use vaultline_types::staging_key;
 use vaultline_types::{DataExtracted, PackStaged, StageName};
 
 /// zstd level when the config names none.
@@ -46,12 +46,7 @@ impl Stage for Packager {
 
     async fn handle(&self, _cx: &Cx, batch: DataExtracted) -> Outcome {
         let staging = &self.deps.staging;
-        let staged = StagedBatch {
-            tenant: &batch.tenant,
-            snapshot: &batch.snapshot,
-            attempt: batch.attempt,
-            batch: batch.batch,
-        };
+        let staged = batch.staged_batch();
         staging_key::check("staged", &batch.staged, &staged.raw())
             .map_err(|e| StageError::rejected("forged", e))?;
         let Some(raw) = staging.fetch(&batch.staged).await? else {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vaultline_catalog::ScheduleRow;
 use vaultline_runtime::metrics::{MetricName, count};
-use vaultline_runtime::runner::{publish, traceparent_for};
+use vaultline_runtime::runner::{publish_first, traceparent_for};
 use vaultline_runtime::{Deps, Node, Outgoing, StageError};
 use vaultline_types::{
     BackupRequested, SCHEDULED_REQUEST_PREFIX, ScheduleSkipped, StageName, TriggerKind,
@@ -110,34 +110,17 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
             };
             (key, Outgoing::event(&request), "done")
         };
-        let published = publish(
+        // Nobody can have guessed the nonce, so a duplicate means the id
+        // leaked: the trigger goes out again under another, and the slot fires.
+        publish_first(
             deps,
             StageName::Scheduler,
-            event.clone(),
+            event,
             &id,
+            || format!("{id}-again"),
             &traceparent_for(&id),
         )
         .await?;
-        if published.duplicate {
-            // Nobody can have guessed the nonce: the id leaked. The trigger
-            // goes out again under another, so the slot still fires.
-            tracing::warn!(tenant = %schedule.tenant, source = %schedule.source, msg_id = %id, "The stream already held this slot's trigger id; publishing it again under another.");
-            count(
-                MetricName::UnexpectedDuplicates,
-                &[("stage", "scheduler".into())],
-                1,
-            );
-            let again = format!("{id}-again");
-            publish(
-                deps,
-                StageName::Scheduler,
-                event,
-                &again,
-                &traceparent_for(&id),
-            )
-            .await
-            .map(drop)?;
-        }
         count(
             MetricName::StageMessages,
             &[("stage", "scheduler".into()), ("outcome", outcome.into())],

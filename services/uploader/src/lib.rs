@@ -12,7 +12,7 @@ use vaultline_format::pack::IndexEntry;
 use vaultline_runtime::metrics::{MetricName, count};
 use vaultline_runtime::{Cx, Deps, Inbound, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
-use vaultline_types::staging_key::{self, StagedBatch};
+use vaultline_types::staging_key;
 use vaultline_types::{
     DecodeError, Message, Name, ObjectConflict, PackStaged, PackStored, SnapshotExtracted,
     SnapshotId, SnapshotStored, StageName,
@@ -87,12 +87,7 @@ impl Uploader {
     /// bytes must hash to the pack id, and the index must fit the pack.
     async fn store_pack(&self, cx: &Cx, pack: &PackStaged) -> Result<Option<Outgoing>, StageError> {
         let staging = &self.deps.staging;
-        let staged = StagedBatch {
-            tenant: &pack.tenant,
-            snapshot: &pack.snapshot,
-            attempt: pack.attempt,
-            batch: pack.batch,
-        };
+        let staged = pack.staged_batch();
         staging_key::check("staged", &pack.staged, &staged.pack(&pack.pack))
             .and_then(|()| staging_key::check("raw_staged", &pack.raw_staged, &staged.raw()))
             .map_err(|e| StageError::rejected("forged", e))?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vaultline_catalog::{Catalog, SnapshotStatus};
 use vaultline_runtime::Config;
-use vaultline_types::{DrillRequested, Message, SnapshotId, headers};
+use vaultline_types::{DrillRequested, Message, SnapshotId};
 
 /// Level 1 (and with `full` level 2) of one snapshot, now. A damaged
 /// snapshot is marked corrupt with the reason.
@@ -157,23 +157,14 @@ pub(crate) async fn drill(
         source: source.clone(),
         request_id: Some(request_id.clone()),
     };
-    let bus = vaultline_bus::Bus::connect(&config.nats.url, "vaultline-cli").await?;
-    bus.ensure_stream().await?;
-    let mut message_headers = async_nats::HeaderMap::new();
-    message_headers.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_JSON);
-    message_headers.insert(headers::MSG_ID, request_id.as_str());
-    let published = bus
-        .publish(
-            request.subject(),
-            message_headers,
-            serde_json::to_vec(&request)?.into(),
-        )
-        .await?;
-    if published.duplicate {
-        anyhow::bail!(
-            "the stream already held a message with id {request_id}, so it dropped this one; try again"
-        );
-    }
+    crate::cli::publish_request(
+        &config.nats.url,
+        request.subject(),
+        serde_json::to_vec(&request)?,
+        &request_id,
+        &[],
+    )
+    .await?;
     eprintln!("drill of {tenant}/{source} requested (request {request_id})");
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let result = loop {

@@ -769,27 +769,45 @@ pub(crate) fn new_request_id() -> String {
 
 /// Publishes the trigger as JSON, as a person with the NATS CLI would.
 async fn publish_trigger(url: &str, tenant: &Name, source: &Name, request_id: &str) -> Result<()> {
-    let bus = vaultline_bus::Bus::connect(url, "vaultline-cli").await?;
-    bus.ensure_stream().await?;
     let body = BackupRequested {
         request_id: Some(request_id.to_owned()),
         trigger: TriggerKind::Manual,
         ..Default::default()
     };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_JSON);
-    headers.insert(headers::MSG_ID, request_id);
-    headers.insert(headers::TENANT, tenant.as_str());
-    headers.insert(headers::SOURCE, source.as_str());
-    let published = bus
-        .publish(
-            BackupRequested::subject_for(tenant, source),
-            headers,
-            serde_json::to_vec(&body)?.into(),
-        )
-        .await?;
-    if published.duplicate {
-        anyhow::bail!(
+    let ids = [
+        (headers::TENANT, tenant.as_str()),
+        (headers::SOURCE, source.as_str()),
+    ];
+    publish_request(
+        url,
+        BackupRequested::subject_for(tenant, source),
+        serde_json::to_vec(&body)?,
+        request_id,
+        &ids,
+    )
+    .await
+}
+
+/// Publishes a request (a trigger, a drill) as JSON under its request id as
+/// Nats-Msg-Id. The ids are random, so a duplicate means the id was taken:
+/// an error, not a silent no-op.
+pub(crate) async fn publish_request(
+    url: &str,
+    subject: String,
+    body: Vec<u8>,
+    request_id: &str,
+    extra: &[(&'static str, &str)],
+) -> Result<()> {
+    let bus = vaultline_bus::Bus::connect(url, "vaultline-cli").await?;
+    bus.ensure_stream().await?;
+    let mut map = async_nats::HeaderMap::new();
+    map.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_JSON);
+    map.insert(headers::MSG_ID, request_id);
+    for (name, value) in extra {
+        map.insert(*name, *value);
+    }
+    if bus.publish(subject, map, body.into()).await?.duplicate {
+        bail!(
             "the stream already held a message with id {request_id}, so it dropped this one; try again"
         );
     }

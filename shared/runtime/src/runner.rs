@@ -475,6 +475,34 @@ pub async fn publish(
         .map_err(StageError::from)
 }
 
+/// Publishes an event nobody should have published before under `msg_id`.
+/// A duplicate then means someone did, to have the stream drop ours as a
+/// repeat: it is counted (`vaultline_unexpected_duplicates_total`) and the
+/// event goes out again under `fresh_id()`.
+///
+/// # Errors
+/// Transient when no stream acknowledged the event.
+pub async fn publish_first(
+    deps: &Deps,
+    stage: StageName,
+    out: Outgoing,
+    msg_id: &str,
+    fresh_id: impl FnOnce() -> String,
+    traceparent: &str,
+) -> Result<(), StageError> {
+    if !publish(deps, stage, out.clone(), msg_id, traceparent)
+        .await?
+        .duplicate
+    {
+        return Ok(());
+    }
+    count(MetricName::UnexpectedDuplicates, &stage_labels(stage), 1);
+    tracing::warn!(%msg_id, subject = %out.subject, "The stream already held this id; publishing again under a fresh one.");
+    publish(deps, stage, out, &fresh_id(), traceparent)
+        .await
+        .map(drop)
+}
+
 /// A W3C traceparent derived from a key (deterministic, so a retried publish
 /// carries the same trace).
 pub fn traceparent_for(key: &str) -> String {
@@ -515,20 +543,13 @@ impl Emitter {
     /// counted and the event goes out again under an id salted with the
     /// input's stream position, which nobody can claim ahead of us.
     async fn publish_with_id(&self, out: Outgoing, id: String) -> Result<(), StageError> {
-        let first = publish(&self.deps, self.stage, out.clone(), &id, &self.traceparent).await?;
-        if !first.duplicate || !self.first_delivery {
-            return Ok(());
+        if !self.first_delivery {
+            return publish(&self.deps, self.stage, out, &id, &self.traceparent)
+                .await
+                .map(drop);
         }
-        count(
-            MetricName::UnexpectedDuplicates,
-            &stage_labels(self.stage),
-            1,
-        );
-        tracing::warn!(msg_id = %id, subject = %out.subject, "The stream already held our output's id on a first delivery; publishing it again under a fresh id.");
-        let salted = digest_hex(&format!("{}/{}", self.input_key, self.position), &id);
-        publish(&self.deps, self.stage, out, &salted, &self.traceparent)
-            .await
-            .map(drop)
+        let salted = || digest_hex(&format!("{}/{}", self.input_key, self.position), &id);
+        publish_first(&self.deps, self.stage, out, &id, salted, &self.traceparent).await
     }
 
     /// Outputs streamed while handling: ids are per delivery attempt, because a

@@ -2,6 +2,7 @@
 //! The table in `schemas/subjects.md` lists the same subjects for people.
 
 use crate::ids::{Name, PackId, SnapshotId};
+use crate::staging_key::StagedBatch;
 use crate::{DecodeError, StageName};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -207,6 +208,18 @@ pub struct DataExtracted {
     /// Raw bytes in the batch.
     pub bytes: u64,
 }
+impl DataExtracted {
+    /// The staged batch this message is about, from its ids: the only
+    /// staging keys it may name follow from this.
+    pub fn staged_batch(&self) -> StagedBatch<'_> {
+        StagedBatch {
+            tenant: &self.tenant,
+            snapshot: &self.snapshot,
+            attempt: self.attempt,
+            batch: self.batch,
+        }
+    }
+}
 impl Message for DataExtracted {
     const KIND: &'static str = "data.extracted";
     ids!(DataExtracted);
@@ -247,6 +260,17 @@ pub struct PackStaged {
     /// Staging key of the raw batch it was made from (removed once stored).
     pub raw_staged: String,
     pub size: u64,
+}
+impl PackStaged {
+    /// The staged batch this pack was made of, from its ids.
+    pub fn staged_batch(&self) -> StagedBatch<'_> {
+        StagedBatch {
+            tenant: &self.tenant,
+            snapshot: &self.snapshot,
+            attempt: self.attempt,
+            batch: self.batch,
+        }
+    }
 }
 impl Message for PackStaged {
     const KIND: &'static str = "pack.staged";
