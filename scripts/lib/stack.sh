@@ -1,4 +1,5 @@
-# Starts a private single-node stack under $WORK: nats-server with JetStream,
+# Starts a private single-node stack under $WORK: nats-server with JetStream
+# and the shipped users and permissions,
 # a PostgreSQL cluster, and `vaultline serve` with a filesystem repository, or
 # with STACK_S3=1 a Garage S3 server and the repository in its bucket.
 # Needs deps.sh sourced and ensure_* run (ensure_garage for STACK_S3). Sets VL,
@@ -15,7 +16,8 @@ stack_cleanup() {
 
 stack_start() {
   trap stack_cleanup EXIT
-  # BENCH_VL: another build (an earlier commit's) measured on the same stack.
+  # BENCH_VL: another build (an earlier commit's) measured on the same stack;
+  # it must understand per-stage logins ([nats.stages], [catalog.stages]).
   if [ -n "${BENCH_VL:-}" ]; then
     VL="$BENCH_VL"
   else
@@ -24,9 +26,7 @@ stack_start() {
     VL="$CARGO_TARGET_DIR/release/vaultline"
   fi
 
-  echo "==> starting nats-server with JetStream on :$NATS_PORT"
-  "$VAULTLINE_NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
-  pids+=($!)
+  stack_nats
 
   echo "==> starting a private PostgreSQL on :$PG_PORT"
   mkdir -p "$WORK/pg"
@@ -38,6 +38,8 @@ stack_start() {
 
   [ "${STACK_S3:-0}" = 1 ] && stack_garage
   stack_write_config
+  # Catalog schema and stage roles, stream and consumers: the admin's job.
+  "$VL" migrate >/dev/null
   "$VL" kek-generate "$WORK/kek.txt"
   # The staging key pair (an age identity, as kek-generate writes) goes in
   # the environment: the config stays readable by builds that predate it.
@@ -60,10 +62,27 @@ region = \"garage\"
 access-key-id = \"$S3_KEY_ID\"
 secret-access-key-file = \"$WORK/s3-secret\""
   fi
+  # Each stage logs in as its own NATS user and catalog role (the private
+  # cluster trusts loopback, so the roles need no password); the CLI is the
+  # operator, `vaultline migrate` the admin.
+  local logins="" role
+  for role in scheduler extractor packager uploader verifier retention auditor; do
+    logins+="[nats.stages.$role]
+user = \"vaultline-$role\"
+password-file = \"$WORK/nats/$role.password\"
+[catalog.stages.$role]
+user = \"vaultline_$role\"
+"
+  done
   cat >"$WORK/vaultline.toml" <<TOML
 [nats]
 url = "nats://127.0.0.1:$NATS_PORT"
-[catalog]
+user = "vaultline-operator"
+password-file = "$WORK/nats/operator.password"
+[nats.admin]
+user = "vaultline-admin"
+password-file = "$WORK/nats/admin.password"
+$logins[catalog]
 url = "postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 [repository]
 $repository
@@ -75,6 +94,29 @@ kek-file = "$WORK/kek.txt"
 listen = "$ADMIN"
 TOML
   export VAULTLINE_CONFIG="$WORK/vaultline.toml"
+}
+
+# nats-server with JetStream and the shipped users (deploy/nats/auth.conf),
+# each with a fresh password in $WORK/nats/<role>.password.
+stack_nats() {
+  echo "==> starting nats-server with JetStream and vaultline's users on :$NATS_PORT"
+  mkdir -p "$WORK/nats"
+  cp deploy/nats/auth.conf "$WORK/nats/auth.conf"
+  cat >"$WORK/nats/server.conf" <<CONF
+listen: "127.0.0.1:$NATS_PORT"
+jetstream { store_dir: "$WORK/nats/store" }
+include auth.conf
+CONF
+  local role vars=()
+  for role in scheduler extractor packager uploader verifier retention auditor operator admin; do
+    (umask 077; python3 -c 'import secrets; print(secrets.token_hex(18))' >"$WORK/nats/$role.password")
+    vars+=("VAULTLINE_NATS_${role^^}_PASSWORD=$(cat "$WORK/nats/$role.password")")
+  done
+  env "${vars[@]}" "$VAULTLINE_NATS_SERVER" -c "$WORK/nats/server.conf" >"$WORK/nats.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && return 0; sleep 0.1; done
+  echo "nats-server did not start; see $WORK/nats.log" >&2
+  return 1
 }
 
 # (Re)starts `vaultline serve` and waits until it is ready.

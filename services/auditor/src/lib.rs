@@ -314,6 +314,7 @@ impl Auditor {
 /// When the stage cannot be built.
 pub async fn install(node: &mut Node) -> Result<(), StageError> {
     node.spawn::<Auditor>().await?;
-    node.spawn_service(webhooks::run);
+    node.spawn_service(StageName::Auditor, webhooks::run)
+        .await?;
     Ok(())
 }

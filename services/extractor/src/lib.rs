@@ -52,7 +52,7 @@ impl Stage for Extractor {
         let (tenant, source) = (request.tenant_name().clone(), request.source_name().clone());
         self.check_reserved(&request).await?;
         let source_row = catalog.source(&tenant, &source).await?;
-        let key = catalog.active_key(&tenant).await?;
+        let key = catalog.active_chunk_key(&tenant).await?;
         // The snapshot id follows from the trigger, so a redelivered trigger
         // resumes the same snapshot instead of starting a second one.
         let trigger_key = match &request.request_id {

@@ -75,11 +75,15 @@ impl Stage for Packager {
                 ))
             };
         };
-        let key = self.deps.catalog.key(&batch.tenant, &batch.key_id).await?;
+        let recipient = self
+            .deps
+            .catalog
+            .recipient(&batch.tenant, &batch.key_id)
+            .await?;
         // The key id is the hash of the recipient: a catalog row rewritten to
         // another recipient (by whoever could write it) does not match it,
         // and nothing is encrypted to a key the tenant does not hold.
-        if key_id(&key.recipient) != batch.key_id {
+        if key_id(&recipient) != batch.key_id {
             return Err(StageError::permanent(
                 "key",
                 format!(
@@ -88,7 +92,7 @@ impl Stage for Packager {
                 ),
             ));
         }
-        let recipient = parse_recipient(&key.recipient)?;
+        let recipient = parse_recipient(&recipient)?;
         let temp = staging.temp_path(&format!("{}.pack", staged.raw()))?;
         let level = self.zstd_level;
         let staging_identity = self.staging.clone();

@@ -175,7 +175,7 @@ pub async fn pass(deps: &Deps, now: OffsetDateTime) -> Result<(), StageError> {
 /// When the stage cannot be built.
 pub async fn install(node: &mut Node) -> Result<(), StageError> {
     node.spawn::<Retention>().await?;
-    node.spawn_service(periodic);
+    node.spawn_service(StageName::Retention, periodic).await?;
     Ok(())
 }
 

@@ -33,8 +33,9 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// # Errors
 /// Never; the signature matches the other stages' setup.
 pub async fn install(node: &mut Node) -> Result<(), String> {
-    node.spawn_service(run);
-    Ok(())
+    node.spawn_service(StageName::Scheduler, run)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Ticks until `stop` flips. Errors are logged and retried on the next tick.

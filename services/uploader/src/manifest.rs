@@ -31,8 +31,7 @@ pub(crate) async fn write(
     attempt: u32,
     key_id: &str,
 ) -> Result<Written, StageError> {
-    let key = deps.catalog.key(tenant, key_id).await?;
-    let recipient = parse_recipient(&key.recipient)?;
+    let recipient = parse_recipient(&deps.catalog.recipient(tenant, key_id).await?)?;
     let Some(draft) = deps
         .staging
         .fetch(&vaultline_types::staging_key::manifest_draft(

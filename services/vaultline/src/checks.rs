@@ -158,7 +158,7 @@ pub(crate) async fn drill(
         request_id: Some(request_id.clone()),
     };
     crate::cli::publish_request(
-        &config.nats.url,
+        config,
         request.subject(),
         serde_json::to_vec(&request)?,
         &request_id,

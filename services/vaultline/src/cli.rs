@@ -314,11 +314,8 @@ fn write_secret_file(path: &std::path::Path, text: &str) -> Result<()> {
 }
 
 async fn catalog(config: &Config) -> Result<Catalog> {
-    let catalog = Catalog::connect(&config.catalog.url)?;
-    catalog
-        .migrate()
-        .await
-        .context("cannot prepare the catalog")?;
+    let catalog = vaultline_runtime::open_catalog(&config.catalog)?;
+    catalog.check_schema().await?;
     Ok(catalog)
 }
 
@@ -330,11 +327,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Migrate => {
-            let applied = Catalog::connect(&config.catalog.url)?.migrate().await?;
+            let applied = vaultline_runtime::open_catalog(&config.catalog)?
+                .migrate()
+                .await?;
             println!(
                 "catalog up to date ({} migration(s) applied now)",
                 applied.len()
             );
+            let nats = vaultline_runtime::setup::apply_bus(&config).await.context(
+                "cannot apply the NATS stream and consumers (with the [nats.admin] login)",
+            )?;
+            println!("NATS set up: {}", nats.join(", "));
         }
         Command::KekGenerate {
             out,
@@ -488,7 +491,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let catalog = catalog(&config).await?;
             catalog.source(&tenant, &source).await?;
             let request_id = new_request_id();
-            publish_trigger(&config.nats.url, &tenant, &source, &request_id).await?;
+            publish_trigger(&config, &tenant, &source, &request_id).await?;
             println!("backup of {tenant}/{source} requested (request {request_id})");
             if wait {
                 return wait_for(
@@ -768,7 +771,12 @@ pub(crate) fn new_request_id() -> String {
 }
 
 /// Publishes the trigger as JSON, as a person with the NATS CLI would.
-async fn publish_trigger(url: &str, tenant: &Name, source: &Name, request_id: &str) -> Result<()> {
+async fn publish_trigger(
+    config: &Config,
+    tenant: &Name,
+    source: &Name,
+    request_id: &str,
+) -> Result<()> {
     let body = BackupRequested {
         request_id: Some(request_id.to_owned()),
         trigger: TriggerKind::Manual,
@@ -779,7 +787,7 @@ async fn publish_trigger(url: &str, tenant: &Name, source: &Name, request_id: &s
         (headers::SOURCE, source.as_str()),
     ];
     publish_request(
-        url,
+        config,
         BackupRequested::subject_for(tenant, source),
         serde_json::to_vec(&body)?,
         request_id,
@@ -792,21 +800,31 @@ async fn publish_trigger(url: &str, tenant: &Name, source: &Name, request_id: &s
 /// Nats-Msg-Id. The ids are random, so a duplicate means the id was taken:
 /// an error, not a silent no-op.
 pub(crate) async fn publish_request(
-    url: &str,
+    config: &Config,
     subject: String,
     body: Vec<u8>,
     request_id: &str,
     extra: &[(&'static str, &str)],
 ) -> Result<()> {
-    let bus = vaultline_bus::Bus::connect(url, "vaultline-cli").await?;
-    bus.ensure_stream().await?;
+    let bus = vaultline_bus::Bus::connect(&config.nats.url, "vaultline-cli", &config.nats.login())
+        .await?;
     let mut map = async_nats::HeaderMap::new();
     map.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_JSON);
     map.insert(headers::MSG_ID, request_id);
     for (name, value) in extra {
         map.insert(*name, *value);
     }
-    if bus.publish(subject, map, body.into()).await?.duplicate {
+    let published = bus
+        .publish(subject.clone(), map, body.into())
+        .await
+        .with_context(|| {
+            format!(
+                "no stream acknowledged {subject}: is NATS user {} allowed to publish it \
+                 (deploy/nats/auth.conf), and has `vaultline migrate` created the stream?",
+                config.nats.user.as_deref().unwrap_or("(none)")
+            )
+        })?;
+    if published.duplicate {
         bail!(
             "the stream already held a message with id {request_id}, so it dropped this one; try again"
         );

@@ -425,7 +425,7 @@ impl Verifier {
 /// When the stage cannot be built.
 pub async fn install(node: &mut Node) -> Result<(), StageError> {
     node.spawn::<Verifier>().await?;
-    node.spawn_service(drills_due);
+    node.spawn_service(StageName::Verifier, drills_due).await?;
     Ok(())
 }
 

@@ -33,25 +33,39 @@ impl std::fmt::Debug for StagingStore {
 }
 
 impl StagingStore {
-    /// Opens the bucket, creating it with `ttl` as its objects' maximum age.
+    /// Creates the bucket with `ttl` as its objects' maximum age, or leaves
+    /// an existing one alone. Needs the admin's rights (`vaultline migrate`).
     ///
     /// # Errors
-    /// When JetStream is unavailable.
-    pub async fn open(js: &jetstream::Context, ttl: Duration) -> Result<StagingStore> {
-        let store = match js.get_object_store(STAGING_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: STAGING_BUCKET.into(),
-                    description: Some("vaultline claim-check staging between stages".into()),
-                    max_age: ttl,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| js_err("create staging bucket")(e.to_string()))?,
-        };
-        Ok(StagingStore { store })
+    /// When JetStream is unavailable or refuses.
+    pub async fn create(js: &jetstream::Context, ttl: Duration) -> Result<()> {
+        if js.get_object_store(STAGING_BUCKET).await.is_ok() {
+            return Ok(());
+        }
+        js.create_object_store(object_store::Config {
+            bucket: STAGING_BUCKET.into(),
+            description: Some("vaultline claim-check staging between stages".into()),
+            max_age: ttl,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_err("create staging bucket")(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Opens the bucket, which must exist.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`] when it does not; others when JetStream fails.
+    pub async fn open(js: &jetstream::Context) -> Result<StagingStore> {
+        match js.get_object_store(STAGING_BUCKET).await {
+            Ok(store) => Ok(StagingStore { store }),
+            Err(e) if e.to_string().contains("not found") => Err(Error::NotReady(format!(
+                "the staging object store {STAGING_BUCKET} does not exist"
+            ))),
+            Err(e) => Err(js_err("open staging bucket")(e.to_string())),
+        }
     }
 
     /// Stores the file at `local` as `name`.

@@ -19,7 +19,7 @@ pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow, ScheduleSpec};
 pub use snapshots::{SnapshotLock, SnapshotPack, SnapshotRow, SnapshotStatus};
-pub use tenants::{NewSource, SourceRow, TenantKeyRow};
+pub use tenants::{ChunkKeyRow, NewSource, SourceRow, TenantKeyRow};
 pub use webhooks::{AttemptOutcome, DueDelivery, WebhookRow};
 
 use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};
@@ -101,6 +101,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         7,
         include_str!("../migrations/0007_drills_on_scratch_servers.sql"),
     ),
+    (8, include_str!("../migrations/0008_stage_roles.sql")),
 ];
 
 /// A pool of catalog connections.
@@ -121,8 +122,19 @@ impl Catalog {
     /// # Errors
     /// When the URL cannot be parsed.
     pub fn connect(url: &str) -> Result<Self> {
+        Catalog::connect_as(url, None, None)
+    }
+
+    /// Like [`Catalog::connect`], as `user` (instead of the URL's) and with
+    /// `password` (instead of one in the URL): each stage has its own role.
+    ///
+    /// # Errors
+    /// When the URL does not parse.
+    pub fn connect_as(url: &str, user: Option<&str>, password: Option<&str>) -> Result<Self> {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
+        config.user = user.map(str::to_owned);
+        config.password = password.map(str::to_owned);
         let mut pool = PoolConfig::new(16);
         // Bounded waits: a dead database must turn /health/ready red, not hang it.
         pool.timeouts = Timeouts {
@@ -178,6 +190,38 @@ impl Catalog {
         }
         tx.commit().await?;
         Ok(newly)
+    }
+
+    /// Checks that every migration this release knows has been applied:
+    /// stages never migrate, `vaultline migrate` does.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] naming the missing versions, or when the
+    /// database cannot be read.
+    pub async fn check_schema(&self) -> Result<()> {
+        let client = self.client().await?;
+        let applied: Vec<i32> = match client
+            .query("SELECT version FROM schema_migrations", &[])
+            .await
+        {
+            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let missing: Vec<i32> = MIGRATIONS
+            .iter()
+            .map(|(version, _)| *version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::NotFound(format!(
+            "the catalog lacks migration(s) {missing:?}; run `vaultline migrate` (as the role \
+             that owns the catalog)"
+        )))
     }
 
     /// Checks the database answers (for `/health/ready`).

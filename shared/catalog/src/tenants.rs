@@ -13,6 +13,22 @@ pub struct TenantKeyRow {
     pub chunk_key: zeroize::Zeroizing<[u8; 32]>,
 }
 
+/// What the extractor reads of a tenant's key: the id it records and the
+/// chunk-id key it hashes with.
+pub struct ChunkKeyRow {
+    pub key_id: String,
+    /// Secret: wiped from memory when the row is dropped.
+    pub chunk_key: zeroize::Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ChunkKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkKeyRow")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for TenantKeyRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantKeyRow")
@@ -140,6 +156,45 @@ impl Catalog {
             .await?
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant} has no key {key_id}")))?;
         key_row(&row)
+    }
+
+    /// The active chunk-id key of `tenant` and its key id: all the extractor
+    /// may read of `tenant_keys` (not the recipient, not the wrapped identity).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant.
+    pub async fn active_chunk_key(&self, tenant: &Name) -> Result<ChunkKeyRow> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT key_id, chunk_key FROM tenant_keys WHERE tenant = $1 AND active",
+                &[&tenant.as_str()],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("unknown tenant {tenant}")))?;
+        Ok(ChunkKeyRow {
+            key_id: row.get(0),
+            chunk_key: chunk_key(row.get(1))?,
+        })
+    }
+
+    /// The recipient of `tenant`'s key `key_id`: all the packager and the
+    /// uploader may read of `tenant_keys`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when absent.
+    pub async fn recipient(&self, tenant: &Name, key_id: &str) -> Result<String> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT recipient FROM tenant_keys WHERE tenant = $1 AND key_id = $2",
+                &[&tenant.as_str(), &key_id],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("tenant {tenant} has no key {key_id}")))?
+            .get(0))
     }
 
     /// Adds a source.
@@ -335,15 +390,17 @@ impl Catalog {
 }
 
 fn key_row(row: &tokio_postgres::Row) -> Result<TenantKeyRow> {
-    let chunk_key = zeroize::Zeroizing::new(row.get::<_, Vec<u8>>(3));
     Ok(TenantKeyRow {
         key_id: row.get(0),
         recipient: row.get(1),
         wrapped_identity: row.get(2),
-        chunk_key: zeroize::Zeroizing::new(
-            chunk_key[..]
-                .try_into()
-                .map_err(|_| Error::Conflict("stored chunk key is not 32 bytes".into()))?,
-        ),
+        chunk_key: chunk_key(row.get(3))?,
     })
+}
+
+fn chunk_key(bytes: Vec<u8>) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    let bytes = zeroize::Zeroizing::new(bytes);
+    Ok(zeroize::Zeroizing::new(bytes[..].try_into().map_err(
+        |_| Error::Conflict("stored chunk key is not 32 bytes".into()),
+    )?))
 }

@@ -26,8 +26,77 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NatsConfig {
-    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    /// Server URL, e.g. `nats://127.0.0.1:4222`, without credentials.
     pub url: String,
+    /// Who this process is (a stage's binary: that stage's user; the CLI:
+    /// the operator). Secrets only by file.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub nkey_seed_file: Option<PathBuf>,
+    pub creds_file: Option<PathBuf>,
+    /// Reply subjects; `_INBOX.<user>` by default, as `deploy/nats/auth.conf` expects.
+    pub inbox_prefix: Option<String>,
+    /// CA that signed the server's certificate (turns TLS on).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key, for servers that verify clients.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// A stage's own login where one process runs several (`vaultline serve`),
+    /// keyed by stage name.
+    pub stages: BTreeMap<String, NatsLogin>,
+    /// The login `vaultline migrate` applies streams and consumers with.
+    pub admin: Option<NatsLogin>,
+}
+
+/// A NATS login other than the process's own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NatsLogin {
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub nkey_seed_file: Option<PathBuf>,
+    pub creds_file: Option<PathBuf>,
+    pub inbox_prefix: Option<String>,
+}
+
+impl NatsConfig {
+    fn with_tls(&self, login: &NatsLogin) -> vaultline_bus::Login {
+        vaultline_bus::Login {
+            user: login.user.clone(),
+            password_file: login.password_file.clone(),
+            nkey_seed_file: login.nkey_seed_file.clone(),
+            creds_file: login.creds_file.clone(),
+            inbox_prefix: login.inbox_prefix.clone(),
+            tls: vaultline_bus::Tls {
+                ca_file: self.tls_ca_file.clone(),
+                cert_file: self.tls_cert_file.clone(),
+                key_file: self.tls_key_file.clone(),
+            },
+        }
+    }
+
+    /// The process's own login.
+    pub fn login(&self) -> vaultline_bus::Login {
+        self.with_tls(&NatsLogin {
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            nkey_seed_file: self.nkey_seed_file.clone(),
+            creds_file: self.creds_file.clone(),
+            inbox_prefix: self.inbox_prefix.clone(),
+        })
+    }
+
+    /// `stage`'s own login when configured under `[nats.stages.<stage>]`.
+    pub fn stage_login(&self, stage: vaultline_types::StageName) -> Option<vaultline_bus::Login> {
+        self.stages.get(stage.as_str()).map(|l| self.with_tls(l))
+    }
+
+    /// The admin login (`[nats.admin]`), else the process's own.
+    pub fn admin_login(&self) -> vaultline_bus::Login {
+        self.admin
+            .as_ref()
+            .map_or_else(|| self.login(), |l| self.with_tls(l))
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -35,6 +104,21 @@ pub struct NatsConfig {
 pub struct CatalogConfig {
     /// `postgres://user@host:port/db`. May carry a password; redacted in Debug.
     pub url: String,
+    /// The role to connect as, instead of the URL's user.
+    pub user: Option<String>,
+    /// File holding the password (instead of one in the URL).
+    pub password_file: Option<PathBuf>,
+    /// A stage's own role where one process runs several (`vaultline serve`),
+    /// keyed by stage name: same server and database, another user.
+    pub stages: BTreeMap<String, CatalogLogin>,
+}
+
+/// A catalog role other than the URL's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CatalogLogin {
+    pub user: String,
+    pub password_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for CatalogConfig {
@@ -42,6 +126,9 @@ impl std::fmt::Debug for CatalogConfig {
         let redacted = vaultline_bus::redact_url(&self.url);
         f.debug_struct("CatalogConfig")
             .field("url", &redacted)
+            .field("user", &self.user)
+            .field("password_file", &self.password_file)
+            .field("stages", &self.stages)
             .finish()
     }
 }
@@ -230,6 +317,16 @@ impl Default for NatsConfig {
     fn default() -> Self {
         NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
+            user: None,
+            password_file: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            inbox_prefix: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            stages: BTreeMap::new(),
+            admin: None,
         }
     }
 }
@@ -238,6 +335,9 @@ impl Default for CatalogConfig {
     fn default() -> Self {
         CatalogConfig {
             url: "postgres://postgres@127.0.0.1:5432/vaultline".into(),
+            user: None,
+            password_file: None,
+            stages: BTreeMap::new(),
         }
     }
 }
@@ -281,6 +381,17 @@ impl Default for AdminConfig {
     }
 }
 
+/// Stages that hand bulk data to each other through staging: only they may
+/// reach the shared staging store (`deploy/nats/auth.conf`); the others
+/// never open it.
+pub fn hands_over_data(stage: vaultline_types::StageName) -> bool {
+    use vaultline_types::StageName;
+    matches!(
+        stage,
+        StageName::Extractor | StageName::Packager | StageName::Uploader
+    )
+}
+
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -311,6 +422,49 @@ impl Config {
                 .then(|| key.as_str().replace("__", ".").replace('_', "-").into())
         }));
         figment.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The config of a process that runs only `stage`: its own NATS login
+    /// and catalog role, when configured, become the process's, so the
+    /// process holds no other identity.
+    #[must_use]
+    pub fn as_stage(mut self, stage: vaultline_types::StageName) -> Config {
+        if let Some(login) = self.nats.stages.remove(stage.as_str()) {
+            self.nats.user = login.user;
+            self.nats.password_file = login.password_file;
+            self.nats.nkey_seed_file = login.nkey_seed_file;
+            self.nats.creds_file = login.creds_file;
+            self.nats.inbox_prefix = login.inbox_prefix;
+        }
+        if let Some(role) = self.catalog.stages.remove(stage.as_str()) {
+            self.catalog.user = Some(role.user);
+            self.catalog.password_file = role.password_file;
+        }
+        self.nats.stages.clear();
+        self.nats.admin = None;
+        self.catalog.stages.clear();
+        if !hands_over_data(stage) {
+            self.staging.backend = StagingBackend::Dir;
+        }
+        self
+    }
+
+    /// The stage's `[stages.<stage>]` changes to its consumer definition:
+    /// `vaultline migrate` applies max-deliver and ack-wait to the server,
+    /// the stage's runner its backoff.
+    pub fn consumer_overrides(
+        &self,
+        stage: vaultline_types::StageName,
+    ) -> vaultline_bus::ConsumerOverrides {
+        let settings = self.stage(stage);
+        vaultline_bus::ConsumerOverrides {
+            max_deliver: settings.max_deliver,
+            backoff: settings
+                .backoff
+                .as_ref()
+                .and_then(|items| vaultline_bus::parse_backoff(&items.join(",")).ok()),
+            ack_wait: settings.ack_wait,
+        }
     }
 
     /// Settings of one stage (defaults when absent).
@@ -348,7 +502,8 @@ mod tests {
         let debug = format!(
             "{:?}",
             CatalogConfig {
-                url: "postgres://u:secret@h/db".into()
+                url: "postgres://u:secret@h/db".into(),
+                ..CatalogConfig::default()
             }
         );
         assert!(!debug.contains("secret"), "{debug}");

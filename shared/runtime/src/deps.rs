@@ -8,6 +8,7 @@ use vaultline_bus::Bus;
 use vaultline_catalog::Catalog;
 use vaultline_format::keys::{Identity, Kek, Recipient, parse_identity, parse_recipient};
 use vaultline_storage::{Repository, S3Options, Staging};
+use vaultline_types::StageName;
 use zeroize::Zeroizing;
 
 /// A dependency could not be opened at start.
@@ -34,24 +35,22 @@ pub struct Deps {
 }
 
 impl Deps {
-    /// Connects to NATS and the catalog, applies migrations, opens storage.
+    /// Connects to NATS and the catalog as the process's own identity,
+    /// checks that the stream and the catalog schema are in place (stages
+    /// never create them: `vaultline migrate` does), opens storage.
     ///
     /// # Errors
-    /// When a dependency is unreachable or a migration fails.
+    /// When a dependency is unreachable, refuses the login, or is not set up.
     pub async fn open(config: Config, client_name: &str) -> Result<Arc<Deps>, StartError> {
-        let bus = Bus::connect(&config.nats.url, client_name).await?;
-        bus.ensure_stream().await?;
-        let catalog = Catalog::connect(&config.catalog.url)?;
-        let applied = catalog.migrate().await?;
-        if !applied.is_empty() {
-            tracing::info!(?applied, "Applied catalog migrations.");
-        }
+        let bus = Bus::connect(&config.nats.url, client_name, &config.nats.login()).await?;
+        bus.check_stream().await?;
+        let catalog = open_catalog(&config.catalog)?;
+        catalog.check_schema().await?;
         let repository = open_repository(&config.repository, None).await?;
-        let mut staging = Staging::open_dir(&config.staging.path, config.staging.ttl)?;
-        if config.staging.backend == crate::config::StagingBackend::Jetstream {
-            let store = vaultline_bus::StagingStore::open(&bus.js, config.staging.ttl).await?;
-            staging = staging.with_shared(store);
-        }
+        // With stage logins of their own, the stages open the shared staging
+        // store; this process's own user (the operator's, say) may not reach it.
+        let shared = config.nats.stages.is_empty().then_some(&bus);
+        let staging = open_staging(&config, shared).await?;
         Ok(Arc::new(Deps {
             config,
             bus,
@@ -59,6 +58,95 @@ impl Deps {
             repository,
             staging,
         }))
+    }
+
+    /// What `stage` runs with in this process: its own NATS user and catalog
+    /// role where `[nats.stages.<stage>]` or `[catalog.stages.<stage>]` name
+    /// them, the process's otherwise; the repository is shared.
+    ///
+    /// # Errors
+    /// As [`Deps::open`].
+    pub async fn for_stage(self: &Arc<Self>, stage: StageName) -> Result<Arc<Deps>, StartError> {
+        let nats = self.config.nats.stage_login(stage);
+        let role = self.config.catalog.stages.get(stage.as_str());
+        if nats.is_none() && role.is_none() {
+            return Ok(self.clone());
+        }
+        let bus = match &nats {
+            Some(login) => {
+                let bus = Bus::connect(&self.config.nats.url, &format!("vaultline-{stage}"), login)
+                    .await?;
+                bus.check_stream().await?;
+                bus
+            }
+            None => self.bus.clone(),
+        };
+        let catalog = match role {
+            Some(role) => {
+                let catalog = open_catalog_as(&self.config.catalog, Some(role))?;
+                catalog.check_schema().await?;
+                catalog
+            }
+            None => self.catalog.clone(),
+        };
+        let staging = if crate::config::hands_over_data(stage) {
+            open_staging(&self.config, Some(&bus)).await?
+        } else {
+            self.staging.clone()
+        };
+        Ok(Arc::new(Deps {
+            config: self.config.clone(),
+            staging,
+            bus,
+            catalog,
+            repository: self.repository.clone(),
+        }))
+    }
+}
+
+/// The catalog as configured (`catalog.url`, `catalog.user`,
+/// `catalog.password-file`): what the CLI connects with.
+///
+/// # Errors
+/// When the URL does not parse or the password file cannot be read.
+pub fn open_catalog(config: &crate::config::CatalogConfig) -> Result<Catalog, StartError> {
+    open_catalog_as(config, None)
+}
+
+/// The catalog as the configured user, or as `role`; passwords from files.
+fn open_catalog_as(
+    config: &crate::config::CatalogConfig,
+    role: Option<&crate::config::CatalogLogin>,
+) -> Result<Catalog, StartError> {
+    let password_file = match role {
+        Some(role) => role.password_file.as_deref(),
+        None => config.password_file.as_deref(),
+    };
+    let password = match password_file {
+        Some(file) => Some(
+            read_secret("catalog password", "", Some(file))?
+                .map(|text| Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
+                .unwrap_or_default(),
+        ),
+        None => None,
+    };
+    Ok(Catalog::connect_as(
+        &config.url,
+        role.map(|r| r.user.as_str()).or(config.user.as_deref()),
+        password.as_deref().map(|p| p.as_str()),
+    )?)
+}
+
+/// The local staging directory, plus the shared JetStream store when that
+/// backend is configured and `bus` may reach it.
+async fn open_staging(config: &Config, bus: Option<&Bus>) -> Result<Staging, StartError> {
+    let staging = Staging::open_dir(&config.staging.path, config.staging.ttl)?;
+    match bus {
+        Some(bus) if config.staging.backend == crate::config::StagingBackend::Jetstream => {
+            let store = vaultline_bus::StagingStore::open(&bus.js).await?;
+            Ok(staging.with_shared(store))
+        }
+        _ => Ok(staging),
     }
 }
 

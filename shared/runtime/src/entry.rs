@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use vaultline_types::StageName;
 
 /// Stages running in this process.
 pub struct Node {
-    /// Shared dependencies.
+    /// The process's own dependencies (its own NATS user and catalog role).
     pub deps: Arc<Deps>,
+    /// Each stage's, where it has an identity of its own.
+    stage_deps: std::collections::HashMap<StageName, Arc<Deps>>,
     /// Where /metrics and /health answer.
     pub admin: SocketAddr,
     stop_tx: watch::Sender<bool>,
@@ -51,6 +54,7 @@ impl Node {
         tasks.spawn(sweep_staging(deps.clone(), stop_rx.clone()));
         Ok(Node {
             deps,
+            stage_deps: std::collections::HashMap::new(),
             admin,
             stop_tx,
             stop_rx,
@@ -58,34 +62,59 @@ impl Node {
         })
     }
 
+    /// The dependencies `stage` runs with: its own NATS user and catalog
+    /// role when configured (opened once), the process's otherwise.
+    ///
+    /// # Errors
+    /// When its login is refused or a dependency is not set up.
+    pub async fn deps_for(&mut self, stage: StageName) -> Result<Arc<Deps>, StartError> {
+        if let Some(deps) = self.stage_deps.get(&stage) {
+            return Ok(deps.clone());
+        }
+        let deps = self.deps.for_stage(stage).await?;
+        self.stage_deps.insert(stage, deps.clone());
+        Ok(deps)
+    }
+
     /// Builds stage `S` and runs it.
     ///
     /// # Errors
     /// When the stage cannot be built.
     pub async fn spawn<S: Stage>(&mut self) -> Result<(), StageError> {
-        let stage = S::new(self.deps.clone()).await?;
-        self.spawn_stage(stage);
-        Ok(())
+        let deps = self.deps_for(S::NAME).await.map_err(start_failed)?;
+        let stage = S::new(deps).await?;
+        self.spawn_stage(stage).await
     }
 
     /// Runs an already built stage (tests wrap real stages this way).
-    pub fn spawn_stage<S: Stage>(&mut self, stage: S) {
-        self.tasks.spawn(runner::run(
-            Arc::new(stage),
-            self.deps.clone(),
-            self.stop_rx.clone(),
-        ));
+    ///
+    /// # Errors
+    /// When its dependencies cannot be opened.
+    pub async fn spawn_stage<S: Stage>(&mut self, stage: S) -> Result<(), StageError> {
+        let deps = self.deps_for(S::NAME).await.map_err(start_failed)?;
+        self.tasks
+            .spawn(runner::run(Arc::new(stage), deps, self.stop_rx.clone()));
+        Ok(())
     }
 
-    /// Runs a service that is not a consumer (the scheduler): it gets the
-    /// shared dependencies and the stop signal, and must return once it flips.
-    pub fn spawn_service<F, Fut>(&mut self, service: F)
+    /// Runs a service of `stage` that is not a consumer (the scheduler, the
+    /// drill timer): it gets the stage's dependencies and the stop signal,
+    /// and must return once it flips.
+    ///
+    /// # Errors
+    /// When the stage's dependencies cannot be opened.
+    pub async fn spawn_service<F, Fut>(
+        &mut self,
+        stage: StageName,
+        service: F,
+    ) -> Result<(), StageError>
     where
         F: FnOnce(Arc<Deps>, watch::Receiver<bool>) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.tasks
-            .spawn(service(self.deps.clone(), self.stop_rx.clone()));
+        let deps = self.deps_for(stage).await.map_err(start_failed)?;
+        self.tasks.spawn(service(deps, self.stop_rx.clone()));
+        Ok(())
     }
 
     /// Stops taking work, finishes what is in flight, and returns.
@@ -100,6 +129,10 @@ impl Node {
         let _ = signal.wait_for(|stop| *stop).await;
         self.shutdown().await;
     }
+}
+
+fn start_failed(error: StartError) -> StageError {
+    StageError::permanent("config", error)
 }
 
 async fn sweep_staging(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
@@ -128,13 +161,15 @@ pub fn main_single<S: Stage>() -> ExitCode {
 }
 
 /// `main` of a binary whose node `setup` fills (the scheduler's, for one).
-pub fn main_with<F>(name: vaultline_types::StageName, setup: F) -> ExitCode
+pub fn main_with<F>(name: StageName, setup: F) -> ExitCode
 where
     F: AsyncFnOnce(&mut Node) -> Result<(), String>,
 {
     run_main(async {
         let path = std::env::var_os("VAULTLINE_CONFIG").map(std::path::PathBuf::from);
-        let config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+        let config = Config::load(path.as_deref())
+            .map_err(|e| e.to_string())?
+            .as_stage(name);
         let mut node = Node::start(config, &format!("vaultline-{name}"))
             .await
             .map_err(|e| e.to_string())?;

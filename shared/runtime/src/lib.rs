@@ -9,11 +9,12 @@ pub mod deps;
 pub mod entry;
 pub mod metrics;
 pub mod runner;
+pub mod setup;
 pub mod stage;
 pub mod telemetry;
 
 pub use config::Config;
-pub use deps::Deps;
+pub use deps::{Deps, open_catalog};
 pub use entry::Node;
 pub use stage::{Cx, ErrorClass, Inbound, Outcome, Outgoing, Stage, StageError};
 

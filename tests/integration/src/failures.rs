@@ -17,7 +17,7 @@ async fn garbage_on_every_input_subject_is_dead_lettered_and_the_next_snapshot_s
 -> Result<()> {
     let (env, _tree) = Env::with_small_source().await?;
     let node = env.node().await?;
-    let client = async_nats::connect(env.nats.url()).await?;
+    let client = env.nats_as("admin").await?;
     let mut dead = client.subscribe("vaultline.dlq.>").await?;
     client.flush().await?;
 
@@ -106,9 +106,9 @@ impl Stage for Flaky {
 async fn transient_failures_are_retried_and_exhausted_ones_fail_the_snapshot() -> Result<()> {
     let (env, tree) = Env::with_small_source().await?;
     let mut node = vaultline_runtime::Node::start(env.config(), "test").await?;
-    let flaky = Flaky::new(node.deps.clone()).await?;
+    let flaky = Flaky::new(node.deps_for(StageName::Packager).await?).await?;
     let failures = flaky.failures_left.clone();
-    node.spawn_stage(flaky);
+    node.spawn_stage(flaky).await?;
     node.spawn::<vaultline_extractor::Extractor>().await?;
     node.spawn::<vaultline_uploader::Uploader>().await?;
     node.spawn::<vaultline_verifier::Verifier>().await?;
@@ -122,7 +122,7 @@ async fn transient_failures_are_retried_and_exhausted_ones_fail_the_snapshot() -
     assert_eq!(failures.load(Ordering::SeqCst), 0);
 
     // Always failing: dead-lettered after max_deliver, snapshot failed with the error.
-    let client = async_nats::connect(env.nats.url()).await?;
+    let client = env.nats_as("operator").await?;
     let mut dead = client.subscribe("vaultline.dlq.packager").await?;
     client.flush().await?;
     failures.store(u32::MAX, Ordering::SeqCst);

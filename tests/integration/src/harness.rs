@@ -61,12 +61,26 @@ impl Env {
         )?;
         let staging_key_file = dir.path().join("staging-key.txt");
         std::fs::write(&staging_key_file, vaultline_format::keys::Kek::generate().1)?;
+        // Each stage its own NATS user; the CLI is the operator; migrate the admin.
+        let nats_login = |role: &str| -> Result<String> {
+            Ok(format!(
+                "user = \"{}\"\npassword-file = \"{}\"\n",
+                NatsServer::user(role),
+                nats.write_password_file(role, dir.path())?.display()
+            ))
+        };
+        let mut logins = format!("[nats.admin]\n{}", nats_login("admin")?);
+        // … and its own catalog role (migration 0008; the test server trusts loopback).
+        for stage in StageName::ALL {
+            logins += &format!("[nats.stages.{stage}]\n{}", nats_login(stage.as_str())?);
+            logins += &format!("[catalog.stages.{stage}]\nuser = \"vaultline_{stage}\"\n");
+        }
         let config_file = dir.path().join("vaultline.toml");
         // Short retry delays keep failure tests fast; everything else is the shipped default.
         let toml = format!(
             r#"[nats]
 url = "{nats}"
-[catalog]
+{operator}{logins}[catalog]
 url = "{pg}"
 [repository]
 {repository}
@@ -97,6 +111,7 @@ backoff = "200ms"
 check-interval = "500ms"
 "#,
             nats = nats.url(),
+            operator = nats_login("operator")?,
             pg = pg.url(),
             root = dir.path().display(),
             kek = kek_file.display(),
@@ -104,8 +119,11 @@ check-interval = "500ms"
             staging_key = staging_key_file.display(),
         );
         std::fs::write(&config_file, toml)?;
+        // What `vaultline migrate` does, as the catalog's owner and the NATS admin.
         let catalog = Catalog::connect(pg.url())?;
         catalog.migrate().await?;
+        let config = Config::load(Some(&config_file))?;
+        vaultline_runtime::setup::apply_bus(&config).await?;
         Ok(Env {
             nats,
             _pg: pg,
@@ -262,6 +280,19 @@ check-interval = "500ms"
             tokio_postgres::connect(self._pg.url(), tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         Ok(client)
+    }
+
+    /// A raw NATS client logged in as `role` (a stage, `operator` or
+    /// `admin`), replying on that user's own inbox prefix.
+    pub(crate) async fn nats_as(&self, role: &str) -> Result<async_nats::Client> {
+        let user = NatsServer::user(role);
+        Ok(async_nats::ConnectOptions::with_user_and_password(
+            user.clone(),
+            self.nats.password(role).to_owned(),
+        )
+        .custom_inbox_prefix(format!("_INBOX.{user}"))
+        .connect(self.nats.url())
+        .await?)
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
@@ -485,7 +516,9 @@ pub(crate) async fn node_with_slow<S: vaultline_runtime::Stage>(
         left_out.push(StageName::Scheduler);
     }
     let mut node = vaultline::start_node(env.config(), &all_but(&left_out)).await?;
-    node.spawn_stage(Slow::<S>::new(node.deps.clone(), before, after).await?);
+    let deps = node.deps_for(S::NAME).await?;
+    node.spawn_stage(Slow::<S>::new(deps, before, after).await?)
+        .await?;
     Ok(node)
 }
 

@@ -69,7 +69,9 @@ async fn a_forged_pack_never_replaces_a_stored_one() -> Result<()> {
     let stored = env.path("repository").join(ObjectKey::pack(&tenant, &pack));
     let genuine = std::fs::read(&stored)?;
 
-    let client = async_nats::connect(env.nats.url()).await?;
+    // The forger is a compromised packager: pack.staged is its to publish.
+    let forger = env.nats_as("packager").await?;
+    let client = env.nats_as("operator").await?;
     let mut dead = client.subscribe("vaultline.dlq.>").await?;
     client.flush().await?;
     // Other bytes under the stored pack's id, staged where the uploader
@@ -109,7 +111,7 @@ async fn a_forged_pack_never_replaces_a_stored_one() -> Result<()> {
     let mut other = genuine.clone();
     other[genuine.len() / 2] ^= 0xff;
     let forged = forge(90, other).await?;
-    publish_forged(&client, &forged, &[]).await?;
+    publish_forged(&forger, &forged, &[]).await?;
     let (error_type, reason) = next_dead_letter(&mut dead, StageName::Uploader).await?;
     assert_eq!(error_type, "forged", "{reason}");
     assert!(reason.contains("hash to"), "{reason}");
@@ -118,7 +120,7 @@ async fn a_forged_pack_never_replaces_a_stored_one() -> Result<()> {
     // anything is read.
     let mut elsewhere = forge(91, genuine.clone()).await?;
     elsewhere.staged = format!("other/{}", elsewhere.staged);
-    publish_forged(&client, &elsewhere, &[]).await?;
+    publish_forged(&forger, &elsewhere, &[]).await?;
     let (error_type, reason) = next_dead_letter(&mut dead, StageName::Uploader).await?;
     assert_eq!(error_type, "forged", "{reason}");
     assert!(reason.contains("staging key"), "{reason}");
@@ -131,7 +133,7 @@ async fn a_forged_pack_never_replaces_a_stored_one() -> Result<()> {
     let mut alarms = client.subscribe("vaultline.object.conflict.acme").await?;
     client.flush().await?;
     let replay = forge(92, genuine.clone()).await?;
-    publish_forged(&client, &replay, &[]).await?;
+    publish_forged(&forger, &replay, &[]).await?;
     let (error_type, reason) = next_dead_letter(&mut dead, StageName::Uploader).await?;
     assert_eq!(error_type, "conflict", "{reason}");
     tokio::time::timeout(Duration::from_secs(10), alarms.next())
@@ -167,7 +169,9 @@ async fn a_failure_forged_across_tenants_fails_nothing() -> Result<()> {
         false,
     )
     .await?;
-    let client = async_nats::connect(env.nats.url()).await?;
+    // Any stage may publish snapshot.failed: the forger is a compromised extractor.
+    let forger = env.nats_as("extractor").await?;
+    let client = env.nats_as("operator").await?;
     let mut dead = client.subscribe("vaultline.dlq.>").await?;
     client.flush().await?;
     env.cli(&["backup", "acme/docs"]).await?;
@@ -195,7 +199,7 @@ async fn a_failure_forged_across_tenants_fails_nothing() -> Result<()> {
         error: "disk on fire".into(),
     };
     publish_forged(
-        &client,
+        &forger,
         &forged,
         &[
             (headers::TENANT, "acme"),
@@ -238,12 +242,12 @@ async fn a_stolen_request_id_suppresses_nothing() -> Result<()> {
         other_tree.to_str().unwrap(),
     ])
     .await?;
-    let node = vaultline::start_node(
+    let mut node = vaultline::start_node(
         env.config(),
         &crate::harness::all_but(&[StageName::Scheduler]),
     )
     .await?;
-    let client = async_nats::connect(env.nats.url()).await?;
+    let client = env.nats_as("operator").await?;
     let mut dead = client.subscribe("vaultline.dlq.>").await?;
     client.flush().await?;
 
@@ -267,7 +271,8 @@ async fn a_stolen_request_id_suppresses_nothing() -> Result<()> {
     assert!(reason.contains("did not record"), "{reason}");
 
     // acme's slot fires all the same and its snapshot is verified.
-    assert_eq!(vaultline_scheduler::tick(&node.deps, slot).await?, 1);
+    let scheduler = node.deps_for(StageName::Scheduler).await?;
+    assert_eq!(vaultline_scheduler::tick(&scheduler, slot).await?, 1);
     let row = env.wait_final(1).await?;
     assert_verified(&row);
     assert_eq!(row.trigger, "scheduled");

@@ -10,6 +10,7 @@ mod integrity;
 mod ops;
 mod outages;
 mod pipeline;
+mod privileges;
 mod processes;
 mod restore_safety;
 mod retention;

