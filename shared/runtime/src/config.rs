@@ -162,6 +162,31 @@ pub struct S3Config {
     pub part_size: Option<u64>,
     /// Attempts per request, the first included.
     pub max_attempts: Option<u32>,
+    /// A stage's own key, keyed by stage name, so each holds only the rights
+    /// its job needs (the uploader puts, the verifier reads, retention
+    /// deletes; docs/least-privilege.md). Stages without one use the key above.
+    pub stages: BTreeMap<String, S3Login>,
+}
+
+/// An S3 access key other than `[repository.s3]`'s.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct S3Login {
+    pub access_key_id: String,
+    pub secret_access_key_file: PathBuf,
+}
+
+impl RepositoryConfig {
+    /// The repository settings `stage` opens with: its own S3 key when
+    /// `[repository.s3.stages.<stage>]` names one, else `None` (the shared ones).
+    pub fn for_stage(&self, stage: vaultline_types::StageName) -> Option<RepositoryConfig> {
+        let login = self.s3.stages.get(stage.as_str())?;
+        let mut config = self.clone();
+        config.s3.access_key_id = Some(login.access_key_id.clone());
+        config.s3.secret_access_key_file = Some(login.secret_access_key_file.clone());
+        config.s3.stages.clear();
+        Some(config)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -424,9 +449,9 @@ impl Config {
         figment.extract().map_err(|e| ConfigError(e.to_string()))
     }
 
-    /// The config of a process that runs only `stage`: its own NATS login
-    /// and catalog role, when configured, become the process's, so the
-    /// process holds no other identity.
+    /// The config of a process that runs only `stage`: its own NATS login,
+    /// catalog role and S3 key, when configured, become the process's, so
+    /// the process holds no other identity.
     #[must_use]
     pub fn as_stage(mut self, stage: vaultline_types::StageName) -> Config {
         if let Some(login) = self.nats.stages.remove(stage.as_str()) {
@@ -443,6 +468,10 @@ impl Config {
         self.nats.stages.clear();
         self.nats.admin = None;
         self.catalog.stages.clear();
+        if let Some(repository) = self.repository.for_stage(stage) {
+            self.repository = repository;
+        }
+        self.repository.s3.stages.clear();
         if !hands_over_data(stage) {
             self.staging.backend = StagingBackend::Dir;
         }

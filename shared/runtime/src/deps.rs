@@ -60,16 +60,17 @@ impl Deps {
         }))
     }
 
-    /// What `stage` runs with in this process: its own NATS user and catalog
-    /// role where `[nats.stages.<stage>]` or `[catalog.stages.<stage>]` name
-    /// them, the process's otherwise; the repository is shared.
+    /// What `stage` runs with in this process: its own NATS user, catalog
+    /// role and S3 key where `[nats.stages.<stage>]`, `[catalog.stages.<stage>]`
+    /// or `[repository.s3.stages.<stage>]` name them, the process's otherwise.
     ///
     /// # Errors
     /// As [`Deps::open`].
     pub async fn for_stage(self: &Arc<Self>, stage: StageName) -> Result<Arc<Deps>, StartError> {
         let nats = self.config.nats.stage_login(stage);
         let role = self.config.catalog.stages.get(stage.as_str());
-        if nats.is_none() && role.is_none() {
+        let s3 = self.config.repository.for_stage(stage);
+        if nats.is_none() && role.is_none() && s3.is_none() {
             return Ok(self.clone());
         }
         let bus = match &nats {
@@ -99,7 +100,10 @@ impl Deps {
             staging,
             bus,
             catalog,
-            repository: self.repository.clone(),
+            repository: match s3 {
+                Some(own) => open_repository(&own, None).await?,
+                None => self.repository.clone(),
+            },
         }))
     }
 }

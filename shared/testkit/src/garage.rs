@@ -158,6 +158,33 @@ root_domain = ".s3.garage.localhost"
         Ok(())
     }
 
+    /// A new access key `name` with only `read` and/or `write` on the bucket
+    /// (Garage's write covers put and delete); returns (key id, secret).
+    ///
+    /// # Errors
+    /// When garage refuses.
+    pub fn add_key(&self, name: &str, read: bool, write: bool) -> Result<(String, String)> {
+        let mut bytes = [0u8; 44];
+        getrandom::fill(&mut bytes).expect("OS random source");
+        let (id, secret) = (
+            format!("GK{}", hex::encode(&bytes[..12])),
+            hex::encode(&bytes[12..]),
+        );
+        self.admin(&["key", "import", "--yes", "-n", name, &id, &secret])?;
+        let mut allow = vec!["bucket", "allow"];
+        if read {
+            allow.push("--read");
+        }
+        if write {
+            allow.push("--write");
+        }
+        allow.extend([Self::BUCKET, "--key", name]);
+        if read || write {
+            self.admin(&allow)?;
+        }
+        Ok((id, secret))
+    }
+
     /// Kills the server; its data stays for [`Garage::restart`].
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

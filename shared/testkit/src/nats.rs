@@ -40,6 +40,24 @@ impl NatsServer {
     /// # Errors
     /// When no nats-server 2.10+ is found or it does not start.
     pub fn start() -> Result<NatsServer> {
+        NatsServer::start_with("")
+    }
+
+    /// [`NatsServer::start`] requiring TLS with `cert`/`key` and a client
+    /// certificate signed by `ca` from every client.
+    ///
+    /// # Errors
+    /// As [`NatsServer::start`].
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Result<NatsServer> {
+        NatsServer::start_with(&format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}\n",
+            cert.display(),
+            key.display(),
+            ca.display()
+        ))
+    }
+
+    fn start_with(extra: &str) -> Result<NatsServer> {
         let binary = std::env::var_os("VAULTLINE_NATS_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| "nats-server".into());
@@ -73,7 +91,7 @@ impl NatsServer {
         std::fs::write(
             dir.path().join("server.conf"),
             format!(
-                "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\njetstream {{\n  store_dir: \"{}\"\n}}\ninclude auth.conf\n",
+                "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\njetstream {{\n  store_dir: \"{}\"\n}}\n{extra}include auth.conf\n",
                 dir.path().join("store").display()
             ),
         )?;

@@ -7,6 +7,7 @@ mod fidelity;
 mod harness;
 mod hostile;
 mod integrity;
+mod nats_tls;
 mod ops;
 mod outages;
 mod pipeline;

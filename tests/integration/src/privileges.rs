@@ -372,3 +372,62 @@ async fn the_pipeline_runs_with_each_stage_on_its_own_logins() -> Result<()> {
     drop(processes);
     Ok(())
 }
+
+/// Each stage on an S3 key of its own: the uploader and retention may read
+/// and write, the verifier only read, and the extractor, packager, scheduler
+/// and auditor hold a key with no right on the bucket at all. A backup still
+/// verifies, and the verifier's key is refused a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stages_on_s3_keys_of_their_own_back_up_and_the_verifier_cannot_write() -> Result<()> {
+    use crate::harness::assert_verified;
+    use vaultline_runtime::config::S3Login;
+    let env = Env::with_s3().await?;
+    let tree = env.path("tree");
+    crate::pipeline::build_tree(&tree)?;
+    env.tenant_with_source(&tree).await?;
+    let garage = env.garage.as_ref().expect("an S3 env");
+    let mut config = env.config();
+    for stage in StageName::ALL {
+        let (read, write) = match stage {
+            StageName::Uploader | StageName::Retention => (true, true),
+            StageName::Verifier => (true, false),
+            _ => (false, false),
+        };
+        let (access_key_id, secret) = garage.add_key(&format!("vl-{stage}"), read, write)?;
+        let secret_access_key_file = env.path(&format!("s3-secret-{stage}"));
+        std::fs::write(&secret_access_key_file, secret)?;
+        config.repository.s3.stages.insert(
+            stage.to_string(),
+            S3Login {
+                access_key_id,
+                secret_access_key_file,
+            },
+        );
+    }
+    let node = vaultline::start_node(config.clone(), &vaultline::SERVED).await?;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "300"])
+        .await?;
+    assert_verified(&env.wait_final(1).await?);
+
+    let verifier = config
+        .repository
+        .for_stage(StageName::Verifier)
+        .context("the verifier's key")?;
+    let verifier = vaultline_runtime::deps::open_repository(&verifier, None).await?;
+    let row = env.wait_final(1).await?;
+    let packs = env
+        .catalog
+        .snapshot_packs(&vaultline_types::Name::new("acme")?, &row.id)
+        .await?;
+    let (pack, size) = packs.first().context("a pack")?;
+    let key = vaultline_storage::ObjectKey::pack(&vaultline_types::Name::new("acme")?, pack);
+    assert_eq!(
+        verifier.size(&key).await?,
+        Some(*size),
+        "the verifier reads"
+    );
+    let refused = verifier.put_bytes("tenants/acme/evil", b"x").await;
+    assert!(refused.is_err(), "the verifier's key wrote to the bucket");
+    node.shutdown().await;
+    Ok(())
+}
