@@ -1,5 +1,6 @@
 //! The admin port: `/metrics`, `/health/live`, `/health/ready`,
-//! `/health/dependencies`. Ready answers 503 while NATS or the catalog is down.
+//! `/health/dependencies`. Ready answers 503 while NATS or the catalog is
+//! down, or a stage cannot reach its consumer (saying why).
 //! Dependencies are checked once per `admin.check-interval` whatever the
 //! request rate, so a flood of probes is not a flood on the catalog and S3;
 //! `/metrics` and `/health/dependencies` can require a bearer token.
@@ -143,12 +144,17 @@ async fn metrics(state: axum::extract::State<State>, headers: HeaderMap) -> Resp
 }
 
 async fn ready(state: axum::extract::State<State>) -> impl IntoResponse {
-    let failing: Vec<String> = state
+    let mut failing: Vec<String> = state
         .checked()
         .await
         .into_iter()
         .filter_map(|(name, result)| result.err().map(|e| format!("{name}: {e}")))
         .collect();
+    failing.extend(
+        crate::readiness::blocked()
+            .into_iter()
+            .map(|(stage, reason)| format!("{stage}: {reason}")),
+    );
     if failing.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod deps;
 pub mod entry;
 pub mod metrics;
+mod readiness;
 pub mod runner;
 pub mod setup;
 pub mod stage;

@@ -35,8 +35,12 @@ pub async fn run<S: Stage>(stage: Arc<S>, deps: Arc<Deps>, mut shutdown: watch::
 
     'connect: while !*shutdown.borrow() {
         let (consumer, policy) = match deps.bus.consumer(S::NAME, &overrides).await {
-            Ok(found) => found,
+            Ok(found) => {
+                crate::readiness::set(S::NAME, None);
+                found
+            }
             Err(error) => {
+                crate::readiness::set(S::NAME, Some(error.to_string()));
                 tracing::warn!(stage = %S::NAME, %error, "Consumer unavailable; retrying.");
                 wait_or_shutdown(&mut shutdown, Duration::from_secs(1)).await;
                 continue;

@@ -118,3 +118,40 @@ async fn the_admin_port_can_want_a_token_and_checks_once_per_interval() -> Resul
     node.shutdown().await;
     Ok(())
 }
+
+/// A stage whose consumer is missing says so on /health/ready, naming the
+/// consumer and `vaultline migrate`, and is ready once migrate has run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_names_a_missing_consumer_until_migrate_creates_it() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    let admin = async_nats::jetstream::new(env.nats_as("admin").await?);
+    admin
+        .get_stream("VAULTLINE")
+        .await?
+        .delete_consumer("packager")
+        .await?;
+    let node = env.node().await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let (status, body) = http_get(node.admin, "/health/ready").await?;
+        if status == 503 && body.contains("packager") {
+            break body;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "ready never named the missing consumer: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("vaultline migrate"), "{body}");
+
+    let (ok, out, err) = env.run_cli(&["migrate"], &[]).await?;
+    assert!(ok, "migrate failed: {err}");
+    assert!(out.contains("consumer packager"), "{out}");
+    wait_for_status(node.admin, "/health/ready", 200, Duration::from_secs(20)).await?;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
+        .await?;
+    assert_verified(&env.wait_final(1).await?);
+    node.shutdown().await;
+    Ok(())
+}
