@@ -507,6 +507,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_single_stage_process_takes_that_stage_s_logins_and_no_other() {
+        use vaultline_types::StageName;
+        let text = "[nats]\nuser = \"vaultline-operator\"\npassword-file = \"/op\"\n\
+                    [nats.admin]\nuser = \"vaultline-admin\"\n\
+                    [nats.stages.verifier]\nuser = \"vaultline-verifier\"\npassword-file = \"/v\"\n\
+                    [catalog.stages.verifier]\nuser = \"vaultline_verifier\"\n\
+                    [repository.s3.stages.verifier]\naccess-key-id = \"GKv\"\nsecret-access-key-file = \"/s\"\n\
+                    [staging]\nbackend = \"jetstream\"\n";
+        use figment::providers::Format;
+        let config: Config = figment::Figment::from(figment::providers::Toml::string(text))
+            .extract()
+            .unwrap();
+        let verifier = config.clone().as_stage(StageName::Verifier);
+        assert_eq!(
+            verifier.nats.login().user.as_deref(),
+            Some("vaultline-verifier")
+        );
+        assert_eq!(verifier.nats.login().inbox(), "_INBOX.vaultline-verifier");
+        assert!(verifier.nats.stages.is_empty() && verifier.nats.admin.is_none());
+        assert_eq!(verifier.catalog.user.as_deref(), Some("vaultline_verifier"));
+        assert_eq!(verifier.repository.s3.access_key_id.as_deref(), Some("GKv"));
+        // The verifier never reaches the staging store its user may not read.
+        assert_eq!(verifier.staging.backend, StagingBackend::Dir);
+        // A stage without logins of its own keeps the process's; the packager hands data over.
+        let packager = config.as_stage(StageName::Packager);
+        assert_eq!(
+            packager.nats.login().user.as_deref(),
+            Some("vaultline-operator")
+        );
+        assert_eq!(packager.catalog.user, None);
+        assert_eq!(packager.staging.backend, StagingBackend::Jetstream);
+    }
+
+    #[test]
     fn files_parse_and_unknown_keys_are_refused() {
         let dir = std::env::temp_dir().join(format!("vaultline-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
