@@ -126,14 +126,9 @@ fn open_catalog_as(
         Some(role) => role.password_file.as_deref(),
         None => config.password_file.as_deref(),
     };
-    let password = match password_file {
-        Some(file) => Some(
-            read_secret("catalog password", "", Some(file))?
-                .map(|text| Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
-                .unwrap_or_default(),
-        ),
-        None => None,
-    };
+    let password = password_file
+        .map(|file| secret_line("catalog password", file))
+        .transpose()?;
     Ok(Catalog::connect_as(
         &config.url,
         role.map(|r| r.user.as_str()).or(config.user.as_deref()),
@@ -267,6 +262,22 @@ pub(crate) fn read_secret(
     }
 }
 
+/// The first line of a secret file, trimmed; wiped from memory when dropped.
+///
+/// # Errors
+/// When the file cannot be read; the message names the file, never its text.
+fn secret_line(what: &str, file: &std::path::Path) -> Result<Zeroizing<String>, StartError> {
+    let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
+        StartError::Other(format!(
+            "cannot read the {what} file {}: {e}",
+            file.display()
+        ))
+    })?);
+    Ok(Zeroizing::new(
+        text.lines().next().unwrap_or("").trim().to_owned(),
+    ))
+}
+
 /// Opens the configured repository, or the one at `url` when given (restore
 /// with `--repo`). `s3://bucket[/prefix]` takes its endpoint, region and
 /// credentials from `[repository.s3]` or the standard AWS variables.
@@ -312,15 +323,7 @@ pub async fn open_repository(
             })
     };
     let secret_access_key = match &s3.secret_access_key_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| {
-                StartError::Other(format!(
-                    "cannot read the S3 secret key file {}: {e}",
-                    path.display()
-                ))
-            })?
-            .trim()
-            .to_owned(),
+        Some(path) => secret_line("S3 secret key", path)?.to_string(),
         None => setting(&None, &["AWS_SECRET_ACCESS_KEY"], "secret-access-key-file")?,
     };
     let options = S3Options {

@@ -285,14 +285,17 @@ check-interval = "500ms"
     /// A raw NATS client logged in as `role` (a stage, `operator` or
     /// `admin`), replying on that user's own inbox prefix.
     pub(crate) async fn nats_as(&self, role: &str) -> Result<async_nats::Client> {
+        Ok(self.nats_options(role).connect(self.nats.url()).await?)
+    }
+
+    /// Connect options logged in as `role`, for clients that need more settings.
+    pub(crate) fn nats_options(&self, role: &str) -> async_nats::ConnectOptions {
         let user = NatsServer::user(role);
-        Ok(async_nats::ConnectOptions::with_user_and_password(
+        async_nats::ConnectOptions::with_user_and_password(
             user.clone(),
             self.nats.password(role).to_owned(),
         )
         .custom_inbox_prefix(format!("_INBOX.{user}"))
-        .connect(self.nats.url())
-        .await?)
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {

@@ -14,15 +14,11 @@ use vaultline_types::StageName;
 /// A raw client as `role` whose requests give up after a second: a refused
 /// publish is dropped by the server, so its request never gets an answer.
 async fn nats_login(env: &Env, role: &str) -> Result<async_nats::Client> {
-    let user = NatsServer::user(role);
-    Ok(async_nats::ConnectOptions::with_user_and_password(
-        user.clone(),
-        env.nats.password(role).to_owned(),
-    )
-    .custom_inbox_prefix(format!("_INBOX.{user}"))
-    .request_timeout(Some(Duration::from_secs(1)))
-    .connect(env.nats.url())
-    .await?)
+    Ok(env
+        .nats_options(role)
+        .request_timeout(Some(Duration::from_secs(1)))
+        .connect(env.nats.url())
+        .await?)
 }
 
 /// A subject `stage` does not publish, whose messages the stream would keep.
