@@ -13,7 +13,7 @@ use vaultline_format::keys::Recipient;
 use vaultline_format::manifest::{
     ChunkRef, ContentDigest, ContentHash, Entry, Header, Record, write_record,
 };
-use vaultline_format::staged::StagedWriter;
+use vaultline_format::staged::{self, StagedWriter};
 use vaultline_runtime::{Deps, Outgoing, StageError};
 use vaultline_types::staging_key::{self, StagedBatch};
 use vaultline_types::{ChunkId, Name, SnapshotId};
@@ -66,6 +66,8 @@ const SPARE_BUFFERS: usize = 2;
 /// afresh (see the runtime's allocator bounds), so every page of every new
 /// chunk was faulted in, zeroed and unmapped again.
 #[derive(Default)]
+/// Chunks waiting for their dedup lookup. Each is kept as a staged record's
+/// plaintext, `id | chunk`, so a new one is sealed where it lies.
 struct Pending {
     ids: Vec<(ChunkId, std::ops::Range<usize>)>,
     data: Vec<u8>,
@@ -83,10 +85,12 @@ impl Pending {
         if self.data.capacity() == 0 {
             // Never grown (and copied) on the way: a lookup starts once
             // LOOKUP_BYTES are reached, at most one chunk beyond.
-            self.data
-                .reserve_exact(LOOKUP_BYTES + vaultline_format::chunker::MAX_SIZE);
+            self.data.reserve_exact(
+                LOOKUP_BYTES + vaultline_format::chunker::MAX_SIZE + staged::ID,
+            );
         }
         let start = self.data.len();
+        self.data.extend_from_slice(&id.0);
         self.data.extend_from_slice(chunk);
         self.ids.push((id, start..self.data.len()));
     }
@@ -329,13 +333,14 @@ impl<'a> Batches<'a> {
         let ids: Vec<ChunkId> = pending.ids.iter().map(|(id, _)| *id).collect();
         let existing = self.stored(&ids)?;
         let mut state = self.state();
+        let mut data = pending.data;
         for (id, range) in pending.ids {
             if !existing.contains(&id) {
-                state.write(self.job, id, &pending.data[range])?;
+                state.write(self.job, &mut data[range])?;
             }
         }
         if state.spare.len() < SPARE_BUFFERS {
-            let mut buffer = pending.data;
+            let mut buffer = data;
             buffer.clear();
             state.spare.push(buffer);
         }
@@ -352,7 +357,9 @@ impl<'a> Batches<'a> {
 }
 
 impl BatchState {
-    fn write(&mut self, job: &Job, id: ChunkId, data: &[u8]) -> Result<(), StageError> {
+    /// Seals one `id | chunk` record in place (its plaintext is not needed
+    /// afterwards) and stages it.
+    fn write(&mut self, job: &Job, record: &mut [u8]) -> Result<(), StageError> {
         if self.current.is_none() {
             let key = batch_key(job, self.index);
             let tmp = job.deps.staging.temp_path(&key)?;
@@ -363,10 +370,11 @@ impl BatchState {
             self.current = Some((sealed, tmp));
         }
         let (out, tmp) = self.current.as_mut().expect("opened above");
-        out.add(&id, data).map_err(|e| sealing_err(tmp, e))?;
-        self.current_bytes += data.len() as u64;
+        let chunk_bytes = (record.len() - staged::ID) as u64;
+        out.add_record(record).map_err(|e| sealing_err(tmp, e))?;
+        self.current_bytes += chunk_bytes;
         self.current_chunks += 1;
-        self.bytes_new += data.len() as u64;
+        self.bytes_new += chunk_bytes;
         if self.current_bytes >= job.batch_bytes {
             self.close(job)?;
         }

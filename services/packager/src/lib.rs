@@ -149,9 +149,9 @@ fn pack_batch(
     let out = BufWriter::with_capacity(1 << 20, File::create(&temp).map_err(staging_err)?);
     let mut pack = PackWriter::new(out, recipient)?;
     let mut compressor = Compressor::new(level)?;
-    let mut chunk = Vec::new();
-    while let Some(id) = batch.next_chunk(&mut chunk).map_err(unreadable)? {
-        pack.add(id, &chunk, &mut compressor)?;
+    let mut record = Vec::new();
+    while let Some((id, chunk)) = batch.next_chunk(&mut record).map_err(unreadable)? {
+        pack.add(id, chunk, &mut compressor)?;
     }
     Ok((temp, pack.finish(&mut compressor)?))
 }

@@ -136,21 +136,20 @@ impl PackKey {
     }
 }
 
-fn seal_with(
+/// Seals `framed` in place under a fresh random nonce; the blob on disk
+/// is `nonce | framed | tag`, written by the caller straight from these
+/// parts (building it in one buffer copied every packed byte once more).
+fn seal_in_place(
     cipher: &XChaCha20Poly1305,
     aad: &[u8],
     framed: &mut [u8],
-    out: &mut Vec<u8>,
-) -> Result<()> {
+) -> Result<([u8; NONCE], [u8; TAG])> {
     let mut nonce = [0u8; NONCE];
     getrandom::fill(&mut nonce).map_err(|e| Error::Key(format!("random source failed: {e}")))?;
     let tag = cipher
         .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, framed)
         .map_err(|_| Error::Key("encrypting a blob failed".into()))?;
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(framed);
-    out.extend_from_slice(&tag);
-    Ok(())
+    Ok((nonce, tag.into()))
 }
 
 fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
@@ -181,7 +180,6 @@ pub struct PackWriter<W: Write> {
     offset: u64,
     entries: Vec<IndexEntry>,
     framed: Vec<u8>,
-    sealed: Vec<u8>,
 }
 
 /// A finished pack.
@@ -213,7 +211,6 @@ impl<W: Write> PackWriter<W> {
             offset: 0,
             entries: Vec::new(),
             framed: Vec::new(),
-            sealed: Vec::new(),
         };
         key.fill(0);
         writer.write(MAGIC)?;
@@ -234,21 +231,28 @@ impl<W: Write> PackWriter<W> {
     /// # Errors
     /// When compressing or writing to `out` fails.
     pub fn add(&mut self, id: ChunkId, chunk: &[u8], compressor: &mut Compressor) -> Result<()> {
-        self.framed.clear();
-        compressor.frame(chunk, &mut self.framed)?;
-        self.sealed.clear();
-        seal_with(&self.cipher, &id.0, &mut self.framed, &mut self.sealed)?;
-        let entry = IndexEntry {
+        let mut framed = std::mem::take(&mut self.framed);
+        framed.clear();
+        compressor.frame(chunk, &mut framed)?;
+        let offset = self.offset;
+        let written = self.write_sealed(&id.0, &mut framed);
+        self.framed = framed; // kept for the next blob, also after an error
+        self.entries.push(IndexEntry {
             id,
-            offset: self.offset,
-            length: self.sealed.len() as u32,
+            offset,
+            length: written? as u32,
             raw_length: chunk.len() as u32,
-        };
-        let sealed = std::mem::take(&mut self.sealed);
-        self.write(&sealed)?;
-        self.sealed = sealed;
-        self.entries.push(entry);
+        });
         Ok(())
+    }
+
+    /// Seals `framed` and appends it as a blob; returns the blob's length.
+    fn write_sealed(&mut self, aad: &[u8], framed: &mut [u8]) -> Result<usize> {
+        let (nonce, tag) = seal_in_place(&self.cipher, aad, framed)?;
+        self.write(&nonce)?;
+        self.write(framed)?;
+        self.write(&tag)?;
+        Ok(NONCE + framed.len() + TAG)
     }
 
     /// Number of blobs so far.
@@ -269,10 +273,8 @@ impl<W: Write> PackWriter<W> {
         let index = rmp_serde::to_vec(&self.entries).expect("index entries serialise");
         let mut framed = Vec::new();
         compressor.frame(&index, &mut framed)?;
-        let mut sealed = Vec::new();
-        seal_with(&self.cipher, INDEX_AAD, &mut framed, &mut sealed)?;
-        self.write(&sealed)?;
-        self.write(&(sealed.len() as u32).to_le_bytes())?;
+        let length = self.write_sealed(INDEX_AAD, &mut framed)?;
+        self.write(&(length as u32).to_le_bytes())?;
         self.write(END)?;
         self.out.flush()?;
         Ok(FinishedPack {

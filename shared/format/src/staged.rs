@@ -25,7 +25,8 @@ use zeroize::Zeroize;
 /// First bytes of a staged batch.
 pub const MAGIC: &[u8; 8] = b"VLSTGB01";
 const TAG: usize = 16;
-const ID: usize = 32;
+/// Bytes of the chunk id that starts every record.
+pub const ID: usize = 32;
 /// No record is larger than this: a chunk's maximum and its id.
 const MAX_RECORD: usize = crate::chunker::MAX_SIZE + ID + TAG;
 
@@ -78,26 +79,42 @@ impl<W: Write> StagedWriter<W> {
         })
     }
 
-    /// Seals and writes one chunk.
+    /// Seals and writes one chunk (through a copy; see [`Self::add_record`]).
     ///
     /// # Errors
     /// When writing fails.
     pub fn add(&mut self, id: &ChunkId, chunk: &[u8]) -> Result<()> {
-        self.buffer.clear();
-        self.buffer.extend_from_slice(&id.0);
-        self.buffer.extend_from_slice(chunk);
-        self.seal(0)
+        let mut record = std::mem::take(&mut self.buffer);
+        record.clear();
+        record.extend_from_slice(&id.0);
+        record.extend_from_slice(chunk);
+        let written = self.add_record(&mut record);
+        self.buffer = record;
+        written
     }
 
-    fn seal(&mut self, last: u8) -> Result<()> {
+    /// Seals `record`, which is `chunk id | chunk`, in place and writes it:
+    /// the extractor keeps new chunks in that shape, so no byte is copied
+    /// on the way. `record` holds ciphertext afterwards.
+    ///
+    /// # Errors
+    /// When `record` is shorter than a chunk id, or writing fails.
+    pub fn add_record(&mut self, record: &mut [u8]) -> Result<()> {
+        if record.len() < ID {
+            return Err(corrupt("a record shorter than a chunk id"));
+        }
+        self.seal(record, 0)
+    }
+
+    fn seal(&mut self, record: &mut [u8], last: u8) -> Result<()> {
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce(self.index), Aad::from([last]), &mut self.buffer)
+            .seal_in_place_separate_tag(nonce(self.index), Aad::from([last]), record)
             .map_err(|_| corrupt("sealing failed"))?;
         self.index += 1;
-        let length = (self.buffer.len() + TAG) as u32;
+        let length = (record.len() + TAG) as u32;
         self.out.write_all(&length.to_le_bytes())?;
-        self.out.write_all(&self.buffer)?;
+        self.out.write_all(record)?;
         self.out.write_all(tag.as_ref())?;
         Ok(())
     }
@@ -107,8 +124,7 @@ impl<W: Write> StagedWriter<W> {
     /// # Errors
     /// When writing fails.
     pub fn finish(mut self) -> Result<W> {
-        self.buffer.clear();
-        self.seal(1)?;
+        self.seal(&mut [], 1)?;
         self.out.flush()?;
         Ok(self.out)
     }
@@ -155,12 +171,18 @@ impl<R: Read> StagedReader<R> {
         })
     }
 
-    /// The next chunk into `chunk`, or `None` after the end record.
+    /// The next chunk, opened in `record` (a buffer the caller reuses) and
+    /// returned as its id and a slice of it, or `None` after the end record.
+    /// The chunk is not moved to the buffer's start: that memmove touched
+    /// every staged byte a second time.
     ///
     /// # Errors
     /// [`Error::Corrupt`] when a record fails authentication, the batch is
     /// truncated, or bytes follow its end.
-    pub fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> Result<Option<ChunkId>> {
+    pub fn next_chunk<'r>(
+        &mut self,
+        record: &'r mut Vec<u8>,
+    ) -> Result<Option<(ChunkId, &'r [u8])>> {
         if self.ended {
             return Ok(None);
         }
@@ -172,18 +194,18 @@ impl<R: Read> StagedReader<R> {
         if !(TAG..=MAX_RECORD).contains(&length) {
             return Err(corrupt(format!("a record of {length} bytes")));
         }
-        chunk.resize(length, 0);
+        record.resize(length, 0);
         self.input
-            .read_exact(chunk)
+            .read_exact(record)
             .map_err(|_| corrupt("truncated in a record"))?;
-        let (sealed, tag) = chunk.split_at_mut(length - TAG);
+        let (sealed, tag) = record.split_at_mut(length - TAG);
         let tag = Tag::try_from(&*tag).map_err(|_| corrupt("a record's tag"))?;
         let last = u8::from(length == TAG);
         self.key
             .open_in_place_separate_tag(nonce(self.index), Aad::from([last]), tag, sealed, 0..)
             .map_err(|_| corrupt(format!("record {} fails authentication", self.index)))?;
         self.index += 1;
-        chunk.truncate(length - TAG);
+        let opened = &record[..length - TAG];
         if last == 1 {
             self.ended = true;
             let mut after = [0u8; 1];
@@ -192,12 +214,11 @@ impl<R: Read> StagedReader<R> {
                 _ => Err(corrupt("bytes follow its end record")),
             };
         }
-        if chunk.len() < ID {
+        if opened.len() < ID {
             return Err(corrupt("a record shorter than a chunk id"));
         }
-        let id = ChunkId(chunk[..ID].try_into().expect("32 bytes"));
-        chunk.drain(..ID);
-        Ok(Some(id))
+        let (id, chunk) = opened.split_at(ID);
+        Ok(Some((ChunkId(id.try_into().expect("32 bytes")), chunk)))
     }
 }
 
@@ -216,9 +237,9 @@ mod tests {
     fn read_all(bytes: &[u8], identity: &Identity) -> Result<Vec<(ChunkId, Vec<u8>)>> {
         let mut reader = StagedReader::open(bytes, identity)?;
         let mut out = Vec::new();
-        let mut chunk = Vec::new();
-        while let Some(id) = reader.next_chunk(&mut chunk)? {
-            out.push((id, chunk.clone()));
+        let mut record = Vec::new();
+        while let Some((id, chunk)) = reader.next_chunk(&mut record)? {
+            out.push((id, chunk.to_vec()));
         }
         Ok(out)
     }
