@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite. Starts its own nats-server, PostgreSQL, MariaDB and
+# The whole test suite, after clippy. Starts its own nats-server, PostgreSQL, MariaDB and
 # Garage (S3) per test (on free ports, in temp dirs); installs them first when
 # missing.
 set -euo pipefail
@@ -10,6 +10,9 @@ ensure_postgres
 ensure_mariadb
 ensure_garage
 echo "==> nats-server: $VAULTLINE_NATS_SERVER ($("$VAULTLINE_NATS_SERVER" --version))"
+# Lints first: clippy.toml keeps the metrics macros inside vaultline-metrics.
+echo "==> cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The process tests start the per-stage binaries themselves.
 cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then

@@ -14,7 +14,7 @@ use vaultline_format::manifest::{
     ChunkRef, ContentDigest, ContentHash, Entry, Header, Record, write_record,
 };
 use vaultline_format::staged::{self, StagedWriter};
-use vaultline_runtime::{Deps, Outgoing, StageError};
+use vaultline_runtime::{Deps, ErrorType, Outgoing, StageError};
 use vaultline_types::staging_key::{self, StagedBatch};
 use vaultline_types::{ChunkId, Name, SnapshotId};
 
@@ -85,9 +85,8 @@ impl Pending {
         if self.data.capacity() == 0 {
             // Never grown (and copied) on the way: a lookup starts once
             // LOOKUP_BYTES are reached, at most one chunk beyond.
-            self.data.reserve_exact(
-                LOOKUP_BYTES + vaultline_format::chunker::MAX_SIZE + staged::ID,
-            );
+            self.data
+                .reserve_exact(LOOKUP_BYTES + vaultline_format::chunker::MAX_SIZE + staged::ID);
         }
         let start = self.data.len();
         self.data.extend_from_slice(&id.0);
@@ -97,15 +96,23 @@ impl Pending {
 }
 
 pub(crate) fn source_err(what: impl std::fmt::Display) -> StageError {
-    StageError::permanent("source", what)
+    StageError::permanent(ErrorType::Source, what)
 }
 
 fn sealing_err(path: &Path, e: vaultline_format::Error) -> StageError {
-    StageError::transient("staging", format!("writing {}: {e}", path.display()))
+    StageError::transient(
+        ErrorType::Staging,
+        format!("writing {}: {e}", path.display()),
+    )
 }
 
 pub(crate) fn staging_io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
-    move |e| StageError::transient("staging", format!("writing {}: {e}", path.display()))
+    move |e| {
+        StageError::transient(
+            ErrorType::Staging,
+            format!("writing {}: {e}", path.display()),
+        )
+    }
 }
 
 /// The draft manifest being written to staging.
@@ -396,7 +403,10 @@ impl BatchState {
             self.current_bytes,
         );
         self.tx.blocking_send(event).map_err(|_| {
-            StageError::transient("bus", "publishing batches stopped; extraction abandoned")
+            StageError::transient(
+                ErrorType::Bus,
+                "publishing batches stopped; extraction abandoned",
+            )
         })?;
         self.index += 1;
         self.current_bytes = 0;

@@ -4,7 +4,6 @@
 use crate::draft::{Batches, Draft, Job, PARALLEL_FROM, Summary, chunk_into, source_err};
 use crate::files_cache::{self, CachedFile, Next, Previous, Stat};
 use crate::metadata::Recorder;
-use serde::Deserialize;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -12,18 +11,11 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 use vaultline_format::chunker::Chunker;
 use vaultline_format::manifest::{ChunkRef, Entry, EntryKind, Footer, Record, SourceDigest};
-use vaultline_runtime::{Cx, Outgoing, StageError};
-
-/// Configuration of a `files` source.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FilesConfig {
-    /// Root of the tree.
-    path: PathBuf,
-}
+use vaultline_runtime::{Cx, ErrorType, Outgoing, StageError};
+use vaultline_types::FilesSource;
 
 /// Reads the tree on a blocking thread; batches flow back to be emitted here.
-pub(crate) async fn extract(job: Job, config: FilesConfig, cx: &Cx) -> Result<Summary, StageError> {
+pub(crate) async fn extract(job: Job, config: FilesSource, cx: &Cx) -> Result<Summary, StageError> {
     let (tx, mut rx) = mpsc::channel::<Outgoing>(2);
     let runtime = tokio::runtime::Handle::current();
     let worker = tokio::task::spawn_blocking(move || walk(&job, &config.path, &runtime, tx));
@@ -448,7 +440,7 @@ impl Walker<'_, '_> {
                 size: stat.size,
                 reply,
             })
-            .map_err(|_| StageError::transient("extractor", "the file readers stopped"))?;
+            .map_err(|_| StageError::transient(ErrorType::Internal, "the file readers stopped"))?;
         Ok(Some(Slot::Reading { result, stat }))
     }
 
@@ -529,7 +521,7 @@ impl Walker<'_, '_> {
                 Slot::Reading { stat, .. } => {
                     let read = read.flatten().ok_or_else(|| {
                         StageError::transient(
-                            "extractor",
+                            ErrorType::Internal,
                             "a file reader stopped without an answer",
                         )
                     })??;

@@ -12,10 +12,10 @@ mod stream;
 
 use std::sync::Arc;
 use vaultline_catalog::SnapshotStatus;
-use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
+use vaultline_runtime::{Cx, Deps, ErrorType, Outcome, Outgoing, Stage, StageError};
 use vaultline_types::{
     BackupRequested, DataExtracted, Name, SCHEDULED_REQUEST_PREFIX, SnapshotExtracted, SnapshotId,
-    SnapshotStarted, StageName, TriggerKind,
+    SnapshotStarted, SourceConfig, StageName, TriggerKind,
 };
 
 /// Default bytes of new data per batch (and so per pack).
@@ -39,7 +39,7 @@ impl Stage for Extractor {
             .batch_bytes
             .unwrap_or(DEFAULT_BATCH_BYTES);
         let staging_recipient = vaultline_runtime::deps::load_staging_recipient(&deps.config)
-            .map_err(|e| StageError::permanent("config", e))?;
+            .map_err(|e| StageError::permanent(ErrorType::Config, e))?;
         Ok(Extractor {
             deps,
             batch_bytes,
@@ -110,48 +110,29 @@ impl Stage for Extractor {
             batch_bytes: self.batch_bytes,
             created: cx.published.unix_timestamp(),
         };
-        let bad_config = |e: serde_json::Error| {
-            StageError::permanent("source", format!("source {tenant}/{source}: {e}"))
-        };
-        let config = source_row.config.clone();
-        let summary = match source_row.kind.as_str() {
-            "files" => {
-                let config: files::FilesConfig =
-                    serde_json::from_value(config).map_err(bad_config)?;
-                files::extract(job, config, cx).await?
-            }
-            "postgres" => {
-                let config: stream::PostgresConfig =
-                    serde_json::from_value(config).map_err(bad_config)?;
+        let config = source_row.config().map_err(|e| {
+            StageError::permanent(ErrorType::Source, format!("source {tenant}/{source}: {e}"))
+        })?;
+        let summary = match config {
+            SourceConfig::Files(config) => files::extract(job, config, cx).await?,
+            SourceConfig::Postgres(config) => {
                 let credential = self.credential(&tenant, &source).await?;
                 let program = postgres::program(&config, credential).await?;
                 stream::extract(job, program, cx).await?
             }
-            "mariadb" | "mysql" => {
-                let config: stream::MariadbConfig =
-                    serde_json::from_value(config).map_err(bad_config)?;
+            SourceConfig::Mariadb(config) => {
                 let credential = self.credential(&tenant, &source).await?;
                 stream::extract(job, stream::mariadb_program(&config, credential)?, cx).await?
             }
-            "command" => {
-                let config: stream::CommandConfig =
-                    serde_json::from_value(config).map_err(bad_config)?;
+            SourceConfig::Command(config) => {
                 let credential = self.credential(&tenant, &source).await?;
                 stream::extract(job, stream::command_program(&config, credential)?, cx).await?
-            }
-            other => {
-                return Err(StageError::permanent(
-                    "source",
-                    format!(
-                        "source {tenant}/{source} has type {other:?}, which this build cannot read"
-                    ),
-                ));
             }
         };
         let tables = (!summary.tables.is_empty())
             .then(|| serde_json::to_value(&summary.tables))
             .transpose()
-            .map_err(|e| StageError::permanent("source", e.to_string()))?;
+            .map_err(|e| StageError::permanent(ErrorType::Source, e.to_string()))?;
         catalog
             .set_extracted(
                 &tenant,
@@ -203,7 +184,7 @@ impl Extractor {
             return Ok(());
         }
         Err(StageError::rejected(
-            "forged",
+            ErrorType::Forged,
             format!(
                 "a scheduled trigger for {tenant}/{source} with request id {id:?}, which the scheduler did not record; \
                  {SCHEDULED_REQUEST_PREFIX} ids and the scheduled trigger kind are the scheduler's alone"
@@ -225,13 +206,13 @@ impl Extractor {
         let key =
             vaultline_runtime::deps::load_credentials_key(&self.deps.config).map_err(|e| {
                 StageError::permanent(
-                    "source",
+                    ErrorType::Source,
                     format!("source {tenant}/{source} has a stored credential, but {e}"),
                 )
             })?;
         key.open(&sealed).map(Some).map_err(|_| {
             StageError::permanent(
-                "source",
+                ErrorType::Source,
                 format!(
                     "the stored credential of source {tenant}/{source} does not open with this credentials key"
                 ),

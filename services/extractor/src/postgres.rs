@@ -4,9 +4,11 @@
 //! the rows the dump holds, however busy the database is.
 
 use crate::draft::source_err;
-use crate::stream::{PostgresConfig, Program};
+use crate::stream::Program;
 use vaultline_format::manifest::TableRows;
+use vaultline_runtime::ErrorType;
 use vaultline_runtime::StageError;
+use vaultline_types::PostgresSource;
 
 /// The open transaction whose snapshot pg_dump shares.
 pub(crate) struct ExportedSnapshot {
@@ -28,7 +30,7 @@ impl ExportedSnapshot {
 fn pg_err(what: &str, e: &tokio_postgres::Error) -> StageError {
     // tokio-postgres errors carry the server's message, never the password.
     StageError::transient(
-        "source",
+        ErrorType::Source,
         format!(
             "postgres source, {what}: {}",
             vaultline_databases::pg_message(e)
@@ -39,7 +41,7 @@ fn pg_err(what: &str, e: &tokio_postgres::Error) -> StageError {
 /// Connects, exports a snapshot, counts every table in it, and builds the
 /// pg_dump command that reads the same snapshot.
 pub(crate) async fn program(
-    config: &PostgresConfig,
+    config: &PostgresSource,
     credential: Option<Vec<u8>>,
 ) -> Result<Program, StageError> {
     let mut pg: tokio_postgres::Config = config
@@ -64,7 +66,7 @@ pub(crate) async fn program(
     let database = pg.get_dbname().unwrap_or("postgres").to_owned();
     let client = vaultline_databases::pg_connect(&config.url, password.as_deref())
         .await
-        .map_err(|e| StageError::transient("source", format!("postgres source: {e:#}")))?;
+        .map_err(|e| StageError::transient(ErrorType::Source, format!("postgres source: {e:#}")))?;
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await

@@ -10,55 +10,12 @@
 use crate::draft::{Batches, Draft, Job, Summary, chunk_into, source_err};
 use crate::files_cache::{self, CachedFile, Next, Previous, STREAM_ROOT, Stat};
 use crate::rows::SqlRowCounter;
-use serde::Deserialize;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use tokio::sync::mpsc;
 use vaultline_format::manifest::{Entry, EntryKind, Footer, Record, SourceDigest, TableRows};
-use vaultline_runtime::{Cx, Outgoing, StageError};
-
-/// `postgres`: a database reached by URL (no password in it).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct PostgresConfig {
-    /// `postgres://user@host:port/database`
-    pub(crate) url: String,
-    /// The pg_dump to run (default: `pg_dump` on PATH).
-    #[serde(default)]
-    pub(crate) pg_dump: Option<String>,
-}
-
-/// `mariadb` (or `mysql`): a database reached by URL (no password in it).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct MariadbConfig {
-    /// `mariadb://user@host:port/database`
-    pub(crate) url: String,
-    /// The dump program (default: `mariadb-dump`, else `mysqldump`).
-    #[serde(default)]
-    pub(crate) dump: Option<String>,
-}
-
-/// `command`: a shell command whose stdout is the backup.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct CommandConfig {
-    /// Run with `/bin/sh -c`.
-    pub(crate) command: String,
-    /// Its pair, which reads the backup on stdin.
-    #[serde(default)]
-    #[expect(
-        dead_code,
-        reason = "read by `vaultline restore --into-command`, not here"
-    )]
-    pub(crate) restore_command: Option<String>,
-    /// Environment variable that carries the stored credential to the command.
-    #[serde(default)]
-    pub(crate) secret_env: Option<String>,
-    /// Name of the entry in the manifest (default `stdout`).
-    #[serde(default)]
-    pub(crate) name: Option<String>,
-}
+use vaultline_runtime::{Cx, ErrorType, Outgoing, StageError};
+use vaultline_types::{CommandSource, MariadbSource};
 
 /// What to run and how to read it, once the credential is opened.
 pub(crate) struct Program {
@@ -121,7 +78,7 @@ fn run(
         // with this message.
         let tail = tail.trim();
         return Err(StageError::transient(
-            "source",
+            ErrorType::Source,
             if tail.is_empty() {
                 format!("{} exited with {status}", program.shown)
             } else {
@@ -276,7 +233,7 @@ impl<R: Read> Read for Counted<R> {
 
 /// Builds the program of a `command` source.
 pub(crate) fn command_program(
-    config: &CommandConfig,
+    config: &CommandSource,
     credential: Option<Vec<u8>>,
 ) -> Result<Program, StageError> {
     let mut command = vaultline_databases::child_env::command("/bin/sh", &[]);
@@ -313,7 +270,7 @@ pub(crate) fn command_program(
 /// Builds the program of a `mariadb` source: mariadb-dump in one consistent
 /// transaction, binary columns as hex so the row counter can read the text.
 pub(crate) fn mariadb_program(
-    config: &MariadbConfig,
+    config: &MariadbSource,
     credential: Option<Vec<u8>>,
 ) -> Result<Program, StageError> {
     let url = url::Url::parse(&config.url).map_err(|e| source_err(format!("source url: {e}")))?;
@@ -343,7 +300,7 @@ pub(crate) fn mariadb_program(
         .transpose()
         .map_err(|_| source_err("the stored credential is not UTF-8 text"))?;
     let options = vaultline_databases::MariadbOptions::new(password.as_deref())
-        .map_err(|e| StageError::transient("source", format!("{e:#}")))?;
+        .map_err(|e| StageError::transient(ErrorType::Source, format!("{e:#}")))?;
     let (connection, _) = vaultline_databases::mariadb_args(&config.url)
         .map_err(|e| source_err(format!("source url: {e:#}")))?;
     let mut command = vaultline_databases::child_env::command(&dump, &[]);

@@ -10,7 +10,7 @@ use vaultline_format::blob::Compressor;
 use vaultline_format::keys::{Identity, Recipient, key_id, parse_recipient};
 use vaultline_format::pack::PackWriter;
 use vaultline_format::staged::StagedReader;
-use vaultline_runtime::{Cx, Deps, Outcome, Outgoing, Stage, StageError};
+use vaultline_runtime::{Cx, Deps, ErrorType, Outcome, Outgoing, Stage, StageError};
 use vaultline_types::staging_key;
 use vaultline_types::{DataExtracted, PackStaged, StageName};
 
@@ -36,7 +36,7 @@ impl Stage for Packager {
             .zstd_level
             .unwrap_or(DEFAULT_ZSTD_LEVEL);
         let staging = vaultline_runtime::deps::load_staging_identity(&deps.config)
-            .map_err(|e| StageError::permanent("config", e))?;
+            .map_err(|e| StageError::permanent(ErrorType::Config, e))?;
         Ok(Packager {
             deps,
             zstd_level,
@@ -48,7 +48,7 @@ impl Stage for Packager {
         let staging = &self.deps.staging;
         let staged = batch.staged_batch();
         staging_key::check("staged", &batch.staged, &staged.raw())
-            .map_err(|e| StageError::rejected("forged", e))?;
+            .map_err(|e| StageError::rejected(ErrorType::Forged, e))?;
         let Some(raw) = staging.fetch(&batch.staged).await? else {
             let catalog = &self.deps.catalog;
             let key = BatchKey {
@@ -67,7 +67,7 @@ impl Stage for Packager {
                 Ok(vec![])
             } else {
                 Err(StageError::permanent(
-                    "staging",
+                    ErrorType::Staging,
                     format!(
                         "staged batch {} is gone (expired or removed) before it was packed",
                         batch.staged
@@ -85,7 +85,7 @@ impl Stage for Packager {
         // and nothing is encrypted to a key the tenant does not hold.
         if key_id(&recipient) != batch.key_id {
             return Err(StageError::permanent(
-                "key",
+                ErrorType::Key,
                 format!(
                     "the recipient recorded for key {} of tenant {} is not the one that id names; refusing to encrypt to it",
                     batch.key_id, batch.tenant
@@ -106,11 +106,12 @@ impl Stage for Packager {
         // it was sent names.
         let pack_key = staged.pack(&finished.id);
         staging.commit(&temp, &pack_key).await?;
-        let index = rmp_serde::to_vec(&finished.entries).expect("index entries serialise");
+        let index = vaultline_format::pack::encode_index(&finished.entries);
         let index_key = staged.pack_index(&finished.id);
         let index_temp = staging.temp_path(&index_key)?;
-        std::fs::write(&index_temp, index)
-            .map_err(|e| StageError::transient("staging", format!("writing pack index: {e}")))?;
+        std::fs::write(&index_temp, index).map_err(|e| {
+            StageError::transient(ErrorType::Staging, format!("writing pack index: {e}"))
+        })?;
         staging.commit(&index_temp, &index_key).await?;
         tracing::debug!(pack = %finished.id, size = finished.size, blobs = finished.entries.len(), "Packed batch.");
         Ok(vec![Outgoing::event(&PackStaged {
@@ -137,13 +138,17 @@ fn pack_batch(
     recipient: &Recipient,
     level: i32,
 ) -> Result<(std::path::PathBuf, Finished), StageError> {
-    let staging_err =
-        |e: std::io::Error| StageError::transient("staging", format!("{}: {e}", raw.display()));
+    let staging_err = |e: std::io::Error| {
+        StageError::transient(ErrorType::Staging, format!("{}: {e}", raw.display()))
+    };
     let input = BufReader::with_capacity(1 << 20, File::open(raw).map_err(staging_err)?);
     // A batch that does not open was not sealed by an extractor with our
     // recipient (or was damaged in staging): nothing to retry.
     let unreadable = |e: vaultline_format::Error| {
-        StageError::permanent("staging", format!("staged batch {}: {e}", raw.display()))
+        StageError::permanent(
+            ErrorType::Staging,
+            format!("staged batch {}: {e}", raw.display()),
+        )
     };
     let mut batch = StagedReader::open(input, staging).map_err(unreadable)?;
     let out = BufWriter::with_capacity(1 << 20, File::create(&temp).map_err(staging_err)?);

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 use vaultline_catalog::{Catalog, GcPlan};
+use vaultline_runtime::ErrorType;
 use vaultline_runtime::StageError;
 use vaultline_storage::{ObjectKey, Repository};
 use vaultline_types::{Name, PackId, PacksDeleted};
@@ -94,7 +95,7 @@ pub async fn collect_all(
 ) -> Result<Vec<PacksDeleted>, StageError> {
     let mut reports = Vec::new();
     for tenant in catalog.tenants_with_packs().await? {
-        let tenant = Name::new(tenant).map_err(|e| StageError::permanent("catalog", e))?;
+        let tenant = Name::new(tenant).map_err(|e| StageError::permanent(ErrorType::Catalog, e))?;
         reports.push(collect(catalog, repository, &tenant, grace).await?);
     }
     Ok(reports)

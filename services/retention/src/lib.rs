@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use vaultline_catalog::{Catalog, SnapshotStatus};
 use vaultline_runtime::runner::{publish, traceparent_for};
-use vaultline_runtime::{Cx, Deps, Node, Outcome, Outgoing, Stage, StageError};
+use vaultline_runtime::{Cx, Deps, ErrorType, Node, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
 use vaultline_types::{Name, SnapshotExpired, SnapshotVerified, StageName};
 
@@ -29,7 +29,7 @@ pub async fn policy_of(
     let row = catalog.source(tenant, source).await?;
     serde_json::from_value(row.retention).map_err(|e| {
         StageError::permanent(
-            "policy",
+            ErrorType::Policy,
             format!("retention policy of {tenant}/{source}: {e}"),
         )
     })

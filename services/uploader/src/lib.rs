@@ -8,9 +8,9 @@ mod staged_pack;
 
 use std::sync::Arc;
 use vaultline_catalog::{BatchKey, SnapshotStatus, StoredChunk};
-use vaultline_format::pack::IndexEntry;
+use vaultline_format::pack::decode_index;
 use vaultline_runtime::metrics::{MetricName, count};
-use vaultline_runtime::{Cx, Deps, Inbound, Outcome, Outgoing, Stage, StageError};
+use vaultline_runtime::{Cx, Deps, ErrorType, Inbound, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
 use vaultline_types::staging_key;
 use vaultline_types::{
@@ -90,7 +90,7 @@ impl Uploader {
         let staged = pack.staged_batch();
         staging_key::check("staged", &pack.staged, &staged.pack(&pack.pack))
             .and_then(|()| staging_key::check("raw_staged", &pack.raw_staged, &staged.raw()))
-            .map_err(|e| StageError::rejected("forged", e))?;
+            .map_err(|e| StageError::rejected(ErrorType::Forged, e))?;
         let key = ObjectKey::pack(&pack.tenant, &pack.pack);
         let Some(local) = staging.fetch(&pack.staged).await? else {
             // Redelivered after we stored and cleaned up, or left over from a
@@ -105,28 +105,29 @@ impl Uploader {
                 return Ok(None);
             }
             return Err(StageError::permanent(
-                "staging",
+                ErrorType::Staging,
                 format!("staged pack {} is gone before it was stored", pack.staged),
             ));
         };
         let index_key = staged.pack_index(&pack.pack);
         let index_file = staging.fetch(&index_key).await?.ok_or_else(|| {
             StageError::transient(
-                "staging",
+                ErrorType::Staging,
                 format!("pack index {index_key} is not staged (yet)"),
             )
         })?;
         let index = tokio::fs::read(index_file.path())
             .await
-            .map_err(|e| StageError::transient("staging", format!("{index_key}: {e}")))?;
-        let entries: Vec<IndexEntry> = rmp_serde::from_slice(&index)
-            .map_err(|e| StageError::rejected("staging", format!("pack index {index_key}: {e}")))?;
+            .map_err(|e| StageError::transient(ErrorType::Staging, format!("{index_key}: {e}")))?;
+        let entries = decode_index(&index).map_err(|e| {
+            StageError::rejected(ErrorType::Staging, format!("pack index {index_key}: {e}"))
+        })?;
         let (path, id, claimed) = (local.path().to_owned(), pack.pack, pack.size);
         let entries = tokio::task::spawn_blocking(move || {
             staged_pack::check(&path, &id, claimed, &entries).map(|()| entries)
         })
         .await?
-        .map_err(|e| StageError::rejected("forged", format!("staged pack {id}: {e}")))?;
+        .map_err(|e| StageError::rejected(ErrorType::Forged, format!("staged pack {id}: {e}")))?;
         let size = match self.deps.repository.put_file(&key, local.path()).await {
             Ok(size) => size,
             Err(vaultline_storage::Error::Conflict { key, found }) => {
@@ -190,7 +191,7 @@ impl Uploader {
             tracing::error!(%error, "Cannot publish the conflict alarm.");
         }
         StageError::permanent(
-            "conflict",
+            ErrorType::Conflict,
             format!("{key} already holds other bytes ({found}); it was left as it is"),
         )
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use vaultline_format::keys::parse_recipient;
 use vaultline_format::manifest::{Entry, Location, PackRecord, Record, RecordReader, SealedWriter};
-use vaultline_runtime::{Deps, StageError};
+use vaultline_runtime::{Deps, ErrorType, StageError};
 use vaultline_types::{ChunkId, Name, PackId, SnapshotId};
 
 /// A manifest ready to upload.
@@ -40,7 +40,7 @@ pub(crate) async fn write(
         .await?
     else {
         return Err(StageError::permanent(
-            "staging",
+            ErrorType::Staging,
             format!("the manifest draft of snapshot {snapshot} is gone (staging expired?)"),
         ));
     };
@@ -59,7 +59,8 @@ pub(crate) async fn write(
         tokio::runtime::Handle::current(),
     );
     let (path, packs) = tokio::task::spawn_blocking(move || {
-        let io = |e: std::io::Error| StageError::transient("staging", format!("manifest: {e}"));
+        let io =
+            |e: std::io::Error| StageError::transient(ErrorType::Staging, format!("manifest: {e}"));
         let input = BufReader::with_capacity(1 << 20, File::open(draft.path()).map_err(io)?);
         let out = BufWriter::with_capacity(1 << 20, File::create(&temp).map_err(io)?);
         let mut writer = SealedWriter::new(out, &recipient)?;
@@ -77,7 +78,7 @@ pub(crate) async fn write(
                     for chunk in &mut entry.chunks {
                         let loc = found.get(&chunk.id).ok_or_else(|| {
                             StageError::permanent(
-                                "manifest",
+                                ErrorType::Manifest,
                                 format!(
                                     "chunk {} of {} was never stored",
                                     chunk.id,
@@ -144,7 +145,7 @@ pub(crate) async fn write(
 async fn file_digest(path: PathBuf) -> Result<(u64, String), StageError> {
     tokio::task::spawn_blocking(move || {
         let (digest, size) = vaultline_storage::sha256_file(&path)
-            .map_err(|e| StageError::transient("staging", e))?;
+            .map_err(|e| StageError::transient(ErrorType::Staging, e))?;
         Ok((size, hex::encode(digest)))
     })
     .await?

@@ -145,10 +145,11 @@ pub(crate) async fn drill(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if row.kind != "postgres" && row.kind != "mariadb" {
+    let spec = row.config()?;
+    if spec.database_url().is_none() {
         anyhow::bail!(
             "drills restore database sources; {tenant}/{source} is a {} source (try vaultline verify --full)",
-            row.kind
+            spec.kind()
         );
     }
     let request_id = crate::cli::new_request_id();

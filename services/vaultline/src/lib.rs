@@ -7,7 +7,7 @@ pub mod operate;
 pub mod restoring;
 pub mod sources;
 
-use vaultline_runtime::{Config, Node, StageError};
+use vaultline_runtime::{Config, ErrorType, Node, StageError};
 use vaultline_types::StageName;
 
 /// Starts a node running `stages` (the explicit list of the pipeline's stages;
@@ -36,6 +36,6 @@ async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError
         StageName::Auditor => vaultline_auditor::install(node).await,
         StageName::Scheduler => vaultline_scheduler::install(node)
             .await
-            .map_err(|e| StageError::permanent("config", e)),
+            .map_err(|e| StageError::permanent(ErrorType::Config, e)),
     }
 }

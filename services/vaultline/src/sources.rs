@@ -3,10 +3,35 @@
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
+use vaultline_types::{CommandSource, FilesSource, MariadbSource, PostgresSource, SourceConfig};
+
+/// `--type` of `source add`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    Files,
+    Postgres,
+    Mariadb,
+    /// Stored as mariadb.
+    Mysql,
+    Command,
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            SourceKind::Files => "files",
+            SourceKind::Postgres => "postgres",
+            SourceKind::Mariadb => "mariadb",
+            SourceKind::Mysql => "mysql",
+            SourceKind::Command => "command",
+        };
+        f.write_str(name)
+    }
+}
 
 /// The flags of `source add`, as typed.
 pub struct SourceSpec {
-    pub kind: String,
+    pub kind: SourceKind,
     pub path: Option<PathBuf>,
     pub url: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -28,8 +53,8 @@ pub fn read_secret(path: &PathBuf) -> Result<String> {
 
 impl SourceSpec {
     /// Checks the flags that fit the type were given, and no others.
-    /// Returns `(kind, config, secret, shown)`; `shown` never holds the secret.
-    pub fn resolve(self) -> Result<(String, serde_json::Value, Option<String>, String)> {
+    /// Returns `(config, secret, shown)`; `shown` never holds the secret.
+    pub fn resolve(self) -> Result<(SourceConfig, Option<String>, String)> {
         let SourceSpec {
             kind,
             path,
@@ -46,8 +71,8 @@ impl SourceSpec {
             }
             Ok(())
         };
-        match kind.as_str() {
-            "files" => {
+        match kind {
+            SourceKind::Files => {
                 refuse("url", url.is_some())?;
                 refuse("password-file", password_file.is_some())?;
                 refuse("command", command.is_some())?;
@@ -59,9 +84,9 @@ impl SourceSpec {
                     .canonicalize()
                     .with_context(|| format!("source path {}", path.display()))?;
                 let shown = path.display().to_string();
-                Ok((kind, serde_json::json!({ "path": path }), None, shown))
+                Ok((SourceConfig::Files(FilesSource { path }), None, shown))
             }
-            "postgres" | "mariadb" | "mysql" => {
+            SourceKind::Postgres | SourceKind::Mariadb | SourceKind::Mysql => {
                 refuse("path", path.is_some())?;
                 refuse("command", command.is_some())?;
                 refuse("restore-command", restore_command.is_some())?;
@@ -69,7 +94,8 @@ impl SourceSpec {
                 refuse("secret-env", secret_env.is_some())?;
                 let url = url.with_context(|| format!("a {kind} source needs --url"))?;
                 let parsed = url::Url::parse(&url).context("--url is not a URL")?;
-                let schemes: &[&str] = if kind == "postgres" {
+                let postgres = kind == SourceKind::Postgres;
+                let schemes: &[&str] = if postgres {
                     &["postgres", "postgresql"]
                 } else {
                     &["mariadb", "mysql"]
@@ -87,14 +113,20 @@ impl SourceSpec {
                     );
                 }
                 let secret = password_file.as_ref().map(read_secret).transpose()?;
-                let kind = if kind == "mysql" {
-                    "mariadb".to_owned()
+                let config = if postgres {
+                    SourceConfig::Postgres(PostgresSource {
+                        url: url.clone(),
+                        pg_dump: None,
+                    })
                 } else {
-                    kind
+                    SourceConfig::Mariadb(MariadbSource {
+                        url: url.clone(),
+                        dump: None,
+                    })
                 };
-                Ok((kind, serde_json::json!({ "url": url }), secret, url))
+                Ok((config, secret, url))
             }
-            "command" => {
+            SourceKind::Command => {
                 refuse("path", path.is_some())?;
                 refuse("url", url.is_some())?;
                 refuse("password-file", password_file.is_some())?;
@@ -103,18 +135,100 @@ impl SourceSpec {
                     bail!("--secret-file and --secret-env go together");
                 }
                 let secret = secret_file.as_ref().map(read_secret).transpose()?;
-                let mut config = serde_json::json!({ "command": command });
-                if let Some(restore) = restore_command {
-                    config["restore-command"] = restore.into();
-                }
-                if let Some(var) = secret_env {
-                    config["secret-env"] = var.into();
-                }
-                Ok((kind, config, secret, command))
+                let config = SourceConfig::Command(CommandSource {
+                    command: command.clone(),
+                    restore_command,
+                    secret_env,
+                    name: None,
+                });
+                Ok((config, secret, command))
             }
-            other => bail!(
-                "source type {other:?} is not supported (supported: files, postgres, mariadb, command)"
-            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: SourceKind) -> SourceSpec {
+        SourceSpec {
+            kind,
+            path: None,
+            url: None,
+            password_file: None,
+            command: None,
+            restore_command: None,
+            secret_file: None,
+            secret_env: None,
+        }
+    }
+
+    fn refused(spec: SourceSpec) -> String {
+        format!("{:#}", spec.resolve().unwrap_err())
+    }
+
+    #[test]
+    fn database_urls_are_checked_and_mysql_is_stored_as_mariadb() {
+        let url = |kind, url: &str| SourceSpec {
+            url: Some(url.into()),
+            ..spec(kind)
+        };
+        let (config, secret, shown) = url(SourceKind::Mysql, "mysql://u@h/shop")
+            .resolve()
+            .unwrap();
+        assert_eq!(config.kind(), "mariadb");
+        assert_eq!((secret, shown.as_str()), (None, "mysql://u@h/shop"));
+        let with_password = refused(url(SourceKind::Postgres, "postgres://u:pw@h/shop"));
+        assert!(with_password.contains("--password-file"), "{with_password}");
+        assert!(!with_password.contains("pw@"), "{with_password}");
+        let scheme = refused(url(SourceKind::Postgres, "mariadb://u@h/shop"));
+        assert!(scheme.contains("postgres://"), "{scheme}");
+        let no_db = refused(url(SourceKind::Mariadb, "mariadb://u@h/"));
+        assert!(no_db.contains("name the database"), "{no_db}");
+        assert!(refused(spec(SourceKind::Postgres)).contains("--url"));
+    }
+
+    #[test]
+    fn flags_of_another_type_are_refused() {
+        let files_with_url = SourceSpec {
+            path: Some("/".into()),
+            url: Some("postgres://u@h/db".into()),
+            ..spec(SourceKind::Files)
+        };
+        assert!(refused(files_with_url).contains("--url does not apply to a files source"));
+        let half_secret = SourceSpec {
+            command: Some("echo".into()),
+            secret_env: Some("TOKEN".into()),
+            ..spec(SourceKind::Command)
+        };
+        assert!(refused(half_secret).contains("go together"));
+        let command = SourceSpec {
+            command: Some("pg_dumpall".into()),
+            restore_command: Some("psql".into()),
+            ..spec(SourceKind::Command)
+        };
+        let (config, _, shown) = command.resolve().unwrap();
+        assert_eq!(config.restore_command(), Some("psql"));
+        assert_eq!(shown, "pg_dumpall");
+    }
+
+    #[test]
+    fn a_files_source_is_stored_by_its_canonical_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = dir.path().join(".").join("");
+        let (config, _, _) = SourceSpec {
+            path: Some(given),
+            ..spec(SourceKind::Files)
+        }
+        .resolve()
+        .unwrap();
+        let canonical = dir.path().canonicalize().unwrap();
+        assert_eq!(config, SourceConfig::Files(FilesSource { path: canonical }));
+        let missing = SourceSpec {
+            path: Some(dir.path().join("gone")),
+            ..spec(SourceKind::Files)
+        };
+        assert!(refused(missing).contains("gone"));
     }
 }

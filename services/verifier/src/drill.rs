@@ -13,8 +13,9 @@ use time::OffsetDateTime;
 use vaultline_catalog::{DrillRow, SnapshotStatus};
 use vaultline_databases::{MariadbOptions, TableCount};
 use vaultline_format::keys::Kek;
+use vaultline_runtime::metrics::{MetricName, count, gauge};
 use vaultline_runtime::{Deps, StageError};
-use vaultline_types::{DrillCompleted, DrillRequested, Name, SnapshotId, TableCheck};
+use vaultline_types::{DrillCompleted, DrillRequested, Name, SnapshotId, SourceConfig, TableCheck};
 use zeroize::Zeroizing;
 
 /// Runs one drill and returns its result (already recorded in the catalog).
@@ -51,17 +52,21 @@ pub async fn run(
         ("tenant", request.tenant.to_string()),
         ("source", request.source.to_string()),
     ];
-    metrics::gauge!("vaultline_drill_duration_seconds", &labels).set(duration_ms as f64 / 1000.0);
-    metrics::gauge!("vaultline_drill_last_success", &labels).set(if error.is_none() {
-        1.0
-    } else {
-        0.0
-    });
-    metrics::gauge!("vaultline_drill_last_timestamp_seconds", &labels)
-        .set(started_at.unix_timestamp() as f64);
+    let success = if error.is_none() { 1.0 } else { 0.0 };
+    gauge(
+        MetricName::DrillDuration,
+        &labels,
+        duration_ms as f64 / 1000.0,
+    );
+    gauge(MetricName::DrillLastSuccess, &labels, success);
+    gauge(
+        MetricName::DrillLastTimestamp,
+        &labels,
+        started_at.unix_timestamp() as f64,
+    );
     let mut counted = labels.to_vec();
     counted.push(("outcome", outcome.to_owned()));
-    metrics::counter!("vaultline_drills_total", &counted).increment(1);
+    count(MetricName::Drills, &counted, 1);
     match &error {
         None => tracing::info!(tables = tables.len(), duration_ms, "Drill passed."),
         Some(error) => tracing::error!(%error, duration_ms, "Drill failed."),
@@ -102,19 +107,18 @@ async fn drill(
     let catalog = &deps.catalog;
     let text = |e: &dyn std::fmt::Display| e.to_string();
     let source_row = catalog.source(tenant, source).await.map_err(|e| text(&e))?;
-    let kind = source_row.kind.as_str();
-    if kind != "postgres" && kind != "mariadb" {
+    let config = source_row
+        .config()
+        .map_err(|e| format!("{tenant}/{source}: {e}"))?;
+    let kind = config.kind();
+    let Some(url) = config.database_url() else {
         return Err(format!(
             "drills restore database sources; {tenant}/{source} is a {kind} source"
         ));
-    }
-    let url = source_row
-        .config
-        .get("url")
-        .and_then(|u| u.as_str())
-        .ok_or("the source has no url")?
-        .to_owned();
-    let (url, password) = scratch_server(deps, tenant, source, kind, url).await?;
+    };
+    let postgres_source = matches!(config, SourceConfig::Postgres(_));
+    let (url, password) =
+        scratch_server(deps, tenant, source, postgres_source, url.to_owned()).await?;
     let snapshots = catalog
         .snapshots(Some(tenant), Some(source))
         .await
@@ -142,7 +146,7 @@ async fn drill(
     }
     let scratch = scratch_name();
     tracing::info!(snapshot = %row.id, %scratch, "Drill: restoring into a scratch database.");
-    let restored = if kind == "postgres" {
+    let restored = if postgres_source {
         postgres(
             deps,
             tenant,
@@ -199,17 +203,19 @@ async fn scratch_server(
     deps: &Deps,
     tenant: &Name,
     source: &Name,
-    kind: &str,
+    postgres_source: bool,
     source_url: String,
 ) -> Result<(String, Option<Zeroizing<String>>), String> {
     let drills = &deps.config.drills;
-    let (configured, password_file, setting) = match kind {
-        "postgres" => (
+    let (kind, configured, password_file, setting) = match postgres_source {
+        true => (
+            "postgres",
             &drills.postgres_url,
             &drills.postgres_password_file,
             "drills.postgres-url",
         ),
-        _ => (
+        false => (
+            "mariadb",
             &drills.mariadb_url,
             &drills.mariadb_password_file,
             "drills.mariadb-url",

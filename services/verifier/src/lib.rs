@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use vaultline_catalog::SnapshotStatus;
 use vaultline_runtime::metrics::{MetricName, gauge};
-use vaultline_runtime::{Cx, Deps, Inbound, Node, Outcome, Outgoing, Stage, StageError};
+use vaultline_runtime::{Cx, Deps, ErrorType, Inbound, Node, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
 use vaultline_types::{
     DecodeError, DrillRequested, Message, Name, PackId, PackStored, SnapshotCorrupt, SnapshotId,
@@ -226,7 +226,7 @@ pub async fn level2(
                 storage.is_some_and(vaultline_storage::Error::is_transient)
             });
             if transient {
-                Err(StageError::transient("storage", format!("{e:#}")))
+                Err(StageError::transient(ErrorType::Storage, format!("{e:#}")))
             } else {
                 Ok(Err(format!("level 2: {e:#}")))
             }
@@ -289,7 +289,7 @@ impl Verifier {
             return Ok(());
         }
         Err(StageError::rejected(
-            "forged",
+            ErrorType::Forged,
             format!("drill request id {id:?} is reserved to the verifier's drill timer"),
         ))
     }
@@ -351,14 +351,14 @@ impl Verifier {
             level = 2;
             let kek = self.kek.as_ref().ok_or_else(|| {
                 StageError::permanent(
-                    "config",
+                    ErrorType::Config,
                     "source asks for level-2 verification but this verifier has no key-encryption key (keys.kek-file)",
                 )
             })?;
             let key = catalog.key(&stored.tenant, &row.key_id).await?;
             let identity = kek
                 .unwrap(&key.wrapped_identity)
-                .map_err(|e| StageError::permanent("key", e.to_string()))?;
+                .map_err(|e| StageError::permanent(ErrorType::Key, e.to_string()))?;
             reason = level2(
                 &self.deps.repository,
                 &stored.tenant,

@@ -18,8 +18,9 @@ pub use drills::{DrillRow, timer_drill_id};
 pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow, ScheduleSpec};
-pub use snapshots::{SnapshotLock, SnapshotPack, SnapshotRow, SnapshotStatus};
+pub use snapshots::{SnapshotLock, SnapshotPack, SnapshotRow};
 pub use tenants::{ChunkKeyRow, NewSource, SourceRow, TenantKeyRow};
+pub use vaultline_types::SnapshotStatus;
 pub use webhooks::{AttemptOutcome, DueDelivery, WebhookRow};
 
 use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};

@@ -3,64 +3,7 @@
 
 use crate::{Catalog, Error, Result};
 use time::OffsetDateTime;
-use vaultline_types::{Name, PackId, SnapshotId, TriggerKind};
-
-/// Where a snapshot is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SnapshotStatus {
-    Extracting,
-    Extracted,
-    Stored,
-    Verified,
-    Corrupt,
-    Failed,
-    Expired,
-}
-
-impl SnapshotStatus {
-    /// Name as stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SnapshotStatus::Extracting => "extracting",
-            SnapshotStatus::Extracted => "extracted",
-            SnapshotStatus::Stored => "stored",
-            SnapshotStatus::Verified => "verified",
-            SnapshotStatus::Corrupt => "corrupt",
-            SnapshotStatus::Failed => "failed",
-            SnapshotStatus::Expired => "expired",
-        }
-    }
-
-    fn parse(value: &str) -> Self {
-        match value {
-            "extracting" => SnapshotStatus::Extracting,
-            "extracted" => SnapshotStatus::Extracted,
-            "stored" => SnapshotStatus::Stored,
-            "verified" => SnapshotStatus::Verified,
-            "corrupt" => SnapshotStatus::Corrupt,
-            "expired" => SnapshotStatus::Expired,
-            _ => SnapshotStatus::Failed,
-        }
-    }
-
-    /// True once the snapshot will not move on by itself.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            SnapshotStatus::Verified
-                | SnapshotStatus::Corrupt
-                | SnapshotStatus::Failed
-                | SnapshotStatus::Expired
-        )
-    }
-}
-
-impl std::fmt::Display for SnapshotStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use vaultline_types::{Name, PackId, SnapshotId, SnapshotStatus, TriggerKind};
 
 /// A snapshot as stored.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,7 +39,10 @@ fn row(r: &tokio_postgres::Row) -> Result<SnapshotRow> {
         tenant: Name::new(r.get::<_, String>(0)).map_err(bad)?,
         id: SnapshotId::parse(r.get(1)).map_err(bad)?,
         source: Name::new(r.get::<_, String>(2)).map_err(bad)?,
-        status: SnapshotStatus::parse(r.get(3)),
+        status: r
+            .get::<_, &str>(3)
+            .parse()
+            .map_err(|e| Error::Conflict(format!("catalog holds {e}")))?,
         trigger: r.get(4),
         key_id: r.get(5),
         started_at: r.get(6),
@@ -491,8 +437,9 @@ impl Catalog {
         Ok(())
     }
 
-    /// Moves a snapshot to a final status. `verified` only from `stored`;
-    /// `failed` never overwrites a verified or expired snapshot. Returns
+    /// Moves a snapshot to a final status, from one of the statuses
+    /// [`SnapshotStatus::allowed_from`] names (`verified` only from `stored`;
+    /// `failed` never overwrites a verified or expired snapshot). Returns
     /// whether the row changed.
     ///
     /// # Errors
@@ -504,15 +451,10 @@ impl Catalog {
         status: SnapshotStatus,
         error: Option<&str>,
     ) -> Result<bool> {
-        let from: &[&str] = match status {
-            SnapshotStatus::Verified => &["stored"],
-            // A later on-demand check (level 2, a drill) may find a verified one damaged.
-            SnapshotStatus::Corrupt => &["stored", "verified"],
-            SnapshotStatus::Failed => &["extracting", "extracted", "stored"],
-            SnapshotStatus::Expired => &["verified", "corrupt", "failed"],
-            _ => return Err(Error::Conflict(format!("{status} is not a final status"))),
-        };
-        let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+        if !status.is_terminal() {
+            return Err(Error::Conflict(format!("{status} is not a final status")));
+        }
+        let from: Vec<&str> = status.allowed_from().iter().map(|s| s.as_str()).collect();
         let updated = self
             .client()
             .await?

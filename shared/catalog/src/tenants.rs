@@ -1,7 +1,7 @@
 //! Tenants, their keys, and sources.
 
 use crate::{Catalog, Error, Result};
-use vaultline_types::Name;
+use vaultline_types::{Name, SourceConfig, SourceConfigError};
 
 /// A tenant key as stored. `wrapped_identity` is opaque without the KEK.
 #[derive(Clone)]
@@ -42,11 +42,28 @@ impl std::fmt::Debug for TenantKeyRow {
 pub struct SourceRow {
     pub tenant: Name,
     pub name: Name,
-    pub kind: String,
-    pub config: serde_json::Value,
+    kind: String,
+    config: serde_json::Value,
     pub retention: serde_json::Value,
     /// 1: stored digests after every snapshot; 2: a full read-back too.
     pub verify_level: i16,
+}
+
+impl SourceRow {
+    /// What the source is and how to read it. Read on use rather than with
+    /// the row, so a config this build cannot read fails the work that needs
+    /// it (with the source named), not every listing of sources.
+    ///
+    /// # Errors
+    /// An unknown kind, a missing field or an unknown one.
+    pub fn config(&self) -> std::result::Result<SourceConfig, SourceConfigError> {
+        SourceConfig::from_parts(&self.kind, self.config.clone())
+    }
+
+    /// The kind as stored, for display.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
 }
 
 /// A source to add, with its sealed credential if it has one.
@@ -54,8 +71,7 @@ pub struct SourceRow {
 pub struct NewSource<'a> {
     pub tenant: &'a Name,
     pub name: &'a Name,
-    pub kind: &'a str,
-    pub config: &'a serde_json::Value,
+    pub config: &'a SourceConfig,
     pub retention: &'a serde_json::Value,
     /// Sealed with the credentials key; never the plaintext.
     pub sealed_credential: Option<&'a [u8]>,
@@ -205,13 +221,13 @@ impl Catalog {
         let NewSource {
             tenant,
             name,
-            kind,
             config,
             retention,
             sealed_credential,
             verify_level,
             drill_on_source,
         } = *source;
+        let (kind, config) = config.to_parts();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         if tx
@@ -229,7 +245,7 @@ impl Catalog {
                     &tenant.as_str(),
                     &name.as_str(),
                     &kind,
-                    config,
+                    &config,
                     retention,
                     &verify_level,
                     &drill_on_source,

@@ -270,7 +270,7 @@ impl<W: Write> PackWriter<W> {
     /// # Errors
     /// When writing to `out` fails.
     pub fn finish(mut self, compressor: &mut Compressor) -> Result<FinishedPack<W>> {
-        let index = rmp_serde::to_vec(&self.entries).expect("index entries serialise");
+        let index = encode_index(&self.entries);
         let mut framed = Vec::new();
         compressor.frame(&index, &mut framed)?;
         let length = self.write_sealed(INDEX_AAD, &mut framed)?;
@@ -325,6 +325,21 @@ pub fn check_layout(head: &[u8], tail: &[u8], size: u64, entries: &[IndexEntry])
     Ok(())
 }
 
+/// A pack index's bytes: the MessagePack list of its entries, as sealed at
+/// the end of the pack and as the packager stages it beside the pack for
+/// the uploader.
+pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
+    rmp_serde::to_vec(entries).expect("index entries serialise")
+}
+
+/// Reads a pack index's bytes (see [`encode_index`]).
+///
+/// # Errors
+/// [`Error::Corrupt`] when they are not a list of index entries.
+pub fn decode_index(bytes: &[u8]) -> Result<Vec<IndexEntry>> {
+    rmp_serde::from_slice(bytes).map_err(|e| corrupt(format!("index: {e}")))
+}
+
 /// Reads the index of a whole pack with the tenant identity (catalog rebuild, checks).
 ///
 /// # Errors
@@ -345,8 +360,7 @@ pub fn read_index(pack: &[u8], identity: &Identity) -> Result<Vec<IndexEntry>> {
         .checked_sub(index_len)
         .filter(|s| *s as u64 >= first_blob)
         .ok_or_else(|| corrupt("index length out of range"))?;
-    let index = key.open_bound(INDEX_AAD, &pack[start..len_at])?;
-    rmp_serde::from_slice(&index).map_err(|e| corrupt(format!("index: {e}")))
+    decode_index(&key.open_bound(INDEX_AAD, &pack[start..len_at])?)
 }
 
 #[cfg(test)]
@@ -447,8 +461,7 @@ mod tests {
             length: sealed.len() as u32,
             raw_length: 8,
         }];
-        let sealed_index =
-            blob::seal(&rmp_serde::to_vec(&index).unwrap(), 3, &id.to_public()).unwrap();
+        let sealed_index = blob::seal(&encode_index(&index), 3, &id.to_public()).unwrap();
         out.extend_from_slice(&sealed_index);
         out.extend_from_slice(&(sealed_index.len() as u32).to_le_bytes());
         out.extend_from_slice(END);

@@ -2,7 +2,7 @@
 //! dependencies. Per-stage binaries run one; `vaultline serve` runs them all.
 
 use crate::deps::StartError;
-use crate::{Config, Deps, Stage, StageError, runner};
+use crate::{Config, Deps, ErrorType, Stage, StageError, runner};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ impl Node {
 }
 
 fn start_failed(error: StartError) -> StageError {
-    StageError::permanent("config", error)
+    StageError::permanent(ErrorType::Config, error)
 }
 
 async fn sweep_staging(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {

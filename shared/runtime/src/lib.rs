@@ -17,7 +17,7 @@ pub mod telemetry;
 pub use config::Config;
 pub use deps::{Deps, open_catalog};
 pub use entry::Node;
-pub use stage::{Cx, ErrorClass, Inbound, Outcome, Outgoing, Stage, StageError};
+pub use stage::{Cx, ErrorClass, ErrorType, Inbound, Outcome, Outgoing, Stage, StageError};
 
 /// Waits for SIGTERM or Ctrl-C and flips `tx`, so every runner stops taking
 /// work, finishes or naks what it holds, and returns.

@@ -5,13 +5,11 @@
 
 use crate::Deps;
 use crate::metrics::{MetricName, count, observe};
-use crate::stage::{Cx, ErrorClass, Inbound, Outgoing, SnapshotRef, Stage, StageError};
+use crate::stage::{Cx, ErrorClass, ErrorType, Inbound, Outgoing, SnapshotRef, Stage, StageError};
 use async_nats::HeaderMap;
 use async_nats::jetstream::AckKind;
-use bytes::Bytes;
 use futures::StreamExt;
-use sha2::Digest;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
@@ -19,6 +17,11 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use vaultline_bus::{JsMessage, RetryPolicy};
 use vaultline_types::{SnapshotFailed, StageName, headers};
+
+mod publish;
+pub(crate) use publish::Emitter;
+use publish::{digest_hex, new_traceparent};
+pub use publish::{publish, publish_first, traceparent_for};
 
 /// Runs `S` until `shutdown` flips, then finishes the work in flight.
 pub async fn run<S: Stage>(stage: Arc<S>, deps: Arc<Deps>, mut shutdown: watch::Receiver<bool>) {
@@ -199,14 +202,14 @@ async fn handle_one<S: Stage>(
     {
         Ok(input) => input,
         Err(error) => {
-            let error = StageError::permanent("decode", error);
+            let error = StageError::permanent(ErrorType::Decode, error);
             give_up(S::NAME, &cx, &message, policy, error, None).await;
             return;
         }
     };
     let (tenant, source, snapshot) = input.ids();
     if let Err(reason) = headers_agree(&message, tenant, source, snapshot) {
-        let error = StageError::rejected("forged", reason);
+        let error = StageError::rejected(ErrorType::Forged, reason);
         give_up(S::NAME, &cx, &message, policy, error, None).await;
         return;
     }
@@ -279,12 +282,12 @@ async fn retry_or_give_up(
             MetricName::StageErrors,
             &[
                 ("stage", stage.as_str().to_owned()),
-                ("error_type", error.error_type.to_owned()),
+                ("error_type", error.error_type.as_str().to_owned()),
             ],
             1,
         );
-        tracing::warn!(error_type = error.error_type, %error, ?delay, "Transient failure; will retry.");
-        let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+        tracing::warn!(error_type = error.error_type.as_str(), %error, ?delay, "Transient failure; will retry.");
+        reply(message, AckKind::Nak(Some(delay))).await;
         count(
             MetricName::StageMessages,
             &outcome_labels(stage, "retried"),
@@ -310,7 +313,7 @@ async fn give_up(
         MetricName::StageErrors,
         &[
             ("stage", stage.as_str().to_owned()),
-            ("error_type", error.error_type.to_owned()),
+            ("error_type", error.error_type.as_str().to_owned()),
         ],
         1,
     );
@@ -330,7 +333,7 @@ async fn give_up(
         format!("dlq-{}", digest_hex(&cx.emitter.input_key, "dlq")).as_str(),
     );
     dead.insert(headers::ERROR, error_text.as_str());
-    dead.insert(headers::ERROR_TYPE, error.error_type);
+    dead.insert(headers::ERROR_TYPE, error.error_type.as_str());
     dead.insert(headers::ORIGINAL_SUBJECT, message.subject.as_str());
     dead.insert(headers::STAGE, stage.as_str());
     let subject = vaultline_types::dead_letter_subject(stage);
@@ -343,13 +346,11 @@ async fn give_up(
         .map(|_| ())
     {
         tracing::error!(%publish_error, %error, "Cannot dead-letter; will retry the message.");
-        let _ = message
-            .ack_with(AckKind::Nak(Some(policy.delay(cx.delivered))))
-            .await;
+        reply(message, AckKind::Nak(Some(policy.delay(cx.delivered)))).await;
         return;
     }
     count(MetricName::DeadLetters, &stage_labels(stage), 1);
-    tracing::error!(error_type = error.error_type, %error, "Gave up; message dead-lettered.");
+    tracing::error!(error_type = error.error_type.as_str(), %error, "Gave up; message dead-lettered.");
 
     let failure_ref = cx
         .snapshot
@@ -369,7 +370,7 @@ async fn give_up(
             source,
             snapshot,
             stage,
-            error_type: error.error_type.to_owned(),
+            error_type: error.error_type.as_str().to_owned(),
             error: error_text,
         };
         let out = Outgoing::event(&failed);
@@ -378,7 +379,7 @@ async fn give_up(
             tracing::error!(%publish_error, "Cannot publish the snapshot failure.");
         }
     }
-    let _ = message.ack_with(AckKind::Term).await;
+    reply(message, AckKind::Term).await;
     count(
         MetricName::StageMessages,
         &outcome_labels(stage, "dead_letter"),
@@ -408,151 +409,18 @@ async fn with_progress<F: std::future::Future>(
         tokio::select! {
             out = &mut work => return out,
             _ = ticker.tick() => {
-                let _ = message.ack_with(AckKind::Progress).await;
+                reply(message, AckKind::Progress).await;
             }
         }
     }
 }
 
-fn digest_hex(input_key: &str, salt: &str) -> String {
-    let digest = sha2::Sha256::digest(format!("{input_key}/{salt}").as_bytes());
-    hex_lower(&digest[..16])
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn new_traceparent(input_key: &str) -> String {
-    let digest = sha2::Sha256::digest(input_key.as_bytes());
-    format!(
-        "00-{}-{}-01",
-        hex_lower(&digest[..16]),
-        hex_lower(&digest[16..24])
-    )
-}
-
-/// Publishes one event with the standard headers and awaits the stream's ack.
-/// Consuming stages never call this (their runner does); the scheduler, which
-/// has no input message, does. Says whether the stream dropped it as a
-/// duplicate of a message it already held under `msg_id`.
-///
-/// # Errors
-/// Transient when no stream acknowledged the event.
-pub async fn publish(
-    deps: &Deps,
-    stage: StageName,
-    out: Outgoing,
-    msg_id: &str,
-    traceparent: &str,
-) -> Result<vaultline_bus::Published, StageError> {
-    let mut headers = HeaderMap::new();
-    headers.insert(headers::MSG_ID, msg_id);
-    headers.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_MSGPACK);
-    headers.insert(headers::KIND, out.kind.as_str());
-    headers.insert(headers::STAGE, stage.as_str());
-    headers.insert(headers::TENANT, out.tenant.as_str());
-    if let Some(source) = &out.source {
-        headers.insert(headers::SOURCE, source.as_str());
-    }
-    if let Some(snapshot) = &out.snapshot {
-        headers.insert(headers::SNAPSHOT, snapshot.as_str());
-    }
-    headers.insert(headers::TRACEPARENT, traceparent);
-    let payload: Bytes = out.payload;
-    deps.bus
-        .publish(out.subject, headers, payload)
-        .await
-        .map_err(StageError::from)
-}
-
-/// Publishes an event nobody should have published before under `msg_id`.
-/// A duplicate then means someone did, to have the stream drop ours as a
-/// repeat: it is counted (`vaultline_unexpected_duplicates_total`) and the
-/// event goes out again under `fresh_id()`.
-///
-/// # Errors
-/// Transient when no stream acknowledged the event.
-pub async fn publish_first(
-    deps: &Deps,
-    stage: StageName,
-    out: Outgoing,
-    msg_id: &str,
-    fresh_id: impl FnOnce() -> String,
-    traceparent: &str,
-) -> Result<(), StageError> {
-    if !publish(deps, stage, out.clone(), msg_id, traceparent)
-        .await?
-        .duplicate
-    {
-        return Ok(());
-    }
-    count(MetricName::UnexpectedDuplicates, &stage_labels(stage), 1);
-    tracing::warn!(%msg_id, subject = %out.subject, "The stream already held this id; publishing again under a fresh one.");
-    publish(deps, stage, out, &fresh_id(), traceparent)
-        .await
-        .map(drop)
-}
-
-/// A W3C traceparent derived from a key (deterministic, so a retried publish
-/// carries the same trace).
-pub fn traceparent_for(key: &str) -> String {
-    new_traceparent(key)
-}
-
-/// Publishes a delivery's outputs with deterministic ids: the n-th output of
-/// input X always has the same Nats-Msg-Id, so a redelivered input produces
-/// duplicates the stream drops.
-pub(crate) struct Emitter {
-    deps: Arc<Deps>,
-    stage: StageName,
-    input_key: String,
-    traceparent: String,
-    next: AtomicU32,
-    next_streamed: AtomicU32,
-    /// Whether this is the input's first delivery (see `publish_with_id`).
-    first_delivery: bool,
-    /// The input's stream position, known only to those who read the stream.
-    position: String,
-}
-
-impl Emitter {
-    pub(crate) fn input_key(&self) -> &str {
-        &self.input_key
-    }
-
-    /// A handler's returned outputs: the n-th of input X always has the same id.
-    pub(crate) async fn publish_next(&self, out: Outgoing) -> Result<(), StageError> {
-        let index = self.next.fetch_add(1, Ordering::SeqCst);
-        let id = digest_hex(&self.input_key, &format!("out/{index}"));
-        self.publish_with_id(out, id).await
-    }
-
-    /// Publishes under `id`. A duplicate is what a redelivered input should
-    /// meet; on a first delivery it means someone published the (derivable)
-    /// id first, to have the stream drop our event as a repeat. That is
-    /// counted and the event goes out again under an id salted with the
-    /// input's stream position, which nobody can claim ahead of us.
-    async fn publish_with_id(&self, out: Outgoing, id: String) -> Result<(), StageError> {
-        if !self.first_delivery {
-            return publish(&self.deps, self.stage, out, &id, &self.traceparent)
-                .await
-                .map(drop);
-        }
-        let salted = || digest_hex(&format!("{}/{}", self.input_key, self.position), &id);
-        publish_first(&self.deps, self.stage, out, &id, salted, &self.traceparent).await
-    }
-
-    /// Outputs streamed while handling: ids are per delivery attempt, because a
-    /// retried attempt stages new data under new keys and must not be mistaken
-    /// for the attempt before it.
-    pub(crate) async fn publish_streamed(
-        &self,
-        out: Outgoing,
-        delivered: i64,
-    ) -> Result<(), StageError> {
-        let index = self.next_streamed.fetch_add(1, Ordering::SeqCst);
-        let id = digest_hex(&self.input_key, &format!("emit/{delivered}/{index}"));
-        self.publish_with_id(out, id).await
+/// Sends a nak, term or progress reply. One that is lost is not fatal (the
+/// server redelivers after ack-wait, which is what the reply would have
+/// asked for or put off), but it changes timing and retry counts, so it is
+/// logged rather than dropped.
+async fn reply(message: &async_nats::jetstream::Message, kind: AckKind) {
+    if let Err(error) = message.ack_with(kind).await {
+        tracing::warn!(%error, reply = ?kind, "A reply to JetStream was lost; the server redelivers after ack-wait.");
     }
 }

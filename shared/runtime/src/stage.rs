@@ -28,18 +28,85 @@ impl ErrorClass {
     }
 }
 
-/// A stage's failure: its class, a fixed `error_type` label and one sentence.
+/// What failed, as a bounded label: the `error_type` of
+/// `vaultline_stage_errors_total`, of dead letters and of *snapshot failed*.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    /// Publishing or consuming on NATS.
+    Bus,
+    /// The catalog database.
+    Catalog,
+    /// The stage's configuration or keys.
+    Config,
+    /// The repository holds other bytes under a key.
+    Conflict,
+    /// A message that does not decode.
+    Decode,
+    /// A message that names what is not its own.
+    Forged,
+    /// A repository or staged format.
+    Format,
+    /// The stage's own threads or tasks.
+    Internal,
+    /// Local files.
+    Io,
+    /// A tenant key or recipient.
+    Key,
+    /// Writing a snapshot manifest.
+    Manifest,
+    /// A handler that panicked.
+    Panic,
+    /// A retention policy.
+    Policy,
+    /// Reading a source.
+    Source,
+    /// The staging area.
+    Staging,
+    /// The repository.
+    Storage,
+}
+
+impl ErrorType {
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Bus => "bus",
+            ErrorType::Catalog => "catalog",
+            ErrorType::Config => "config",
+            ErrorType::Conflict => "conflict",
+            ErrorType::Decode => "decode",
+            ErrorType::Forged => "forged",
+            ErrorType::Format => "format",
+            ErrorType::Internal => "internal",
+            ErrorType::Io => "io",
+            ErrorType::Key => "key",
+            ErrorType::Manifest => "manifest",
+            ErrorType::Panic => "panic",
+            ErrorType::Policy => "policy",
+            ErrorType::Source => "source",
+            ErrorType::Staging => "staging",
+            ErrorType::Storage => "storage",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stage's failure: its class, what failed and one sentence.
 #[derive(Debug, Clone)]
 pub struct StageError {
     pub class: ErrorClass,
-    /// Bounded label for metrics (`decode`, `catalog`, `storage`, `source`, …).
-    pub error_type: &'static str,
+    pub error_type: ErrorType,
     pub message: String,
 }
 
 impl StageError {
     /// A failure worth retrying.
-    pub fn transient(error_type: &'static str, message: impl std::fmt::Display) -> Self {
+    pub fn transient(error_type: ErrorType, message: impl std::fmt::Display) -> Self {
         StageError {
             class: ErrorClass::Transient,
             error_type,
@@ -48,7 +115,7 @@ impl StageError {
     }
 
     /// A failure retrying cannot fix.
-    pub fn permanent(error_type: &'static str, message: impl std::fmt::Display) -> Self {
+    pub fn permanent(error_type: ErrorType, message: impl std::fmt::Display) -> Self {
         StageError {
             class: ErrorClass::Permanent,
             error_type,
@@ -59,7 +126,7 @@ impl StageError {
 
 impl StageError {
     /// An input refused as hostile: see [`ErrorClass::Rejected`].
-    pub fn rejected(error_type: &'static str, message: impl std::fmt::Display) -> Self {
+    pub fn rejected(error_type: ErrorType, message: impl std::fmt::Display) -> Self {
         StageError {
             class: ErrorClass::Rejected,
             error_type,
@@ -85,7 +152,7 @@ impl From<vaultline_catalog::Error> for StageError {
         };
         StageError {
             class,
-            error_type: "catalog",
+            error_type: ErrorType::Catalog,
             message: e.to_string(),
         }
     }
@@ -100,7 +167,7 @@ impl From<vaultline_storage::Error> for StageError {
         };
         StageError {
             class,
-            error_type: "storage",
+            error_type: ErrorType::Storage,
             message: e.to_string(),
         }
     }
@@ -109,21 +176,21 @@ impl From<vaultline_storage::Error> for StageError {
 impl From<vaultline_format::Error> for StageError {
     fn from(e: vaultline_format::Error) -> Self {
         match e {
-            vaultline_format::Error::Io(io) => StageError::transient("io", io),
-            other => StageError::permanent("format", other),
+            vaultline_format::Error::Io(io) => StageError::transient(ErrorType::Io, io),
+            other => StageError::permanent(ErrorType::Format, other),
         }
     }
 }
 
 impl From<vaultline_bus::Error> for StageError {
     fn from(e: vaultline_bus::Error) -> Self {
-        StageError::transient("bus", e)
+        StageError::transient(ErrorType::Bus, e)
     }
 }
 
 impl From<tokio::task::JoinError> for StageError {
     fn from(e: tokio::task::JoinError) -> Self {
-        StageError::permanent("panic", format!("worker task failed: {e}"))
+        StageError::permanent(ErrorType::Panic, format!("worker task failed: {e}"))
     }
 }
 

@@ -9,12 +9,20 @@
 use crate::{Error, Result};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::primitives::ByteStream;
 use sha2::Digest;
 use std::path::Path;
 use std::time::Duration;
+
+mod errors;
+mod multipart;
+use errors::{body_err, head_err, key_taken, read_err, s3_err};
+
+/// What became of a put that must not replace.
+enum Stored {
+    Yes,
+    KeyTaken,
+}
 
 /// How to reach a bucket. Secrets are held only here, never printed.
 #[derive(Clone)]
@@ -74,12 +82,15 @@ impl std::fmt::Debug for S3Repository {
 
 /// Counts one request to S3 by operation and outcome (`vaultline_s3_requests_total`).
 fn count(op: &'static str, ok: bool) {
-    metrics::counter!(
-        "vaultline_s3_requests_total",
-        "operation" => op,
-        "outcome" => if ok { "ok" } else { "error" }
-    )
-    .increment(1);
+    let outcome = if ok { "ok" } else { "error" };
+    vaultline_metrics::count(
+        vaultline_metrics::MetricName::S3Requests,
+        &[
+            ("operation", op.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ],
+        1,
+    );
 }
 
 impl S3Repository {
@@ -243,118 +254,6 @@ impl S3Repository {
         }
     }
 
-    async fn put_multipart(
-        &self,
-        key: &str,
-        local: &Path,
-        size: u64,
-        exclusive: bool,
-    ) -> Result<Stored> {
-        let full = self.full_key(key);
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await;
-        count("CreateMultipartUpload", created.is_ok());
-        let upload_id = created
-            .map_err(|e| s3_err("CreateMultipartUpload", key, e))?
-            .upload_id
-            .ok_or_else(|| Error::S3 {
-                op: "CreateMultipartUpload",
-                key: key.to_owned(),
-                message: "the server returned no upload id".into(),
-                transient: true,
-            })?;
-        let uploaded = self.upload_parts(key, &full, &upload_id, local, size).await;
-        let completed = match uploaded {
-            Ok(parts) => {
-                let result = self
-                    .client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&full)
-                    .upload_id(&upload_id)
-                    .set_if_none_match(exclusive.then(|| "*".to_owned()))
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send()
-                    .await;
-                count("CompleteMultipartUpload", result.is_ok());
-                match result {
-                    Ok(_) => Ok(Stored::Yes),
-                    Err(e) if key_taken(&e) => Ok(Stored::KeyTaken),
-                    Err(e) => Err(s3_err("CompleteMultipartUpload", key, e)),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        if !matches!(completed, Ok(Stored::Yes)) {
-            // Parts of an unfinished upload cost storage until aborted; the
-            // object itself was never visible.
-            let aborted = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            count("AbortMultipartUpload", aborted.is_ok());
-        }
-        completed
-    }
-
-    async fn upload_parts(
-        &self,
-        key: &str,
-        full: &str,
-        upload_id: &str,
-        local: &Path,
-        size: u64,
-    ) -> Result<Vec<CompletedPart>> {
-        let mut parts = Vec::new();
-        let mut offset = 0u64;
-        let mut number = 1i32;
-        while offset < size {
-            let length = self.part_size.min(size - offset);
-            let body = ByteStream::read_from()
-                .path(local)
-                .offset(offset)
-                .length(Length::Exact(length))
-                .build()
-                .await
-                .map_err(|e| read_err(local, e))?;
-            let result = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(full)
-                .upload_id(upload_id)
-                .part_number(number)
-                .content_length(length as i64)
-                .body(body)
-                .send()
-                .await;
-            count("UploadPart", result.is_ok());
-            let part = result.map_err(|e| s3_err("UploadPart", key, e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(part.e_tag)
-                    .build(),
-            );
-            offset += length;
-            number += 1;
-        }
-        Ok(parts)
-    }
-
     pub(crate) async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let result = self
             .client
@@ -481,99 +380,5 @@ impl S3Repository {
         result
             .map(|_| ())
             .map_err(|e| s3_err("HeadBucket", &self.bucket, e))
-    }
-}
-
-/// Whether a put was refused because the key is taken (`If-None-Match`):
-/// 412 Precondition Failed, or 409 when a concurrent conditional write won.
-fn key_taken<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let code = e.as_service_error().and_then(|s| s.code());
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    matches!(
-        code,
-        Some("PreconditionFailed" | "ConditionalRequestConflict")
-    ) || status == Some(412)
-}
-
-/// What became of a put that must not replace.
-enum Stored {
-    Yes,
-    KeyTaken,
-}
-
-/// An SDK error as ours: the operation, the key and the server's code and
-/// message (never the credentials, which the SDK does not print).
-fn s3_err<E, R>(op: &'static str, key: &str, e: SdkError<E, R>) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    // Retries happened inside the SDK already; a throttle, a timeout or a
-    // dropped connection may still pass later, a refusal will not.
-    let transient = match &e {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("");
-            matches!(
-                code,
-                "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" | ""
-            )
-        }
-        _ => true,
-    };
-    let message = match e.as_service_error() {
-        Some(service) => format!(
-            "{}: {}",
-            service.code().unwrap_or("error"),
-            service.message().unwrap_or("no message")
-        ),
-        None => DisplayErrorContext(&e).to_string(),
-    };
-    Error::S3 {
-        op,
-        key: key.to_owned(),
-        message,
-        transient,
-    }
-}
-
-/// A HEAD answer has no body, so no error code or message: the HTTP status
-/// is all there is to say (403: the credentials or the signature).
-fn head_err<E>(key: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    match (e.as_service_error().and_then(|s| s.code()), status) {
-        (None, Some(status)) => Error::S3 {
-            op: "HeadObject",
-            key: key.to_owned(),
-            message: match status {
-                401 | 403 => format!("HTTP {status}: access denied (wrong credentials or secret)"),
-                _ => format!("HTTP {status}"),
-            },
-            transient: status >= 500 || status == 429,
-        },
-        _ => s3_err("HeadObject", key, e),
-    }
-}
-
-/// A local file that could not be streamed up.
-fn read_err(local: &Path, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::Io {
-        op: "read",
-        path: local.display().to_string(),
-        source: std::io::Error::other(e),
-    }
-}
-
-fn body_err(key: &str, e: &dyn std::fmt::Display) -> Error {
-    Error::S3 {
-        op: "GetObject",
-        key: key.to_owned(),
-        message: format!("reading the body: {e}"),
-        transient: true,
     }
 }

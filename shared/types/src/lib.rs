@@ -6,11 +6,17 @@
 mod codec;
 mod events;
 mod ids;
+mod source;
 pub mod staging_key;
+mod status;
 
 pub use codec::{CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, DecodeError, decode, encode};
 pub use events::*;
 pub use ids::{ChunkId, IdError, Name, PackId, SnapshotId};
+pub use source::{
+    CommandSource, FilesSource, MariadbSource, PostgresSource, SourceConfig, SourceConfigError,
+};
+pub use status::{SnapshotStatus, UnknownStatus};
 
 /// Header names carried by every vaultline message, so `nats stream view` reads
 /// well without decoding the payload.

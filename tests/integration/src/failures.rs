@@ -94,7 +94,7 @@ impl Stage for Flaky {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if took.is_ok() {
             return Err(StageError::transient(
-                "storage",
+                vaultline_runtime::ErrorType::Storage,
                 "injected: disk briefly unavailable",
             ));
         }

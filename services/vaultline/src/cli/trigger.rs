@@ -1,0 +1,126 @@
+//! Publishing a request (a backup trigger, a drill) the way a person with
+//! the NATS CLI would, and waiting for the snapshot it starts.
+
+use super::human_bytes;
+use anyhow::{Context, Result, bail};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use vaultline_catalog::{Catalog, SnapshotStatus};
+use vaultline_runtime::Config;
+use vaultline_types::{BackupRequested, Name, TriggerKind, headers};
+
+/// A request id nobody can guess ahead: a trigger published first with the
+/// same Nats-Msg-Id would otherwise make the stream drop ours as a duplicate.
+pub(crate) fn new_request_id() -> String {
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).expect("OS random source");
+    format!("cli-{}", hex::encode(nonce))
+}
+
+/// Publishes the trigger as JSON, as a person with the NATS CLI would.
+pub(super) async fn publish_trigger(
+    config: &Config,
+    tenant: &Name,
+    source: &Name,
+    request_id: &str,
+) -> Result<()> {
+    let body = BackupRequested {
+        request_id: Some(request_id.to_owned()),
+        trigger: TriggerKind::Manual,
+        ..Default::default()
+    };
+    let ids = [
+        (headers::TENANT, tenant.as_str()),
+        (headers::SOURCE, source.as_str()),
+    ];
+    publish_request(
+        config,
+        BackupRequested::subject_for(tenant, source),
+        serde_json::to_vec(&body)?,
+        request_id,
+        &ids,
+    )
+    .await
+}
+
+/// Publishes a request (a trigger, a drill) as JSON under its request id as
+/// Nats-Msg-Id. The ids are random, so a duplicate means the id was taken:
+/// an error, not a silent no-op.
+pub(crate) async fn publish_request(
+    config: &Config,
+    subject: String,
+    body: Vec<u8>,
+    request_id: &str,
+    extra: &[(&'static str, &str)],
+) -> Result<()> {
+    let bus = vaultline_bus::Bus::connect(&config.nats.url, "vaultline-cli", &config.nats.login())
+        .await?;
+    let mut map = async_nats::HeaderMap::new();
+    map.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_JSON);
+    map.insert(headers::MSG_ID, request_id);
+    for (name, value) in extra {
+        map.insert(*name, *value);
+    }
+    let published = bus
+        .publish(subject.clone(), map, body.into())
+        .await
+        .with_context(|| {
+            format!(
+                "no stream acknowledged {subject}: is NATS user {} allowed to publish it \
+                 (deploy/nats/auth.conf), and has `vaultline migrate` created the stream?",
+                config.nats.user.as_deref().unwrap_or("(none)")
+            )
+        })?;
+    if published.duplicate {
+        bail!(
+            "the stream already held a message with id {request_id}, so it dropped this one; try again"
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn wait_for(
+    catalog: &Catalog,
+    (tenant, source): (&Name, &Name),
+    request_id: &str,
+    timeout: Duration,
+) -> Result<ExitCode> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Some(row) = catalog
+            .snapshot_by_request(tenant, source, request_id)
+            .await?
+        {
+            if last != Some(row.status) {
+                println!("snapshot {} {}", row.id, row.status);
+                last = Some(row.status);
+            }
+            if row.status.is_terminal() {
+                return if row.status == SnapshotStatus::Verified {
+                    println!(
+                        "read {}, new {}, stored {}",
+                        human_bytes(row.bytes_read),
+                        human_bytes(row.bytes_new),
+                        human_bytes(row.bytes_stored)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    bail!(
+                        "snapshot {} ended {}: {}",
+                        row.id,
+                        row.status,
+                        row.error.unwrap_or_default()
+                    )
+                };
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "gave up waiting after {}s (is `vaultline serve` running?)",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
