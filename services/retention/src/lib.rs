@@ -5,13 +5,12 @@
 //! deleted*.
 
 pub mod gc;
-pub mod policy;
 
-pub use policy::{Candidate, Decision, Policy, Verdict, evaluate};
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use vaultline_catalog::{Catalog, SnapshotStatus};
+pub use vaultline_policy::{Candidate, Decision, Policy, Verdict, evaluate};
 use vaultline_runtime::runner::{publish, traceparent_for};
 use vaultline_runtime::{Cx, Deps, ErrorType, Node, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;

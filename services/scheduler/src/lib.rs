@@ -11,13 +11,11 @@
 //! snapshot (or trigger) still in flight is skipped, and the skip is published
 //! for the auditor.
 
-mod cadence;
-
-pub use cadence::Cadence;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use vaultline_catalog::ScheduleRow;
+use vaultline_policy::Cadence;
 use vaultline_runtime::metrics::{MetricName, count};
 use vaultline_runtime::runner::{publish_first, traceparent_for};
 use vaultline_runtime::{Deps, Node, Outgoing, StageError};

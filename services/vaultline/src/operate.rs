@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use time::OffsetDateTime;
 use vaultline_catalog::Catalog;
-use vaultline_retention::{Policy, Verdict};
+use vaultline_policy::{Policy, Verdict};
 use vaultline_runtime::Config;
 use vaultline_types::Name;
 

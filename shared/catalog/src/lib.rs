@@ -17,9 +17,10 @@ pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
 pub use drills::{DrillRow, timer_drill_id};
 pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
-pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow, ScheduleSpec};
+pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow};
 pub use snapshots::{SnapshotLock, SnapshotPack, SnapshotRow};
 pub use tenants::{ChunkKeyRow, NewSource, SourceRow, TenantKeyRow};
+pub use vaultline_policy::ScheduleSpec;
 pub use vaultline_types::SnapshotStatus;
 pub use webhooks::{AttemptOutcome, DueDelivery, WebhookRow};
 

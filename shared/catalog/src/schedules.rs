@@ -2,20 +2,8 @@
 //! several schedulers safe.
 
 use crate::{Catalog, Error, Result};
+use vaultline_policy::ScheduleSpec;
 use vaultline_types::Name;
-
-/// How a schedule repeats, as stored. The scheduler turns it into slot times.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScheduleSpec {
-    /// A cron expression (5 fields, or 6 with seconds) read in an IANA time zone.
-    Cron {
-        expression: String,
-        timezone: String,
-    },
-    /// Every N seconds; slots start at multiples of N since the unix epoch.
-    Every { seconds: i64 },
-}
 
 /// A schedule as stored.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -43,6 +43,34 @@ pub(crate) fn wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<
     bail!("{what} did not listen on port {port} within 30s")
 }
 
+/// Starts a server that cannot pick its own port (PostgreSQL, MariaDB) on a
+/// free one, and on another when it exits before listening: between
+/// [`free_port`] releasing a port and the server binding it, another test
+/// may take it. Three tries; a server that fails three times is broken.
+pub(crate) fn spawn_on_free_port(
+    what: &str,
+    mut spawn: impl FnMut(u16) -> Result<Child>,
+) -> Result<(u16, Child)> {
+    let mut last = None;
+    for _ in 0..3 {
+        let port = free_port();
+        let mut child = spawn(port)?;
+        match wait_for_port(port, what, &mut child) {
+            Ok(()) => return Ok((port, child)),
+            // Exited: most likely the port was taken meanwhile. Try another.
+            Err(e) if child.try_wait()?.is_some() => last = Some(e),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
+    }
+    Err(last
+        .expect("three tries")
+        .context(format!("{what} did not start on three ports")))
+}
+
 /// A PostgreSQL database for one test.
 pub struct Postgres {
     url: String,
@@ -141,30 +169,30 @@ impl Postgres {
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let port = free_port();
-        let mut child = run_as(&bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-            ])
-            .args([
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-k",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        wait_for_port(port, "postgres", &mut child)?;
+        let (port, child) = spawn_on_free_port("postgres", |port| {
+            Ok(run_as(&bin.join("postgres"))
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                ])
+                .args([
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-k",
+                ])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?)
+        })?;
         // The port opens before recovery ends ("the database system is starting up").
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

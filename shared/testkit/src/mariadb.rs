@@ -3,7 +3,7 @@
 //! a password (so source credentials are really used), and an empty `test`
 //! database.
 
-use crate::{free_port, wait_for_port};
+use crate::spawn_on_free_port;
 use anyhow::{Context, Result, bail};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,25 +45,25 @@ impl MariaDb {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let mut child = Command::new("/usr/sbin/mariadbd")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", dir.path().join("sock").display()))
-            .arg(format!("--port={port}"))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--user=root",
-                "--skip-log-bin",
-                "--innodb-flush-log-at-trx-commit=0",
-                "--innodb-buffer-pool-size=64M",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("cannot run mariadbd")?;
-        wait_for_port(port, "mariadbd", &mut child)?;
+        let (port, child) = spawn_on_free_port("mariadbd", |port| {
+            let log = std::fs::File::create(dir.path().join("server.log"))?;
+            Command::new("/usr/sbin/mariadbd")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--socket={}", dir.path().join("sock").display()))
+                .arg(format!("--port={port}"))
+                .args([
+                    "--bind-address=127.0.0.1",
+                    "--user=root",
+                    "--skip-log-bin",
+                    "--innodb-flush-log-at-trx-commit=0",
+                    "--innodb-buffer-pool-size=64M",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("cannot run mariadbd")
+        })?;
         let server = MariaDb {
             dir,
             port,

@@ -2,7 +2,7 @@
 //! (`deploy/nats/auth.conf`, verbatim): tests connect as a stage, the
 //! operator or the admin, never to an open server.
 
-use crate::{free_port, wait_for_port};
+use crate::wait_for_port;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,11 +31,15 @@ pub struct NatsServer {
     pub port: u16,
     /// The monitoring port (`/connz?auth=true` names each connection's user).
     pub monitor_port: u16,
+    /// Settings appended to the generated config (TLS).
+    extra: String,
     child: Option<Child>,
 }
 
 impl NatsServer {
-    /// Starts a server on a free port, each user with a fresh random password.
+    /// Starts a server on a port it picks itself (read back from its ports
+    /// file: picking a free port first and handing it over races with every
+    /// other test doing the same), each user with a fresh random password.
     ///
     /// # Errors
     /// When no nats-server 2.10+ is found or it does not start.
@@ -86,15 +90,7 @@ impl NatsServer {
             );
         }
         let dir = tempfile::tempdir()?;
-        let (port, monitor_port) = (free_port(), free_port());
         std::fs::write(dir.path().join("auth.conf"), AUTH_CONF)?;
-        std::fs::write(
-            dir.path().join("server.conf"),
-            format!(
-                "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\njetstream {{\n  store_dir: \"{}\"\n}}\n{extra}include auth.conf\n",
-                dir.path().join("store").display()
-            ),
-        )?;
         let passwords = NATS_ROLES
             .iter()
             .map(|role| {
@@ -107,8 +103,9 @@ impl NatsServer {
             binary,
             dir,
             passwords,
-            port,
-            monitor_port,
+            port: 0,
+            monitor_port: 0,
+            extra: extra.to_owned(),
             child: None,
         };
         server.restart()?;
@@ -159,6 +156,26 @@ impl NatsServer {
     /// When it does not come up.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
+        // First start: ports -1, nats-server picks them. Later: the same ports,
+        // so clients reconnect to where the server was.
+        let port = |p: u16| {
+            if p == 0 {
+                "-1".to_owned()
+            } else {
+                p.to_string()
+            }
+        };
+        std::fs::write(
+            self.dir.path().join("server.conf"),
+            format!(
+                "listen: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\nports_file_dir: \"{}\"\njetstream {{\n  store_dir: \"{}\"\n}}\n{}include auth.conf\n",
+                port(self.port),
+                port(self.monitor_port),
+                self.dir.path().display(),
+                self.dir.path().join("store").display(),
+                self.extra,
+            ),
+        )?;
         let mut command = Command::new(&self.binary);
         command
             .arg("-c")
@@ -172,9 +189,46 @@ impl NatsServer {
             );
         }
         let mut child = command.spawn()?;
+        if self.port == 0 {
+            (self.port, self.monitor_port) = self.read_ports(&mut child)?;
+        }
         wait_for_port(self.port, "nats-server", &mut child)?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The client and monitoring ports from the file nats-server writes to
+    /// `ports_file_dir` once it listens (`<binary>_<pid>.ports`, JSON).
+    fn read_ports(&self, child: &mut Child) -> Result<(u16, u16)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let suffix = format!("_{}.ports", child.id());
+        loop {
+            let found = std::fs::read_dir(self.dir.path())?
+                .filter_map(|e| e.ok())
+                .find(|e| e.file_name().to_string_lossy().ends_with(&suffix));
+            if let Some(entry) = found {
+                let text = std::fs::read_to_string(entry.path())?;
+                // Written in one go, but read it again if caught half-written.
+                if let Ok(ports) = serde_json::from_str::<serde_json::Value>(&text) {
+                    let port_of = |key: &str| -> Result<u16> {
+                        let url = ports[key][0]
+                            .as_str()
+                            .with_context(|| format!("no {key} address in {text}"))?;
+                        let port = url.rsplit(':').next().unwrap_or_default();
+                        port.parse()
+                            .with_context(|| format!("{key} address {url} has no port"))
+                    };
+                    return Ok((port_of("nats")?, port_of("monitoring")?));
+                }
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("nats-server exited with {status} before writing its ports file");
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("nats-server wrote no ports file in 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

@@ -4,9 +4,9 @@ use super::args::ScheduleCommand;
 use super::{catalog, parse_pair};
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
-use vaultline_catalog::{Catalog, ScheduleSpec};
+use vaultline_catalog::Catalog;
+use vaultline_policy::{Cadence, ScheduleSpec};
 use vaultline_runtime::Config;
-use vaultline_scheduler::Cadence;
 
 pub(super) async fn schedule(config: &Config, command: ScheduleCommand) -> Result<()> {
     let catalog = catalog(config).await?;
@@ -33,7 +33,7 @@ pub(super) async fn schedule(config: &Config, command: ScheduleCommand) -> Resul
                 }
                 (None, None) => bail!("give --cron or --every"),
             };
-            let cadence = Cadence::parse(&spec).map_err(anyhow::Error::msg)?;
+            let cadence = Cadence::parse(&spec)?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let last = cadence.latest_at_or_before(now).unwrap_or(now);
             catalog.set_schedule(&tenant, &source, &spec, last).await?;

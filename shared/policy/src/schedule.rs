@@ -5,7 +5,24 @@ use croner::Cron;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use std::str::FromStr;
-use vaultline_catalog::ScheduleSpec;
+
+/// How a schedule repeats, as stored. [`Cadence`] turns it into slot times.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleSpec {
+    /// A cron expression (5 fields, or 6 with seconds) read in an IANA time zone.
+    Cron {
+        expression: String,
+        timezone: String,
+    },
+    /// Every N seconds; slots start at multiples of N since the unix epoch.
+    Every { seconds: i64 },
+}
+
+/// A schedule that does not make slots: one sentence on what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CadenceError(String);
 
 /// A parsed schedule.
 #[derive(Debug, Clone)]
@@ -19,18 +36,19 @@ impl Cadence {
     ///
     /// # Errors
     /// An invalid cron expression, unknown time zone or non-positive interval.
-    pub fn parse(spec: &ScheduleSpec) -> Result<Cadence, String> {
+    pub fn parse(spec: &ScheduleSpec) -> Result<Cadence, CadenceError> {
         match spec {
             ScheduleSpec::Cron {
                 expression,
                 timezone,
             } => {
-                let cron = Cron::from_str(expression)
-                    .map_err(|e| format!("invalid cron expression {expression:?}: {e}"))?;
+                let cron = Cron::from_str(expression).map_err(|e| {
+                    CadenceError(format!("invalid cron expression {expression:?}: {e}"))
+                })?;
                 let zone = TimeZone::get(timezone).map_err(|_| {
-                    format!(
+                    CadenceError(format!(
                         "unknown time zone {timezone:?} (use an IANA name such as Europe/Paris)"
-                    )
+                    ))
                 })?;
                 let cadence = Cadence::Cron {
                     cron: Box::new(cron),
@@ -38,14 +56,18 @@ impl Cadence {
                 };
                 // A pattern that can never match (30 February) is refused now, not at 3 a.m.
                 if cadence.next_after(Timestamp::now().as_second()).is_none() {
-                    return Err(format!("cron expression {expression:?} never fires"));
+                    return Err(CadenceError(format!(
+                        "cron expression {expression:?} never fires"
+                    )));
                 }
                 Ok(cadence)
             }
             ScheduleSpec::Every { seconds } if *seconds >= 1 => {
                 Ok(Cadence::Every { seconds: *seconds })
             }
-            ScheduleSpec::Every { .. } => Err("the interval must be at least one second".into()),
+            ScheduleSpec::Every { .. } => Err(CadenceError(
+                "the interval must be at least one second".into(),
+            )),
         }
     }
 
@@ -139,6 +161,7 @@ mod tests {
                 timezone: timezone.into(),
             })
             .expect_err("refused")
+            .to_string()
         };
         assert!(bad("61 * * * *", "UTC").contains("invalid cron"));
         assert!(bad("0 3 * * *", "Mars/Olympus").contains("unknown time zone"));
@@ -146,6 +169,7 @@ mod tests {
         assert!(
             Cadence::parse(&ScheduleSpec::Every { seconds: 0 })
                 .expect_err("refused")
+                .to_string()
                 .contains("at least one second")
         );
     }

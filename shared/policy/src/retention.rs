@@ -312,4 +312,58 @@ mod tests {
         assert_eq!(kept(&young, TIMES, NOW), &TIMES[..2]);
         assert_eq!(kept(&Policy::default(), TIMES, NOW), TIMES);
     }
+
+    /// Around new year 2027: 2026 began on a Thursday, so Monday 2025-12-29
+    /// is in ISO week 2026-W01, and 2027-01-01 is still in 2026-W53.
+    const NEW_YEAR: &[&str] = &[
+        "2027-01-04T08:00:00Z", // 2027-W01
+        "2027-01-01T08:00:00Z", // 2026-W53
+        "2026-12-31T08:00:00Z", // 2026-W53
+        "2026-01-02T08:00:00Z", // 2026-W01
+        "2025-12-29T08:00:00Z", // 2026-W01
+        "2025-12-28T08:00:00Z", // 2025-W52
+    ];
+
+    #[test]
+    fn weeks_are_iso_weeks_and_years_are_calendar_years_across_new_year() {
+        let weekly = Policy {
+            keep_weekly: Some(3),
+            ..Policy::default()
+        };
+        assert_eq!(
+            kept(&weekly, NEW_YEAR, "2027-01-05T00:00:00Z"),
+            [
+                "2027-01-04T08:00:00Z",
+                "2027-01-01T08:00:00Z",
+                "2026-01-02T08:00:00Z"
+            ]
+        );
+        let yearly = Policy {
+            keep_yearly: Some(3),
+            ..Policy::default()
+        };
+        assert_eq!(
+            kept(&yearly, NEW_YEAR, "2027-01-05T00:00:00Z"),
+            [
+                "2027-01-04T08:00:00Z",
+                "2026-12-31T08:00:00Z",
+                "2025-12-29T08:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn keep_within_counts_back_from_the_newest_snapshot_not_from_now() {
+        let within = Policy {
+            keep_within: Some(Duration::from_secs(3 * 86_400)),
+            ..Policy::default()
+        };
+        // Exactly three days before the newest is still within.
+        let expected = ["2027-01-04T08:00:00Z", "2027-01-01T08:00:00Z"];
+        assert_eq!(kept(&within, NEW_YEAR, "2027-01-05T00:00:00Z"), expected);
+        // A source that stopped backing up a year ago keeps the same ones.
+        assert_eq!(kept(&within, NEW_YEAR, "2028-01-05T00:00:00Z"), expected);
+        let decisions = evaluate(&within, &history(NEW_YEAR), at("2027-01-05T00:00:00Z"));
+        assert_eq!(decisions[1].rule, "keep_within=3days");
+    }
 }
