@@ -12,6 +12,7 @@ use crate::keys::{Identity, decrypt_with};
 #[cfg(test)]
 use crate::keys::{Recipient, encrypt_to};
 use crate::{Error, Result};
+use std::io::Read;
 
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
@@ -110,11 +111,17 @@ pub fn unframe(mut framed: Vec<u8>) -> Result<Vec<u8>> {
             let size = match zstd::zstd_safe::get_frame_content_size(payload) {
                 Ok(Some(size)) if size <= MAX_PLAIN => size as usize,
                 Ok(Some(size)) => return Err(corrupt(format!("a frame of {size} bytes"))),
-                // Format 1 blobs were streamed, without a recorded size.
+                // Format 1 blobs were streamed, without a recorded size:
+                // decode at most MAX_PLAIN bytes of it, so a frame of zeros
+                // that expands without end cannot take the process's memory.
                 Ok(None) => {
-                    let mut out = Vec::with_capacity(payload.len() * 3);
-                    zstd::stream::copy_decode(payload, &mut out)
+                    let mut out = Vec::with_capacity((payload.len() * 3).min(MAX_PLAIN as usize));
+                    zstd::stream::read::Decoder::new(payload)
+                        .and_then(|d| d.take(MAX_PLAIN + 1).read_to_end(&mut out))
                         .map_err(|e| corrupt(e.to_string()))?;
+                    if out.len() as u64 > MAX_PLAIN {
+                        return Err(corrupt(format!("a frame of more than {MAX_PLAIN} bytes")));
+                    }
                     return Ok(out);
                 }
                 Err(_) => return Err(corrupt("not a zstd frame".into())),
@@ -175,6 +182,31 @@ mod tests {
             .collect();
         let sealed = seal(&random, 3, &id.to_public()).unwrap();
         assert_eq!(open(&sealed, &id).unwrap(), random);
+    }
+
+    #[test]
+    fn a_frame_without_its_size_is_decoded_only_up_to_the_cap() {
+        let streamed = |plain: &[u8]| {
+            let mut framed = vec![ZSTD];
+            // As format 1 wrote them: streamed, with no content size.
+            let mut encoder = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+            encoder.include_contentsize(false).unwrap();
+            std::io::Write::write_all(&mut encoder, plain).unwrap();
+            framed.extend(encoder.finish().unwrap());
+            assert!(
+                matches!(
+                    zstd::zstd_safe::get_frame_content_size(&framed[1..]),
+                    Ok(None)
+                ),
+                "a streamed frame records no size"
+            );
+            framed
+        };
+        assert_eq!(unframe(streamed(b"format 1")).unwrap(), b"format 1");
+        let bomb = streamed(&vec![0u8; MAX_PLAIN as usize + 1]);
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let err = unframe(bomb).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
     }
 
     #[test]
