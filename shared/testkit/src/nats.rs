@@ -190,7 +190,14 @@ impl NatsServer {
         }
         let mut child = command.spawn()?;
         if self.port == 0 {
-            (self.port, self.monitor_port) = self.read_ports(&mut child)?;
+            match self.read_ports(&mut child) {
+                Ok(ports) => (self.port, self.monitor_port) = ports,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            }
         }
         wait_for_port(self.port, "nats-server", &mut child)?;
         self.child = Some(child);
