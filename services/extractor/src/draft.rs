@@ -64,10 +64,10 @@ const SPARE_BUFFERS: usize = 2;
 /// buffer that is reused across lookups. A buffer per chunk cost a backup
 /// of 1 GiB about a second of CPU: glibc maps each allocation over 256 KiB
 /// afresh (see the runtime's allocator bounds), so every page of every new
-/// chunk was faulted in, zeroed and unmapped again.
+/// chunk was faulted in, zeroed and unmapped again. Each chunk is kept as a
+/// staged record's plaintext, `id | chunk`, so a new one is sealed where it
+/// lies instead of being copied once more.
 #[derive(Default)]
-/// Chunks waiting for their dedup lookup. Each is kept as a staged record's
-/// plaintext, `id | chunk`, so a new one is sealed where it lies.
 struct Pending {
     ids: Vec<(ChunkId, std::ops::Range<usize>)>,
     data: Vec<u8>,
