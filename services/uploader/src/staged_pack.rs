@@ -9,35 +9,44 @@ use std::path::Path;
 use vaultline_format::pack::{FRAME_BYTES, IndexEntry, check_layout};
 use vaultline_types::PackId;
 
+/// How a staged pack differs from what its message says.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Mismatch {
+    #[error("reading it: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("its bytes hash to {0}, not to its id")]
+    Hash(PackId),
+    #[error("it has {size} bytes, the message says {claimed}")]
+    Size { size: u64, claimed: u64 },
+    #[error("its index: {0}")]
+    Index(vaultline_format::Error),
+}
+
 /// Hashes the staged pack (one read, through the page cache the packager
 /// just filled) and checks its id, its size and its index's layout.
 ///
 /// # Errors
-/// One sentence on what does not match.
+/// The first thing that does not match.
 pub(crate) fn check(
     path: &Path,
     id: &PackId,
     claimed_size: u64,
     entries: &[IndexEntry],
-) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("reading it: {e}");
-    let (digest, size) = vaultline_storage::sha256_file(path).map_err(io)?;
+) -> Result<(), Mismatch> {
+    let (digest, size) = vaultline_storage::sha256_file(path)?;
     if digest != id.0 {
-        return Err(format!(
-            "its bytes hash to {}, not to its id",
-            PackId(digest)
-        ));
+        return Err(Mismatch::Hash(PackId(digest)));
     }
     if size != claimed_size {
-        return Err(format!(
-            "it has {size} bytes, the message says {claimed_size}"
-        ));
+        return Err(Mismatch::Size {
+            size,
+            claimed: claimed_size,
+        });
     }
-    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut file = std::fs::File::open(path)?;
     let (mut head, mut tail) = ([0u8; FRAME_BYTES], [0u8; FRAME_BYTES]);
-    file.read_exact(&mut head).map_err(io)?;
-    file.seek(SeekFrom::End(-(FRAME_BYTES as i64)))
-        .and_then(|_| file.read_exact(&mut tail))
-        .map_err(io)?;
-    check_layout(&head, &tail, size, entries).map_err(|e| format!("its index: {e}"))
+    file.read_exact(&mut head)?;
+    file.seek(SeekFrom::End(-(FRAME_BYTES as i64)))?;
+    file.read_exact(&mut tail)?;
+    check_layout(&head, &tail, size, entries).map_err(Mismatch::Index)
 }

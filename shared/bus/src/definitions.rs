@@ -89,7 +89,10 @@ pub fn consumer_config(
             .map(String::as_str)
             .unwrap_or("1s"),
     )
-    .map_err(|reason| Error::Definition { file, reason })?;
+    .map_err(|e| Error::Definition {
+        file,
+        reason: e.to_string(),
+    })?;
     if let Some(max) = overrides.max_deliver {
         config.max_deliver = max;
     }
@@ -110,11 +113,16 @@ pub fn consumer_config(
     Ok((config, policy))
 }
 
+/// A backoff list item that is not a whole number of ms, s or m.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BackoffError(String);
+
 /// Parses `1s,5s,250ms` (the backoff metadata format).
 ///
 /// # Errors
 /// On an unparsable item.
-pub fn parse_backoff(text: &str) -> std::result::Result<Vec<Duration>, String> {
+pub fn parse_backoff(text: &str) -> std::result::Result<Vec<Duration>, BackoffError> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -125,12 +133,14 @@ pub fn parse_backoff(text: &str) -> std::result::Result<Vec<Duration>, String> {
             );
             let n: u64 = num
                 .parse()
-                .map_err(|_| format!("bad backoff item {item:?}"))?;
+                .map_err(|_| BackoffError(format!("bad backoff item {item:?}")))?;
             match unit {
                 "ms" => Ok(Duration::from_millis(n)),
                 "s" | "" => Ok(Duration::from_secs(n)),
                 "m" => Ok(Duration::from_secs(n * 60)),
-                _ => Err(format!("bad backoff unit in {item:?} (use ms, s or m)")),
+                _ => Err(BackoffError(format!(
+                    "bad backoff unit in {item:?} (use ms, s or m)"
+                ))),
             }
         })
         .collect()

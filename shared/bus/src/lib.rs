@@ -15,8 +15,8 @@ mod staging_store;
 
 pub use async_nats::jetstream::Message as JsMessage;
 pub use definitions::{
-    ConsumerOverrides, RetryPolicy, STREAM_JSON, consumer_config, consumer_json, parse_backoff,
-    stream_config,
+    BackoffError, ConsumerOverrides, RetryPolicy, STREAM_JSON, consumer_config, consumer_json,
+    parse_backoff, stream_config,
 };
 pub use login::{Login, Tls, user_of};
 pub use staging_store::{STAGING_BUCKET, StagingStore};

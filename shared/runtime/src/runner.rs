@@ -119,7 +119,7 @@ fn headers_agree(
     tenant: Option<&vaultline_types::Name>,
     source: Option<&vaultline_types::Name>,
     snapshot: Option<&vaultline_types::SnapshotId>,
-) -> Result<(), String> {
+) -> Result<(), HeaderMismatch> {
     let dead_letters = format!("{}.dlq.", vaultline_types::SUBJECT_PREFIX);
     if message.subject.starts_with(&dead_letters) {
         return Ok(());
@@ -132,14 +132,29 @@ fn headers_agree(
         if let Some(from_header) = header(message, name)
             && Some(from_header) != from_payload
         {
-            return Err(format!(
-                "header {name} says {from_header:?} but the payload on {} says {}",
-                message.subject,
-                from_payload.map_or("nothing".into(), |v| format!("{v:?}"))
-            ));
+            return Err(HeaderMismatch {
+                header: name,
+                says: from_header.to_owned(),
+                subject: message.subject.to_string(),
+                payload: from_payload.map(str::to_owned),
+            });
         }
     }
     Ok(())
+}
+
+/// A `Vaultline-*` header that names another tenant, source or snapshot
+/// than the payload does.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "header {header} says {says:?} but the payload on {subject} says {}",
+    payload.as_ref().map_or("nothing".into(), |v| format!("{v:?}"))
+)]
+struct HeaderMismatch {
+    header: &'static str,
+    says: String,
+    subject: String,
+    payload: Option<String>,
 }
 
 fn stage_labels(stage: StageName) -> [(&'static str, String); 1] {

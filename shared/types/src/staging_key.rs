@@ -58,17 +58,31 @@ fn attempt_prefix(tenant: &Name, snapshot: &SnapshotId, attempt: u32) -> String 
     format!("{}/a{attempt}", snapshot_prefix(tenant, snapshot))
 }
 
+/// A staging key in a message that is not the one its batch derives.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {given:?} is not this batch's staging key ({expected:?})")]
+pub struct ForeignKey {
+    /// The message's field.
+    pub field: &'static str,
+    /// What the message says.
+    pub given: String,
+    /// What the batch derives.
+    pub expected: String,
+}
+
 /// Refuses a staging key a message carries unless it is the one derived.
 ///
 /// # Errors
-/// When `given` is not `expected`; the text names both.
-pub fn check(field: &str, given: &str, expected: &str) -> Result<(), String> {
+/// When `given` is not `expected`.
+pub fn check(field: &'static str, given: &str, expected: &str) -> Result<(), ForeignKey> {
     if given == expected {
         Ok(())
     } else {
-        Err(format!(
-            "{field} {given:?} is not this batch's staging key ({expected:?})"
-        ))
+        Err(ForeignKey {
+            field,
+            given: given.to_owned(),
+            expected: expected.to_owned(),
+        })
     }
 }
 
