@@ -17,15 +17,11 @@ pub enum SourceKind {
 }
 
 impl std::fmt::Display for SourceKind {
+    /// As typed after `--type`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
-            SourceKind::Files => "files",
-            SourceKind::Postgres => "postgres",
-            SourceKind::Mariadb => "mariadb",
-            SourceKind::Mysql => "mysql",
-            SourceKind::Command => "command",
-        };
-        f.write_str(name)
+        use clap::ValueEnum;
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
     }
 }
 

@@ -117,8 +117,7 @@ async fn drill(
         ));
     };
     let postgres_source = matches!(config, SourceConfig::Postgres(_));
-    let (url, password) =
-        scratch_server(deps, tenant, source, postgres_source, url.to_owned()).await?;
+    let (url, password) = scratch_server(deps, tenant, source, &config, url.to_owned()).await?;
     let snapshots = catalog
         .snapshots(Some(tenant), Some(source))
         .await
@@ -203,19 +202,18 @@ async fn scratch_server(
     deps: &Deps,
     tenant: &Name,
     source: &Name,
-    postgres_source: bool,
+    config: &SourceConfig,
     source_url: String,
 ) -> Result<(String, Option<Zeroizing<String>>), String> {
     let drills = &deps.config.drills;
-    let (kind, configured, password_file, setting) = match postgres_source {
-        true => (
-            "postgres",
+    let kind = config.kind();
+    let (configured, password_file, setting) = match config {
+        SourceConfig::Postgres(_) => (
             &drills.postgres_url,
             &drills.postgres_password_file,
             "drills.postgres-url",
         ),
-        false => (
-            "mariadb",
+        _ => (
             &drills.mariadb_url,
             &drills.mariadb_password_file,
             "drills.mariadb-url",

@@ -1,5 +1,7 @@
 //! Golden bytes: a manifest written by the last build of manifest format 1
-//! (commit 7793ea7, through the whole pipeline) still reads, field by field.
+//! (commit 7793ea7, through the whole pipeline) still reads, field by field,
+//! and a format 2 pack (written by e5193b5's copy-free pack writer, whose
+//! layout is the one format 2 always had) still reads blob by blob.
 
 use vaultline_format::keys::parse_identity;
 use vaultline_format::manifest::{ContentHash, EntryKind, Record, open_sealed};
@@ -58,4 +60,48 @@ fn a_format_1_manifest_still_reads() {
     };
     assert_eq!(footer.entries, 7);
     assert_eq!(footer.packs.len(), 1);
+}
+
+/// A format 2 pack as this build writes it (`nonce | sealed frame | tag`
+/// per blob, the sealed index, its length, the end magic): it must read,
+/// blob by blob, in every later build.
+#[test]
+fn a_format_2_pack_still_reads() {
+    use sha2::Digest;
+    use vaultline_format::pack::{FRAME_BYTES, Header, PackKey, check_layout, read_index};
+    use vaultline_types::ChunkId;
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let identity =
+        parse_identity(&std::fs::read_to_string(format!("{dir}/pack-format2.key")).unwrap())
+            .unwrap();
+    let pack = std::fs::read(format!("{dir}/pack-format2")).unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&pack)),
+        "5222aac9b77ef4c81640fc08bb0a384520834f0ee47d83b2996ceb92c029d2fb"
+    );
+    let index = read_index(&pack, &identity).unwrap();
+    let listed: Vec<(ChunkId, u32)> = index.iter().map(|e| (e.id, e.raw_length)).collect();
+    assert_eq!(
+        listed,
+        [
+            (ChunkId([1; 32]), 19 * 200),
+            (ChunkId([2; 32]), 70_000),
+            (ChunkId([3; 32]), 0)
+        ]
+    );
+    let tail = &pack[pack.len() - FRAME_BYTES..];
+    check_layout(&pack[..FRAME_BYTES], tail, pack.len() as u64, &index).unwrap();
+    let Header::Key(key, _) = PackKey::read(&pack, &std::sync::Arc::new(identity)).unwrap() else {
+        panic!("the whole pack holds its header")
+    };
+    let random: Vec<u8> = (0..70_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let expected = [b"compressible text, ".repeat(200), random, Vec::new()];
+    for (entry, plain) in index.iter().zip(expected) {
+        let at = entry.offset as usize;
+        let sealed = &pack[at..at + entry.length as usize];
+        assert_eq!(key.open(&entry.id, sealed).unwrap(), plain);
+    }
 }

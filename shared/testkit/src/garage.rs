@@ -187,10 +187,7 @@ root_domain = ".s3.garage.localhost"
 
     /// Kills the server; its data stays for [`Garage::restart`].
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::kill(self.child.take());
     }
 
     /// Starts the server again on the same ports and data.

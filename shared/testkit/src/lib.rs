@@ -29,6 +29,14 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Stops a server this harness started, if it still runs, and reaps it.
+pub(crate) fn kill(child: Option<Child>) {
+    if let Some(mut child) = child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 pub(crate) fn wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -60,8 +68,7 @@ pub(crate) fn spawn_on_free_port(
             // Exited: most likely the port was taken meanwhile. Try another.
             Err(e) if child.try_wait()?.is_some() => last = Some(e),
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill(Some(child));
                 return Err(e);
             }
         }
@@ -262,11 +269,8 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGINT-free fast stop: killing the postmaster is fine for a throwaway cluster.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // SIGINT-free fast stop: killing the postmaster is fine for a throwaway cluster.
+        kill(self.child.take());
     }
 }
 

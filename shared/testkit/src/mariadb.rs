@@ -116,9 +116,6 @@ impl MariaDb {
 
 impl Drop for MariaDb {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::kill(self.child.take());
     }
 }

@@ -144,10 +144,7 @@ impl NatsServer {
 
     /// Kills the server (its JetStream data stays for [`NatsServer::restart`]).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::kill(self.child.take());
     }
 
     /// Starts the server again on the same port and store.
@@ -193,8 +190,7 @@ impl NatsServer {
             match self.read_ports(&mut child) {
                 Ok(ports) => (self.port, self.monitor_port) = ports,
                 Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    crate::kill(Some(child));
                     return Err(e);
                 }
             }

@@ -80,9 +80,6 @@ pub struct SourceConfigError {
 }
 
 impl SourceConfig {
-    /// The kinds a source can have, as the CLI spells them.
-    pub const KINDS: &'static [&'static str] = &["files", "postgres", "mariadb", "command"];
-
     /// The source from its catalog columns.
     ///
     /// # Errors
