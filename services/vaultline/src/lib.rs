@@ -1,11 +1,11 @@
 //! The `vaultline` CLI and the all-in-one node: every stage in one process on
 //! the same code as the per-stage binaries.
 
-mod checks;
 pub mod cli;
-pub mod operate;
-pub mod restoring;
-pub mod sources;
+pub mod cmd;
+mod context;
+mod output;
+mod request;
 
 use vaultline_runtime::{Config, ErrorType, Node, StageError};
 use vaultline_types::StageName;

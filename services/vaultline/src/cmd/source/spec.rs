@@ -1,6 +1,7 @@
 //! Turning `vaultline source add` flags into a source row: its type, its
 //! config (what the extractor reads) and the secret to seal, if any.
 
+use crate::context::read_secret;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use vaultline_types::{CommandSource, FilesSource, MariadbSource, PostgresSource, SourceConfig};
@@ -25,26 +26,33 @@ impl std::fmt::Display for SourceKind {
     }
 }
 
-/// The flags of `source add`, as typed.
+/// The flags of `source add` that say what the source is, as typed.
+#[derive(clap::Args, Debug)]
 pub struct SourceSpec {
+    /// Source type (mysql is stored as mariadb).
+    #[arg(long = "type", value_enum, default_value_t = SourceKind::Files)]
     pub kind: SourceKind,
+    /// Directory to back up (files).
+    #[arg(long)]
     pub path: Option<PathBuf>,
+    /// Database URL without a password (postgres://…, mariadb://…).
+    #[arg(long)]
     pub url: Option<String>,
+    /// File holding the database password; stored sealed with the credentials key.
+    #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// Shell command whose stdout is the backup (command).
+    #[arg(long)]
     pub command: Option<String>,
+    /// Shell command that reads a backup on stdin to restore it (command).
+    #[arg(long)]
     pub restore_command: Option<String>,
+    /// File holding a secret for the command, stored sealed (command).
+    #[arg(long)]
     pub secret_file: Option<PathBuf>,
+    /// Environment variable the command receives the secret in (command).
+    #[arg(long)]
     pub secret_env: Option<String>,
-}
-
-/// A secret from a file, without the trailing newline an editor adds.
-///
-/// # Errors
-/// When the file cannot be read.
-pub fn read_secret(path: &PathBuf) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
-    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 impl SourceSpec {
@@ -108,7 +116,7 @@ impl SourceSpec {
                         schemes[0]
                     );
                 }
-                let secret = password_file.as_ref().map(read_secret).transpose()?;
+                let secret = password_file.as_deref().map(read_secret).transpose()?;
                 let config = if postgres {
                     SourceConfig::Postgres(PostgresSource {
                         url: url.clone(),
@@ -130,7 +138,7 @@ impl SourceSpec {
                 if secret_file.is_some() != secret_env.is_some() {
                     bail!("--secret-file and --secret-env go together");
                 }
-                let secret = secret_file.as_ref().map(read_secret).transpose()?;
+                let secret = secret_file.as_deref().map(read_secret).transpose()?;
                 let config = SourceConfig::Command(CommandSource {
                     command: command.clone(),
                     restore_command,

@@ -1,11 +1,7 @@
 //! Publishing a request (a backup trigger, a drill) the way a person with
-//! the NATS CLI would, and waiting for the snapshot it starts.
+//! the NATS CLI would.
 
-use super::human_bytes;
 use anyhow::{Context, Result, bail};
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use vaultline_catalog::{Catalog, SnapshotStatus};
 use vaultline_runtime::Config;
 use vaultline_types::{BackupRequested, Name, TriggerKind, headers};
 
@@ -18,7 +14,7 @@ pub(crate) fn new_request_id() -> String {
 }
 
 /// Publishes the trigger as JSON, as a person with the NATS CLI would.
-pub(super) async fn publish_trigger(
+pub(crate) async fn publish_trigger(
     config: &Config,
     tenant: &Name,
     source: &Name,
@@ -77,50 +73,4 @@ pub(crate) async fn publish_request(
         );
     }
     Ok(())
-}
-
-pub(super) async fn wait_for(
-    catalog: &Catalog,
-    (tenant, source): (&Name, &Name),
-    request_id: &str,
-    timeout: Duration,
-) -> Result<ExitCode> {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        if let Some(row) = catalog
-            .snapshot_by_request(tenant, source, request_id)
-            .await?
-        {
-            if last != Some(row.status) {
-                println!("snapshot {} {}", row.id, row.status);
-                last = Some(row.status);
-            }
-            if row.status.is_terminal() {
-                return if row.status == SnapshotStatus::Verified {
-                    println!(
-                        "read {}, new {}, stored {}",
-                        human_bytes(row.bytes_read),
-                        human_bytes(row.bytes_new),
-                        human_bytes(row.bytes_stored)
-                    );
-                    Ok(ExitCode::SUCCESS)
-                } else {
-                    bail!(
-                        "snapshot {} ended {}: {}",
-                        row.id,
-                        row.status,
-                        row.error.unwrap_or_default()
-                    )
-                };
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "gave up waiting after {}s (is `vaultline serve` running?)",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -13,7 +13,7 @@ use vaultline_types::{Name, SnapshotId};
 
 /// The destination chosen with --to, --into or --into-command.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(super) enum Target {
     Dir(PathBuf),
     Stdout,
     Postgres(String),
@@ -40,7 +40,7 @@ impl Target {
     ///
     /// # Errors
     /// None or several, or a database URL of an unknown kind or with a password.
-    pub fn from_flags(
+    pub(super) fn from_flags(
         to: Option<PathBuf>,
         into: Option<String>,
         into_command: Option<String>,
@@ -76,7 +76,7 @@ impl Target {
 /// Whatever restore reports, a snapshot of the wrong kind for the target,
 /// or a restore program that fails (with the tail of its stderr).
 #[allow(clippy::too_many_arguments)]
-pub async fn run(
+pub(super) async fn run(
     repo: &Repository,
     tenant: &Name,
     snapshot: &SnapshotId,
@@ -153,7 +153,7 @@ pub async fn run(
 
 /// What a directory restore could not put back as it was, one line each,
 /// for the summary.
-pub fn caveats(done: &Restored) -> Vec<String> {
+pub(super) fn caveats(done: &Restored) -> Vec<String> {
     let kept = &done.kept;
     let mut lines = Vec::new();
     if kept.owners_not_restored > 0 {

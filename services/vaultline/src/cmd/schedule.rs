@@ -1,14 +1,46 @@
 //! `vaultline schedule`: adding, listing and toggling a source's schedules.
 
-use super::args::ScheduleCommand;
-use super::{catalog, parse_pair};
+use crate::context::{catalog, parse_pair};
+use crate::output::print_json;
 use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use std::process::ExitCode;
 use std::time::Duration;
 use vaultline_catalog::Catalog;
 use vaultline_policy::{Cadence, ScheduleSpec};
 use vaultline_runtime::Config;
 
-pub(super) async fn schedule(config: &Config, command: ScheduleCommand) -> Result<()> {
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Schedule TENANT/SOURCE: `--cron '0 3 * * *' --timezone Europe/Paris` or `--every 6h`.
+    Add {
+        /// `tenant/source`
+        source: String,
+        /// Cron expression: 5 fields (minute hour day month weekday) or 6 with seconds first.
+        #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+        cron: Option<String>,
+        /// IANA time zone the cron expression is read in.
+        #[arg(long, default_value = "UTC", requires = "cron")]
+        timezone: String,
+        /// Interval, e.g. `30s`, `15m`, `6h`, `1day`. Slots start at multiples of it since the unix epoch.
+        #[arg(long)]
+        every: Option<String>,
+    },
+    /// List schedules.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a source's schedule.
+    Rm { source: String },
+    /// Resume a paused schedule.
+    Enable { source: String },
+    /// Pause a schedule.
+    Disable { source: String },
+}
+
+pub(crate) async fn run(config: &Config, command: ScheduleCommand) -> Result<ExitCode> {
     let catalog = catalog(config).await?;
     match command {
         ScheduleCommand::Add {
@@ -49,7 +81,7 @@ pub(super) async fn schedule(config: &Config, command: ScheduleCommand) -> Resul
         ScheduleCommand::List { json } => {
             let rows = catalog.schedules().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                print_json(&rows)?;
             } else {
                 println!(
                     "{:<32} {:<40} {:<8} NEXT (UTC)",
@@ -81,7 +113,7 @@ pub(super) async fn schedule(config: &Config, command: ScheduleCommand) -> Resul
         ScheduleCommand::Enable { source } => toggle(&catalog, &source, true).await?,
         ScheduleCommand::Disable { source } => toggle(&catalog, &source, false).await?,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn describe(spec: &ScheduleSpec) -> String {

@@ -1,0 +1,20 @@
+//! One module per command group, each holding its clap type and its handler,
+//! the way mini-redis keeps `cmd/*`. Handlers share only `crate::context`
+//! (catalog, `tenant/source`), `crate::output` and `crate::request`.
+
+pub mod audit;
+pub mod backup;
+pub mod drill;
+pub mod gc;
+pub mod history;
+pub mod restore;
+pub mod retention;
+pub mod schedule;
+pub mod serve;
+pub mod setup;
+pub mod snapshots;
+pub mod source;
+pub mod stats;
+pub mod tenant;
+pub mod verify;
+pub mod webhook;

@@ -1,0 +1,31 @@
+//! `vaultline serve`: run stages in this process until SIGTERM.
+
+use anyhow::Result;
+use std::process::ExitCode;
+use vaultline_runtime::Config;
+use vaultline_types::StageName;
+
+/// Flags of `serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// A stage to run (repeatable): extractor, packager, uploader, verifier, retention, auditor.
+    #[arg(long = "stage")]
+    stages: Vec<StageName>,
+}
+
+pub(crate) async fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
+    let stages = if args.stages.is_empty() {
+        crate::SERVED.to_vec()
+    } else {
+        args.stages
+    };
+    let node = crate::start_node(config, &stages).await?;
+    let names: Vec<_> = stages.iter().map(|s| s.as_str()).collect();
+    eprintln!(
+        "vaultline serving {} on admin http://{} (SIGTERM to stop)",
+        names.join(", "),
+        node.admin
+    );
+    node.run_until_signal().await;
+    Ok(ExitCode::SUCCESS)
+}
