@@ -38,7 +38,7 @@ pub fn backoff(base: Duration, failed: u32) -> Duration {
     (base * factor).min(Duration::from_secs(3600))
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     // async-nats brings rustls with ring; make it the process's provider so
     // reqwest's rustls finds one (a no-op when it is already installed).
     if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -49,7 +49,18 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("vaultline/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Why an attempt got no HTTP status. Never holds the URL (it may hold a
+/// token) or the secret: the message is stored with the attempt.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("no key-encryption key is configured to unseal the webhook secret")]
+    NoKek,
+    #[error("cannot unseal the webhook secret: {0}")]
+    Unseal(vaultline_format::Error),
+    #[error("request failed: {0}")]
+    Request(reqwest::Error),
 }
 
 /// Claims and posts due deliveries until `stop` flips.
@@ -58,7 +69,7 @@ pub async fn run(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
     let client = match http_client(settings.timeout) {
         Ok(client) => client,
         Err(error) => {
-            tracing::error!(%error, "Webhooks disabled.");
+            tracing::error!(%error, "Cannot build the HTTP client: webhooks disabled.");
             return;
         }
     };
@@ -118,7 +129,7 @@ async fn attempt(
             Some(status),
             Some(format!("the receiver answered HTTP {status}")),
         ),
-        Err(error) => (None, Some(error)),
+        Err(error) => (None, Some(error.to_string())),
     };
     let outcome = if error.is_none() {
         AttemptOutcome::Delivered
@@ -152,11 +163,11 @@ async fn post(
     client: &reqwest::Client,
     kek: Option<&Kek>,
     delivery: &DueDelivery,
-) -> Result<i32, String> {
-    let kek = kek.ok_or("no key-encryption key is configured to unseal the webhook secret")?;
+) -> Result<i32, AttemptError> {
+    let kek = kek.ok_or(AttemptError::NoKek)?;
     let secret = kek
         .open(&delivery.sealed_secret)
-        .map_err(|e| format!("cannot unseal the webhook secret: {e}"))?;
+        .map_err(AttemptError::Unseal)?;
     let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
     let response = client
         .post(&delivery.url)
@@ -168,7 +179,7 @@ async fn post(
         .body(delivery.body.clone())
         .send()
         .await
-        .map_err(|e| format!("request failed: {}", e.without_url()))?;
+        .map_err(|e| AttemptError::Request(e.without_url()))?;
     Ok(i32::from(response.status().as_u16()))
 }
 

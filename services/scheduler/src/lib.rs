@@ -29,11 +29,9 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// Adds the scheduler to a node (used by `vaultline-scheduler` and `vaultline serve`).
 ///
 /// # Errors
-/// Never; the signature matches the other stages' setup.
-pub async fn install(node: &mut Node) -> Result<(), String> {
-    node.spawn_service(StageName::Scheduler, run)
-        .await
-        .map_err(|e| e.to_string())
+/// When the scheduler's dependencies (its catalog login, NATS) cannot be set up.
+pub async fn install(node: &mut Node) -> Result<(), StageError> {
+    node.spawn_service(StageName::Scheduler, run).await
 }
 
 /// Ticks until `stop` flips. Errors are logged and retried on the next tick.

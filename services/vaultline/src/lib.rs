@@ -7,7 +7,7 @@ mod context;
 mod output;
 mod request;
 
-use vaultline_runtime::{Config, ErrorType, Node, StageError};
+use vaultline_runtime::{Config, Node, StageError};
 use vaultline_types::StageName;
 
 /// Starts a node running `stages` (the explicit list of the pipeline's stages;
@@ -34,8 +34,6 @@ async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError
         StageName::Verifier => vaultline_verifier::install(node).await,
         StageName::Retention => vaultline_retention::install(node).await,
         StageName::Auditor => vaultline_auditor::install(node).await,
-        StageName::Scheduler => vaultline_scheduler::install(node)
-            .await
-            .map_err(|e| StageError::permanent(ErrorType::Config, e)),
+        StageName::Scheduler => vaultline_scheduler::install(node).await,
     }
 }

@@ -3,14 +3,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = vaultline::cli::Cli::parse();
-    vaultline_runtime::entry::run_main(async {
-        // One clear sentence, not a backtrace: the causes joined in order.
-        vaultline::cli::run(cli).await.map_err(|error| {
-            error
-                .chain()
-                .map(|cause| cause.to_string())
-                .collect::<Vec<_>>()
-                .join(": ")
-        })
-    })
+    // One clear sentence, not a backtrace: run_main prints the causes in order.
+    vaultline_runtime::entry::run_main(vaultline::cli::run(cli))
 }

@@ -18,6 +18,27 @@ use vaultline_runtime::{Deps, StageError};
 use vaultline_types::{DrillCompleted, DrillRequested, Name, SnapshotId, SourceConfig, TableCheck};
 use zeroize::Zeroizing;
 
+/// Why a drill could not compare any counts. Recorded as the drill's error,
+/// so it never holds a password.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Catalog(#[from] vaultline_catalog::Error),
+    /// The source, the snapshot or this verifier's configuration does not
+    /// allow a drill.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Key(vaultline_format::Error),
+    #[error("{0}")]
+    Restore(#[from] vaultline_restore::Error),
+    #[error("{0}")]
+    Database(#[from] vaultline_databases::Error),
+    /// A step on the scratch server failed; `cause` is the server's words.
+    #[error("{step}: {cause}")]
+    Server { step: &'static str, cause: String },
+}
+
 /// Runs one drill and returns its result (already recorded in the catalog).
 ///
 /// # Errors
@@ -45,7 +66,7 @@ pub async fn run(
             let error = (!wrong.is_empty()).then(|| wrong.join("; "));
             (tables, error)
         }
-        Err(e) => (Vec::new(), Some(e)),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     };
     let outcome = if error.is_none() { "passed" } else { "failed" };
     let labels = [
@@ -103,45 +124,42 @@ async fn drill(
     tenant: &Name,
     source: &Name,
     snapshot_out: &mut Option<SnapshotId>,
-) -> Result<Vec<TableCheck>, String> {
+) -> Result<Vec<TableCheck>, Failure> {
     let catalog = &deps.catalog;
-    let text = |e: &dyn std::fmt::Display| e.to_string();
-    let source_row = catalog.source(tenant, source).await.map_err(|e| text(&e))?;
+    let source_row = catalog.source(tenant, source).await?;
     let config = source_row
         .config()
-        .map_err(|e| format!("{tenant}/{source}: {e}"))?;
+        .map_err(|e| Failure::Refused(format!("{tenant}/{source}: {e}")))?;
     let kind = config.kind();
     let Some(url) = config.database_url() else {
-        return Err(format!(
+        return Err(Failure::Refused(format!(
             "drills restore database sources; {tenant}/{source} is a {kind} source"
-        ));
+        )));
     };
     let postgres_source = matches!(config, SourceConfig::Postgres(_));
     let (url, password) = scratch_server(deps, tenant, source, &config, url.to_owned()).await?;
-    let snapshots = catalog
-        .snapshots(Some(tenant), Some(source))
-        .await
-        .map_err(|e| text(&e))?;
+    let snapshots = catalog.snapshots(Some(tenant), Some(source)).await?;
     let row = snapshots
         .into_iter()
         .find(|s| s.status == SnapshotStatus::Verified)
-        .ok_or_else(|| format!("{tenant}/{source} has no verified snapshot to drill"))?;
+        .ok_or_else(|| {
+            Failure::Refused(format!(
+                "{tenant}/{source} has no verified snapshot to drill"
+            ))
+        })?;
     *snapshot_out = Some(row.id.clone());
-    let kek = kek.ok_or("this verifier has no key-encryption key (keys.kek-file)")?;
-    let key = catalog
-        .key(tenant, &row.key_id)
-        .await
-        .map_err(|e| text(&e))?;
-    let identity = kek.unwrap(&key.wrapped_identity).map_err(|e| text(&e))?;
+    let kek = kek.ok_or_else(|| {
+        Failure::Refused("this verifier has no key-encryption key (keys.kek-file)".into())
+    })?;
+    let key = catalog.key(tenant, &row.key_id).await?;
+    let identity = kek.unwrap(&key.wrapped_identity).map_err(Failure::Key)?;
     let (header, footer) =
-        vaultline_restore::manifest_summary(&deps.repository, tenant, &row.id, &identity)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        vaultline_restore::manifest_summary(&deps.repository, tenant, &row.id, &identity).await?;
     if header.source_kind != kind {
-        return Err(format!(
+        return Err(Failure::Refused(format!(
             "snapshot {} is a {} backup, the source is {kind}",
             row.id, header.source_kind
-        ));
+        )));
     }
     let scratch = scratch_name();
     tracing::info!(snapshot = %row.id, %scratch, "Drill: restoring into a scratch database.");
@@ -189,7 +207,9 @@ async fn drill(
         }
     }
     if checks.is_empty() {
-        return Err("the snapshot records no tables to compare".into());
+        return Err(Failure::Refused(
+            "the snapshot records no tables to compare".into(),
+        ));
     }
     Ok(checks)
 }
@@ -204,7 +224,7 @@ async fn scratch_server(
     source: &Name,
     config: &SourceConfig,
     source_url: String,
-) -> Result<(String, Option<Zeroizing<String>>), String> {
+) -> Result<(String, Option<Zeroizing<String>>), Failure> {
     let drills = &deps.config.drills;
     let kind = config.kind();
     let (configured, password_file, setting) = match config {
@@ -224,7 +244,10 @@ async fn scratch_server(
             None => None,
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!("the scratch server's password file {}: {e}", path.display())
+                    Failure::Refused(format!(
+                        "the scratch server's password file {}: {e}",
+                        path.display()
+                    ))
                 })?;
                 Some(Zeroizing::new(
                     text.lines().next().unwrap_or_default().to_owned(),
@@ -233,33 +256,25 @@ async fn scratch_server(
         };
         return Ok((url.clone(), password));
     }
-    let allowed = deps
-        .catalog
-        .drill_on_source(tenant, source)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !allowed {
-        return Err(format!(
+    if !deps.catalog.drill_on_source(tenant, source).await? {
+        return Err(Failure::Refused(format!(
             "no scratch server for {kind} drills: set {setting} in the verifier's configuration \
              (or add the source with --drill-on-source-server)"
-        ));
+        )));
     }
-    let password = match deps
-        .catalog
-        .source_credential(tenant, source)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    let password = match deps.catalog.source_credential(tenant, source).await? {
         None => None,
         Some(sealed) => {
-            let key = vaultline_runtime::deps::load_credentials_key(&deps.config)
-                .map_err(|e| format!("the source has a stored credential, but {e}"))?;
-            let plain = key
-                .open(&sealed)
-                .map_err(|_| "the stored credential does not open with this credentials key")?;
-            Some(Zeroizing::new(
-                String::from_utf8(plain).map_err(|_| "the stored credential is not UTF-8")?,
-            ))
+            let refused = |why: &str| Failure::Refused(why.to_owned());
+            let key = vaultline_runtime::deps::load_credentials_key(&deps.config).map_err(|e| {
+                Failure::Refused(format!("the source has a stored credential, but {e}"))
+            })?;
+            let plain = key.open(&sealed).map_err(|_| {
+                refused("the stored credential does not open with this credentials key")
+            })?;
+            Some(Zeroizing::new(String::from_utf8(plain).map_err(|_| {
+                refused("the stored credential is not UTF-8")
+            })?))
         }
     };
     Ok((source_url, password))
@@ -279,22 +294,17 @@ async fn postgres(
     url: &str,
     password: Option<&str>,
     scratch: &str,
-) -> Result<Vec<TableCount>, String> {
-    let admin = vaultline_databases::pg_connect(url, password)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+) -> Result<Vec<TableCount>, Failure> {
+    let admin = vaultline_databases::pg_connect(url, password).await?;
     admin
         .batch_execute(&format!("CREATE DATABASE \"{scratch}\""))
         .await
-        .map_err(|e| {
-            format!(
-                "creating the scratch database: {}",
-                vaultline_databases::pg_message(&e)
-            )
+        .map_err(|e| Failure::Server {
+            step: "creating the scratch database",
+            cause: vaultline_databases::pg_message(&e),
         })?;
     let result = async {
-        let scratch_url =
-            vaultline_databases::with_database(url, scratch).map_err(|e| format!("{e:#}"))?;
+        let scratch_url = vaultline_databases::with_database(url, scratch)?;
         let mut command = vaultline_restore::programs::pg_restore_command(&scratch_url, false);
         if let Some(password) = password {
             command.env("PGPASSWORD", password);
@@ -307,14 +317,14 @@ async fn postgres(
             command,
             "pg_restore into the scratch database",
         )
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-        let client = vaultline_databases::pg_connect(&scratch_url, password)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        .await?;
+        let client = vaultline_databases::pg_connect(&scratch_url, password).await?;
         vaultline_databases::pg_table_counts(&client)
             .await
-            .map_err(|e| format!("counting rows: {}", vaultline_databases::pg_message(&e)))
+            .map_err(|e| Failure::Server {
+                step: "counting rows",
+                cause: vaultline_databases::pg_message(&e),
+            })
     }
     .await;
     // Always drop it, even after a failure; FORCE ends our own lingering session.
@@ -337,16 +347,17 @@ async fn mariadb(
     url: &str,
     password: Option<&str>,
     scratch: &str,
-) -> Result<Vec<TableCount>, String> {
-    let options = MariadbOptions::new(password).map_err(|e| format!("{e:#}"))?;
+) -> Result<Vec<TableCount>, Failure> {
+    let options = MariadbOptions::new(password)?;
     let ident = vaultline_databases::mariadb_ident(scratch);
     vaultline_databases::mariadb_sql(url, &options, None, &format!("CREATE DATABASE {ident}"))
-        .map_err(|e| format!("creating the scratch database: {e:#}"))?;
+        .map_err(|e| Failure::Server {
+            step: "creating the scratch database",
+            cause: e.to_string(),
+        })?;
     let result = async {
-        let scratch_url =
-            vaultline_databases::with_database(url, scratch).map_err(|e| format!("{e:#}"))?;
-        let command = vaultline_restore::programs::mariadb_command(&scratch_url, Some(&options))
-            .map_err(|e| format!("{e:#}"))?;
+        let scratch_url = vaultline_databases::with_database(url, scratch)?;
+        let command = vaultline_restore::programs::mariadb_command(&scratch_url, Some(&options))?;
         vaultline_restore::programs::restore_into(
             &deps.repository,
             tenant,
@@ -355,10 +366,10 @@ async fn mariadb(
             command,
             "mariadb into the scratch database",
         )
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-        vaultline_databases::mariadb_table_counts(url, &options, scratch)
-            .map_err(|e| format!("{e:#}"))
+        .await?;
+        Ok(vaultline_databases::mariadb_table_counts(
+            url, &options, scratch,
+        )?)
     }
     .await;
     if let Err(e) = vaultline_databases::mariadb_sql(

@@ -193,13 +193,13 @@ pub async fn level1(
 /// # Errors
 /// A storage error that may pass (the S3 server down): a retry may succeed,
 /// so that is not called corruption. Anything else found wrong is
-/// `Ok(Err(reason))`.
+/// `Ok(Err(why))`: the snapshot does not restore.
 pub async fn level2(
     repository: &vaultline_storage::Repository,
     tenant: &vaultline_types::Name,
     snapshot: &vaultline_types::SnapshotId,
     identity: &vaultline_format::keys::Identity,
-) -> Result<Result<vaultline_restore::Restored, String>, StageError> {
+) -> Result<Result<vaultline_restore::Restored, vaultline_restore::Error>, StageError> {
     match vaultline_restore::restore(
         repository,
         tenant,
@@ -211,26 +211,8 @@ pub async fn level2(
     .await
     {
         Ok(done) => Ok(Ok(done)),
-        Err(e) => {
-            // The manifest is read as a stream: a storage error met while
-            // reading it arrives wrapped in an io::Error.
-            let transient = e.chain().any(|cause| {
-                let storage = cause
-                    .downcast_ref::<vaultline_storage::Error>()
-                    .or_else(|| {
-                        cause
-                            .downcast_ref::<std::io::Error>()
-                            .and_then(std::io::Error::get_ref)
-                            .and_then(|inner| inner.downcast_ref::<vaultline_storage::Error>())
-                    });
-                storage.is_some_and(vaultline_storage::Error::is_transient)
-            });
-            if transient {
-                Err(StageError::transient(ErrorType::Storage, format!("{e:#}")))
-            } else {
-                Ok(Err(format!("level 2: {e:#}")))
-            }
-        }
+        Err(e) if e.is_transient() => Err(StageError::transient(ErrorType::Storage, e.to_string())),
+        Err(e) => Ok(Err(e)),
     }
 }
 
@@ -366,7 +348,8 @@ impl Verifier {
                 &identity,
             )
             .await?
-            .err();
+            .err()
+            .map(|e| format!("level 2: {e}"));
         }
         let Some(reason) = reason else {
             catalog

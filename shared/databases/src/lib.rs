@@ -6,8 +6,45 @@
 
 pub mod child_env;
 
-use anyhow::{Context, Result, bail};
 use std::io::Write;
+
+/// Why a database helper failed. Messages never hold a password.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A URL that does not parse as what it must be.
+    #[error("not a {expected} URL: {cause}")]
+    Url {
+        expected: &'static str,
+        cause: String,
+    },
+    /// The PostgreSQL server refused the connection or could not be reached.
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(String),
+    /// A local file or program failed (the option file, the client binary).
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
+    /// The MariaDB client ran and failed; its stderr says why.
+    #[error("{client} failed: {stderr}")]
+    Client {
+        client: &'static str,
+        stderr: String,
+    },
+    /// The client answered something that is not what was asked for.
+    #[error("{0}")]
+    Answer(String),
+}
+
+/// Result of the database helpers.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |cause| Error::Io { what, cause }
+}
+
+fn url_error(expected: &'static str) -> impl FnOnce(String) -> Error {
+    move |cause| Error::Url { expected, cause }
+}
 
 /// Rows of one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,14 +94,16 @@ pub async fn pg_table_counts(
 /// When the URL does not parse or the server refuses; the message never
 /// holds the password.
 pub async fn pg_connect(url: &str, password: Option<&str>) -> Result<tokio_postgres::Client> {
-    let mut config: tokio_postgres::Config = url.parse().context("not a PostgreSQL URL")?;
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| url_error("PostgreSQL")(e.to_string()))?;
     if let Some(password) = password {
         config.password(password);
     }
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {}", pg_message(&e)))?;
+        .map_err(|e| Error::Connect(pg_message(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "A PostgreSQL connection ended.");
@@ -89,7 +128,7 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
 /// # Errors
 /// When `url` is not a URL.
 pub fn with_database(url: &str, database: &str) -> Result<String> {
-    let mut parsed = url::Url::parse(url).context("not a database URL")?;
+    let mut parsed = url::Url::parse(url).map_err(|e| url_error("database")(e.to_string()))?;
     parsed.set_path(&format!("/{database}"));
     Ok(parsed.into())
 }
@@ -108,7 +147,7 @@ impl MariadbOptions {
         let mut file = tempfile::Builder::new()
             .prefix("vaultline-my-")
             .tempfile()
-            .context("cannot create a MariaDB option file")?;
+            .map_err(io("cannot create a MariaDB option file"))?;
         let mut text = String::from("[client]\n");
         if let Some(password) = password {
             text.push_str(&format!(
@@ -117,7 +156,7 @@ impl MariadbOptions {
             ));
         }
         file.write_all(text.as_bytes())
-            .context("cannot write a MariaDB option file")?;
+            .map_err(io("cannot write a MariaDB option file"))?;
         Ok(MariadbOptions(file))
     }
 
@@ -168,7 +207,7 @@ pub fn on_path(program: &str) -> bool {
 /// # Errors
 /// When the URL does not parse.
 pub fn mariadb_args(url: &str) -> Result<(Vec<String>, String)> {
-    let parsed = url::Url::parse(url).context("not a database URL")?;
+    let parsed = url::Url::parse(url).map_err(|e| url_error("database")(e.to_string()))?;
     let mut args = vec![
         "--protocol=tcp".to_owned(),
         format!("--host={}", parsed.host_str().unwrap_or("127.0.0.1")),
@@ -202,13 +241,12 @@ pub fn mariadb_sql(
     }
     let out = command
         .output()
-        .with_context(|| format!("cannot run {}", mariadb_client()))?;
+        .map_err(io(format!("cannot run {}", mariadb_client())))?;
     if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            mariadb_client(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(Error::Client {
+            client: mariadb_client(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -246,11 +284,11 @@ pub fn mariadb_table_counts(
     let output = mariadb_sql(url, options, Some(database), &sql)?;
     let counts: Vec<&str> = output.lines().collect();
     if counts.len() != names.len() {
-        bail!(
+        return Err(Error::Answer(format!(
             "counting {} tables gave {} answers",
             names.len(),
             counts.len()
-        );
+        )));
     }
     names
         .iter()
@@ -258,11 +296,95 @@ pub fn mariadb_table_counts(
         .map(|(name, count)| {
             Ok(TableCount {
                 name: (*name).to_owned(),
-                rows: count
-                    .trim()
-                    .parse()
-                    .context("a count that is not a number")?,
+                rows: count.trim().parse().map_err(|_| {
+                    Error::Answer(format!("the count of {name} is not a number: {count:?}"))
+                })?,
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mariadb_urls_become_client_arguments() {
+        let (args, database) = mariadb_args("mariadb://backup@db.internal:3307/shop").unwrap();
+        assert_eq!(
+            args,
+            [
+                "--protocol=tcp",
+                "--host=db.internal",
+                "--port=3307",
+                "--default-character-set=utf8mb4",
+                "--user=backup"
+            ]
+        );
+        assert_eq!(database, "shop");
+        // Defaults: the local server on the standard port, no user, no database.
+        let (args, database) = mariadb_args("mysql://127.0.0.1").unwrap();
+        assert_eq!(args[1..3], ["--host=127.0.0.1", "--port=3306"]);
+        assert_eq!((args.len(), database.as_str()), (4, ""));
+        let refused = mariadb_args("db.internal/shop").unwrap_err().to_string();
+        assert!(refused.starts_with("not a database URL"), "{refused}");
+    }
+
+    #[test]
+    fn with_database_swaps_only_the_database() {
+        assert_eq!(
+            with_database(
+                "postgres://backup@db:5433/shop?sslmode=disable",
+                "scratch_1"
+            )
+            .unwrap(),
+            "postgres://backup@db:5433/scratch_1?sslmode=disable"
+        );
+        assert!(with_database("no url", "x").is_err());
+    }
+
+    #[test]
+    fn identifiers_are_quoted_so_no_name_can_end_the_quote() {
+        assert_eq!(mariadb_ident("orders"), "`orders`");
+        assert_eq!(mariadb_ident("we`ird"), "`we``ird`");
+        assert_eq!(
+            mariadb_ident("`; DROP TABLE x; --"),
+            "```; DROP TABLE x; --`"
+        );
+        // Every backtick inside is doubled: the quoted name has an even
+        // count between its outer quotes.
+        for name in ["a", "`", "``", "a`b`c", "spaces and ; semicolons"] {
+            let quoted = mariadb_ident(name);
+            let inner = &quoted[1..quoted.len() - 1];
+            assert_eq!(inner.replace("``", "`"), name);
+            assert_eq!(inner.matches('`').count() % 2, 0, "{quoted}");
+        }
+    }
+
+    #[test]
+    fn the_option_file_escapes_the_password_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let options = MariadbOptions::new(Some(r#"p"a\ss"#)).unwrap();
+        let path = options.arg();
+        let path = path.strip_prefix("--defaults-extra-file=").unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        // Backslashes doubled, then quotes escaped: the client reads back p"a\ss.
+        assert_eq!(text, concat!("[client]\n", r#"password="p\"a\\ss""#, "\n"));
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+
+    #[test]
+    fn postgres_urls_that_do_not_parse_are_refused_before_connecting() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let refused = runtime
+            .block_on(pg_connect("postgres://u@h:notaport/db", Some("secret")))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.starts_with("not a PostgreSQL URL"), "{refused}");
+        assert!(!refused.contains("secret"), "{refused}");
+    }
 }

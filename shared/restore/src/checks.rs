@@ -3,7 +3,7 @@
 //! nothing, refuses exactly the snapshots a restore would: a snapshot the
 //! verifier accepts never fails on a name, an order or a link at restore.
 
-use anyhow::{Result, bail};
+use crate::error::{Result, fail};
 use std::collections::HashSet;
 use vaultline_format::manifest::{Entry, EntryKind, XATTR_BYTES, xattr_kept};
 
@@ -39,16 +39,29 @@ pub(crate) fn shown(path: &[u8]) -> String {
 pub(crate) fn check_path(path: &[u8]) -> Result<()> {
     let shown = shown(path);
     if path.is_empty() || path.contains(&0) {
-        bail!("refusing to restore an entry with an empty or invalid path");
+        fail!(
+            Refused,
+            "refusing to restore an entry with an empty or invalid path"
+        );
     }
     if path[0] == b'/' {
-        bail!("refusing to restore {shown:?}: the path is absolute");
+        fail!(
+            Refused,
+            "refusing to restore {shown:?}: the path is absolute"
+        );
     }
     for name in path.split(|&b| b == b'/') {
         match name {
-            b".." => bail!("refusing to restore {shown:?}: it climbs out with '..'"),
-            b"" | b"." => bail!("refusing to restore {shown:?}: an empty or '.' name in the path"),
-            long if long.len() > NAME_MAX => bail!(
+            b".." => fail!(
+                Refused,
+                "refusing to restore {shown:?}: it climbs out with '..'"
+            ),
+            b"" | b"." => fail!(
+                Refused,
+                "refusing to restore {shown:?}: an empty or '.' name in the path"
+            ),
+            long if long.len() > NAME_MAX => fail!(
+                Refused,
                 "refusing to restore {shown:?}: a name of {} bytes, longer than any filesystem takes ({NAME_MAX})",
                 long.len()
             ),
@@ -86,7 +99,8 @@ impl Checks {
         let shown = shown(&entry.path);
         self.place(&entry.path, &shown)?;
         if entry.mode > 0o7777 {
-            bail!(
+            fail!(
+                Refused,
                 "refusing to restore {shown:?}: mode {:o} is not a permission mode",
                 entry.mode
             );
@@ -95,14 +109,16 @@ impl Checks {
         for xattr in &entry.xattrs {
             xattr_bytes += xattr.name.len() + xattr.value.len();
             if !xattr_kept(&xattr.name) || xattr.name.contains(&0) {
-                bail!(
+                fail!(
+                    Refused,
                     "refusing to restore {shown:?}: extended attribute {:?} is not one vaultline restores",
                     String::from_utf8_lossy(&xattr.name)
                 );
             }
         }
         if xattr_bytes > XATTR_BYTES {
-            bail!(
+            fail!(
+                Refused,
                 "refusing to restore {shown:?}: {xattr_bytes} bytes of extended attributes, more than {XATTR_BYTES}"
             );
         }
@@ -110,7 +126,8 @@ impl Checks {
             EntryKind::File => {
                 let chunked: u64 = entry.chunks.iter().map(|c| u64::from(c.raw_length)).sum();
                 if chunked != entry.size {
-                    bail!(
+                    fail!(
+                        Refused,
                         "refusing to restore {shown:?}: its chunks hold {chunked} bytes, its size is {}",
                         entry.size
                     );
@@ -121,19 +138,26 @@ impl Checks {
             }
             EntryKind::Symlink => match entry.target.as_deref() {
                 Some(target) if !target.is_empty() && !target.contains(&0) => {}
-                _ => bail!("refusing to restore {shown:?}: a symlink without a valid target"),
+                _ => fail!(
+                    Refused,
+                    "refusing to restore {shown:?}: a symlink without a valid target"
+                ),
             },
             EntryKind::Hardlink => {
                 let target = entry.target.as_deref().unwrap_or_default();
                 if check_path(target).is_err() || !self.linkable.contains(&link_key(target)) {
-                    bail!(
+                    fail!(
+                        Refused,
                         "refusing to restore {shown:?}: a hard link to {:?}, which is not a file listed before it",
                         self::shown(target)
                     );
                 }
             }
             EntryKind::CharDevice | EntryKind::BlockDevice if entry.rdev.is_none() => {
-                bail!("refusing to restore {shown:?}: a device without a device number")
+                fail!(
+                    Refused,
+                    "refusing to restore {shown:?}: a device without a device number"
+                )
             }
             EntryKind::Dir
             | EntryKind::Fifo
@@ -161,12 +185,14 @@ impl Checks {
         let last = match self.open.last_mut() {
             Some((dir, last)) if dir.as_slice() == parent => last,
             None if parent.is_empty() => self.top_last.get_or_insert_with(Vec::new),
-            _ => bail!(
+            _ => fail!(
+                Refused,
                 "refusing to restore {shown:?}: a parent is a symlink, a file, or not listed before it"
             ),
         };
         if !last.is_empty() && last.as_slice() >= name {
-            bail!(
+            fail!(
+                Refused,
                 "refusing to restore {shown:?}: listed twice, or out of order (a symlink or a file is in the way)"
             );
         }

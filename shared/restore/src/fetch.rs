@@ -4,7 +4,7 @@
 //! budget.
 
 use crate::checks::{Checks, FORMATS, is_under};
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 use std::collections::HashMap;
 use vaultline_format::keys::Identity;
 use vaultline_format::manifest::{Entry, EntryKind, Footer, Header, Record, open_sealed};
@@ -43,7 +43,7 @@ pub(crate) enum Item {
     },
     EndFile,
     Footer(Footer),
-    Failed(anyhow::Error),
+    Failed(Error),
 }
 
 /// Consecutive blobs of one pack, fetched with one ranged read and opened on
@@ -106,19 +106,23 @@ async fn pack_key(
             let prefix = repo
                 .get_range(key, 0, want)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot read pack {pack}: {e}"))?;
+                .map_err(|e| Error::storage(format!("cannot read pack {pack}"), e))?;
             match PackKey::read(&prefix, identity) {
                 Ok(PackHeader::Key(key, _)) => return Ok(std::sync::Arc::new(key)),
                 Ok(PackHeader::NeedBytes(n)) if (n as u32) > want && n <= 1 << 20 => {
                     want = n as u32
                 }
                 Ok(PackHeader::NeedBytes(n)) => {
-                    anyhow::bail!("pack {pack} is damaged: a header of {n} bytes")
+                    return Err(Error::Damaged(format!(
+                        "pack {pack} is damaged: a header of {n} bytes"
+                    )));
                 }
-                Err(vaultline_format::Error::WrongKey) => anyhow::bail!(
-                    "the identity given does not match the key pack {pack} was encrypted to"
-                ),
-                Err(e) => anyhow::bail!("pack {pack} is damaged: {e}"),
+                Err(vaultline_format::Error::WrongKey) => {
+                    return Err(Error::WrongKey(format!(
+                        "the identity given does not match the key pack {pack} was encrypted to"
+                    )));
+                }
+                Err(e) => return Err(Error::Damaged(format!("pack {pack} is damaged: {e}"))),
             }
         }
     };
@@ -144,15 +148,14 @@ impl Fetcher {
                 let bytes = repo
                     .get_range(&key, run.start, length)
                     .await
-                    .map_err(|e| anyhow::anyhow!("cannot read pack {}: {e}", run.pack))?;
-                anyhow::Ok((pack_key, bytes))
+                    .map_err(|e| Error::storage(format!("cannot read pack {}", run.pack), e))?;
+                Ok::<_, Error>((pack_key, bytes))
             };
             let (pack_key, bytes) = match fetched.await {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     // The writer stops at the run's first chunk.
-                    let e = anyhow::anyhow!("{e:#} (restoring {})", run.shown);
-                    let _ = run.reply.send(vec![Err(e)]);
+                    let _ = run.reply.send(vec![Err(e.restoring(&run.shown))]);
                     return;
                 }
             };
@@ -167,7 +170,11 @@ impl Fetcher {
                     let at = (offset - start) as usize;
                     pack_key
                         .open(&id, &bytes[at..at + length as usize])
-                        .with_context(|| format!("pack {pack} is damaged (restoring {shown})"))
+                        .map_err(|e| {
+                            Error::Damaged(format!(
+                                "pack {pack} is damaged (restoring {shown}): {e}"
+                            ))
+                        })
                 });
                 let _ = run.reply.send(opened.collect());
             })
@@ -297,7 +304,12 @@ pub(crate) fn read_manifest(
     };
     let key = ObjectKey::manifest(&tenant, &snapshot);
     let records = ObjectReader::open(ranges, &key, runtime)
-        .with_context(|| format!("cannot read the manifest of snapshot {snapshot}"))
+        .map_err(|e| {
+            Error::storage(
+                format!("cannot read the manifest of snapshot {snapshot}"),
+                e,
+            )
+        })
         .and_then(|object| {
             open_sealed(
                 std::io::BufReader::with_capacity(1 << 20, object),
@@ -316,15 +328,13 @@ pub(crate) fn read_manifest(
     let mut links = Links::default();
     for record in records {
         let ok = match record {
-            Err(e) => fetcher.fail(
-                anyhow::Error::new(e).context(format!("manifest of snapshot {snapshot}")),
-            ),
+            Err(e) => fetcher.fail(Error::manifest(format!("manifest of snapshot {snapshot}"), e)),
             Ok(Record::Header(header)) if !FORMATS.contains(&header.format) => {
-                fetcher.fail(anyhow::anyhow!(
+                fetcher.fail(Error::Request(format!(
                     "snapshot {snapshot} has manifest format {}, newer than this vaultline reads ({}): upgrade vaultline to restore it",
                     header.format,
                     FORMATS.end()
-                ))
+                )))
             }
             Ok(Record::Header(header)) => fetcher.send(Item::Header(header)),
             Ok(Record::Footer(footer)) => fetcher.send(Item::Footer(footer)),
@@ -346,7 +356,7 @@ pub(crate) fn read_manifest(
 
 impl Fetcher {
     /// Hands the writer the error that ends the restore; the walk stops.
-    fn fail(&mut self, error: anyhow::Error) -> bool {
+    fn fail(&mut self, error: Error) -> bool {
         self.send(Item::Failed(error));
         false
     }
@@ -361,15 +371,15 @@ impl Fetcher {
                 break;
             }
             let Some(location) = chunk.location else {
-                return self.fail(anyhow::anyhow!(
+                return self.fail(Error::Damaged(format!(
                     "manifest of snapshot {snapshot} lacks a chunk location for {shown}"
-                ));
+                )));
             };
             if location.length.max(chunk.raw_length) > AHEAD_BYTES / 2 {
-                return self.fail(anyhow::anyhow!(
+                return self.fail(Error::Damaged(format!(
                     "manifest of snapshot {snapshot} names a chunk of {} bytes for {shown}, larger than any vaultline writes",
                     location.length.max(chunk.raw_length)
-                ));
+                )));
             }
             ok = self.chunk(chunk.id, location, chunk.raw_length, &shown);
         }

@@ -13,14 +13,16 @@
 //! handles opened without following symlinks.
 
 mod checks;
+mod error;
 mod fetch;
 mod meta;
 pub mod programs;
 mod tree;
 
+pub use error::{Error, Result};
 pub use meta::Kept;
 
-use anyhow::{Context, Result, bail};
+use error::fail;
 use fetch::{Item, QUEUED_ITEMS, Request};
 use std::io::Write;
 use std::path::Path;
@@ -91,7 +93,12 @@ pub async fn manifest_summary(
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let object = ObjectReader::open(ranges, &ObjectKey::manifest(&tenant, &snapshot), runtime)
-            .with_context(|| format!("cannot read the manifest of snapshot {snapshot}"))?;
+            .map_err(|e| {
+                Error::storage(
+                    format!("cannot read the manifest of snapshot {snapshot}"),
+                    e,
+                )
+            })?;
         let records = open_sealed(
             std::io::BufReader::with_capacity(1 << 20, object),
             &identity,
@@ -99,7 +106,9 @@ pub async fn manifest_summary(
         .map_err(|e| wrong_key(e, &tenant, &snapshot))?;
         let (mut header, mut footer) = (None, None);
         for record in records {
-            match record.with_context(|| format!("manifest of snapshot {snapshot}"))? {
+            match record
+                .map_err(|e| Error::manifest(format!("manifest of snapshot {snapshot}"), e))?
+            {
                 Record::Header(h) => header = Some(h),
                 Record::Footer(f) => footer = Some(f),
                 Record::Entry(_) => {}
@@ -107,11 +116,11 @@ pub async fn manifest_summary(
         }
         match (header, footer) {
             (Some(h), Some(f)) => Ok((h, f)),
-            _ => bail!("manifest of snapshot {snapshot} is truncated"),
+            _ => fail!(Damaged, "manifest of snapshot {snapshot} is truncated"),
         }
     })
     .await
-    .context("the manifest reader died")?
+    .map_err(|e| Error::task("the manifest reader died", e))?
 }
 
 /// Restores a whole directory tree, then checks it against the source
@@ -216,7 +225,8 @@ pub async fn restore_with(
             Item::Failed(error) => return Err(error),
             Item::Header(header) => {
                 if &header.tenant != tenant || &header.snapshot != snapshot {
-                    bail!(
+                    fail!(
+                        Damaged,
                         "manifest of snapshot {snapshot} names another snapshot ({}/{})",
                         header.tenant,
                         header.snapshot
@@ -226,7 +236,8 @@ pub async fn restore_with(
                     && header.source_kind == "files"
                     && select.is_none()
                 {
-                    bail!(
+                    fail!(
+                        Request,
                         "snapshot {snapshot} is a file tree: restore it to a directory, or stream one file with --path"
                     );
                 }
@@ -243,13 +254,22 @@ pub async fn restore_with(
                 raw_length,
                 budget,
             } => {
-                let file = open.as_mut().context("a chunk outside a file")?;
+                let Some(file) = open.as_mut() else {
+                    fail!(Internal, "a chunk outside a file");
+                };
                 if let Some(run) = run {
-                    opened = run.await.context("a chunk task died")?.into_iter();
+                    let Ok(chunks) = run.await else {
+                        fail!(Internal, "a chunk task died");
+                    };
+                    opened = chunks.into_iter();
                 }
-                let plain = opened.next().context("a run returned too few chunks")??;
+                let Some(plain) = opened.next() else {
+                    fail!(Internal, "a run returned too few chunks");
+                };
+                let plain = plain?;
                 if plain.len() != raw_length as usize {
-                    bail!(
+                    fail!(
+                        Damaged,
                         "a pack returned a chunk of the wrong size for {}",
                         file.shown
                     );
@@ -260,14 +280,17 @@ pub async fn restore_with(
                     (None, Sink::Stream(out)) => out.write_all(&plain),
                     (None, _) => Ok(()),
                 };
-                written.with_context(|| format!("cannot write {}", file.shown))?;
+                written.map_err(|e| Error::write(format!("cannot write {}", file.shown), e))?;
                 // Written: its share of the read-ahead budget goes back.
                 drop(budget);
             }
             Item::EndFile => {
-                let OpenFile {
+                let Some(OpenFile {
                     entry, out, hasher, ..
-                } = open.take().context("a file end without a file")?;
+                }) = open.take()
+                else {
+                    fail!(Internal, "a file end without a file");
+                };
                 if let (Some(out), Some(tree)) = (out, tree.as_mut()) {
                     // Complete and correct: only now does it get its name.
                     tree.finish_file(out, &entry)?;
@@ -279,11 +302,12 @@ pub async fn restore_with(
             }
             Item::Entry(entry) => {
                 if !header_seen {
-                    bail!("manifest of snapshot {snapshot} has no header");
+                    fail!(Damaged, "manifest of snapshot {snapshot} has no header");
                 }
                 if entry.kind == EntryKind::File {
                     if matches!(sink, Sink::Stream(_)) && done.files > 0 {
-                        bail!(
+                        fail!(
+                            Request,
                             "more than one file matches in snapshot {snapshot}: pick one with --path"
                         );
                     }
@@ -311,9 +335,12 @@ pub async fn restore_with(
             }
         }
     }
-    reader.await.context("the manifest reader died")?;
+    reader
+        .await
+        .map_err(|e| Error::task("the manifest reader died", e))?;
     if let Sink::Stream(out) = &mut sink {
-        out.flush().context("cannot write the restored stream")?;
+        out.flush()
+            .map_err(|e| Error::write("cannot write the restored stream", e))?;
     }
     if let Some(tree) = tree {
         done.sockets_skipped = tree.sockets_skipped;
@@ -321,12 +348,16 @@ pub async fn restore_with(
         done.kept = tree.finish()?;
     }
     let Some(footer) = footer else {
-        bail!("manifest of snapshot {snapshot} is truncated (no footer)");
+        fail!(
+            Damaged,
+            "manifest of snapshot {snapshot} is truncated (no footer)"
+        );
     };
     done.tables = footer.tables;
     if let Some(select) = &select {
         if done.entries == 0 {
-            bail!(
+            fail!(
+                Request,
                 "snapshot {snapshot} has no entry {:?}",
                 String::from_utf8_lossy(select)
             );
@@ -334,7 +365,8 @@ pub async fn restore_with(
         return Ok(done);
     }
     if footer.source_digest != digest.finish() {
-        bail!(
+        fail!(
+            Damaged,
             "restored data does not match the digest recorded at backup time (snapshot {snapshot})"
         );
     }
@@ -342,12 +374,12 @@ pub async fn restore_with(
     Ok(done)
 }
 
-fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -> anyhow::Error {
+fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -> Error {
     match e {
-        vaultline_format::Error::WrongKey => anyhow::anyhow!(
+        vaultline_format::Error::WrongKey => Error::WrongKey(format!(
             "the identity given does not match the key snapshot {snapshot} of tenant {tenant} was encrypted to"
-        ),
-        other => anyhow::anyhow!("manifest of snapshot {snapshot}: {other}"),
+        )),
+        other => Error::manifest(format!("manifest of snapshot {snapshot}"), other),
     }
 }
 

@@ -6,7 +6,7 @@
 //! of someone else.
 
 use crate::checks::shown;
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 use rustix::fd::BorrowedFd;
 use rustix::fs::{AtFlags, Gid, Mode, Timespec, Timestamps, UTIME_OMIT, Uid};
 use std::collections::HashMap;
@@ -92,7 +92,9 @@ impl Metadata {
                 Node::Proc(path) => rustix::fs::chmod(*path, mode),
                 Node::Symlink(..) => unreachable!("excluded above"),
             }
-            .with_context(|| format!("cannot set the mode of {}", shown(&entry.path)))?;
+            .map_err(|e| {
+                Error::write(format!("cannot set the mode of {}", shown(&entry.path)), e)
+            })?;
             self.xattrs(&node, entry);
         }
         let times = Timestamps {
@@ -114,7 +116,7 @@ impl Metadata {
                 rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
             }
         }
-        .with_context(|| format!("cannot set the times of {}", shown(&entry.path)))
+        .map_err(|e| Error::write(format!("cannot set the times of {}", shown(&entry.path)), e))
     }
 
     /// Gives the node its recorded owner when root; says whether the owner
@@ -140,7 +142,7 @@ impl Metadata {
                 rustix::fs::chownat(dir, *name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
             }
         }
-        .with_context(|| format!("cannot set the owner of {}", shown(&entry.path)))?;
+        .map_err(|e| Error::write(format!("cannot set the owner of {}", shown(&entry.path)), e))?;
         Ok((true, true))
     }
 

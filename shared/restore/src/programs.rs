@@ -3,8 +3,8 @@
 //! decide and explain the outcome. Passwords travel in the standard variables
 //! (PGPASSWORD, MYSQL_PWD), never in arguments.
 
+use crate::error::{Error, Result, fail};
 use crate::{Restored, Sink, restore};
-use anyhow::{Context, Result, bail};
 use std::process::{Command, Stdio};
 use vaultline_format::keys::Identity;
 use vaultline_storage::Repository;
@@ -44,9 +44,13 @@ pub fn mariadb_command(
     url: &str,
     options: Option<&vaultline_databases::MariadbOptions>,
 ) -> Result<Command> {
-    let (args, database) = vaultline_databases::mariadb_args(url)?;
+    let (args, database) =
+        vaultline_databases::mariadb_args(url).map_err(|e| Error::Request(e.to_string()))?;
     if database.is_empty() {
-        bail!("the URL must name the database, e.g. mariadb://user@host/db");
+        fail!(
+            Request,
+            "the URL must name the database, e.g. mariadb://user@host/db"
+        );
     }
     // Without options, the person restoring may hand the password over in
     // the client's own MYSQL_PWD.
@@ -83,7 +87,10 @@ pub async fn restore_into(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("{what}: cannot start {:?}", command.get_program()))?;
+        .map_err(|e| Error::Program {
+            what: format!("{what}: cannot start {:?}", command.get_program()),
+            cause: Some(e),
+        })?;
     let stderr = child.stderr.take().expect("piped");
     let stderr_tail = std::thread::spawn(move || vaultline_databases::stderr_tail(stderr));
     let mut stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped"));
@@ -101,16 +108,23 @@ pub async fn restore_into(
     if restored.is_err() {
         let _ = child.kill();
     }
-    let status = child.wait()?;
+    let status = child.wait().map_err(|e| Error::Program {
+        what: format!("{what}: cannot wait for {:?}", command.get_program()),
+        cause: Some(e),
+    })?;
     let tail = stderr_tail.join().unwrap_or_default();
     let tail = tail.trim();
     match restored {
         // A program that died early shows up as a broken pipe; its own words say more.
-        Err(e) if !status.success() && !tail.is_empty() => {
-            Err(e.context(format!("{what} failed ({status}): {tail}")))
-        }
+        Err(e) if !status.success() && !tail.is_empty() => Err(Error::Program {
+            what: format!("{what} failed ({status}): {tail}; restore stopped: {e}"),
+            cause: None,
+        }),
         Err(e) => Err(e),
-        Ok(_) if !status.success() => bail!("{what} failed ({status}): {tail}"),
+        Ok(_) if !status.success() => Err(Error::Program {
+            what: format!("{what} failed ({status}): {tail}"),
+            cause: None,
+        }),
         Ok(done) => Ok(done),
     }
 }

@@ -9,8 +9,8 @@
 //! it, deepest first: a read-only directory gets its files first.
 
 use crate::checks::{is_under, shown, split_parent};
+use crate::error::{Error, Result, fail};
 use crate::meta::{Metadata, Node};
-use anyhow::{Context, Result, bail};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -60,13 +60,13 @@ impl TreeWriter {
     /// Creates the target (and its parents) when missing and opens it.
     pub(crate) fn open(target: &Path, numeric_owner: bool) -> Result<TreeWriter> {
         std::fs::create_dir_all(target)
-            .with_context(|| format!("cannot create {}", target.display()))?;
+            .map_err(|e| Error::write(format!("cannot create {}", target.display()), e))?;
         let root = rustix::fs::open(
             target,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .with_context(|| format!("cannot open {}", target.display()))?;
+        .map_err(|e| Error::write(format!("cannot open {}", target.display()), e))?;
         Ok(TreeWriter {
             root: Arc::new(root),
             open: Vec::new(),
@@ -86,7 +86,8 @@ impl TreeWriter {
         if !self.meta.is_root() {
             // A directory left read-only by an earlier restore must take
             // this one's files; its own mode comes back when it is left.
-            let stat = rustix::fs::fstat(&fd)?;
+            let stat = rustix::fs::fstat(&fd)
+                .map_err(|e| Error::write(format!("cannot stat {}", shown(&entry.path)), e))?;
             if stat.st_mode & 0o700 != 0o700 {
                 let _ =
                     rustix::fs::fchmod(&fd, Mode::from_raw_mode((stat.st_mode | 0o700) & 0o7777));
@@ -117,7 +118,12 @@ impl TreeWriter {
                     Mode::from_raw_mode(0o600),
                 )
             })
-            .with_context(|| format!("cannot create a file for {}", shown(&entry.path)))?;
+            .map_err(|e| {
+                Error::write(
+                    format!("cannot create a file for {}", shown(&entry.path)),
+                    e,
+                )
+            })?;
         Ok(FileOut {
             file: std::fs::File::from(fd),
             partial,
@@ -133,7 +139,7 @@ impl TreeWriter {
             // It ends in zeros left unwritten.
             out.file
                 .set_len(entry.size)
-                .with_context(|| format!("cannot write {}", shown(&entry.path)))?;
+                .map_err(|e| Error::write(format!("cannot write {}", shown(&entry.path)), e))?;
         }
         self.meta.apply(Node::Fd(out.file.as_fd()), entry)?;
         drop(out.file);
@@ -147,7 +153,9 @@ impl TreeWriter {
         let ((), partial) = self
             .partial
             .create(&dir, |dir, name| rustix::fs::symlinkat(target, dir, name))
-            .with_context(|| format!("cannot create symlink {}", shown(&entry.path)))?;
+            .map_err(|e| {
+                Error::write(format!("cannot create symlink {}", shown(&entry.path)), e)
+            })?;
         self.meta
             .apply(Node::Symlink(dir.as_fd(), &partial.name), entry)?;
         partial.commit(split_parent(&entry.path).1, &entry.path)
@@ -164,7 +172,12 @@ impl TreeWriter {
             .create(&dir, |dir, name| {
                 rustix::fs::linkat(&from, first_name, dir, name, AtFlags::empty())
             })
-            .with_context(|| format!("cannot link {} to {}", shown(&entry.path), shown(first)))?;
+            .map_err(|e| {
+                Error::write(
+                    format!("cannot link {} to {}", shown(&entry.path), shown(first)),
+                    e,
+                )
+            })?;
         let dir = partial.dir.clone();
         let hidden = partial.name.clone();
         partial.commit(split_parent(&entry.path).1, &entry.path)?;
@@ -196,15 +209,19 @@ impl TreeWriter {
             .create(&dir, |dir, name| {
                 rustix::fs::mknodat(dir, name, file_type, Mode::from_raw_mode(0o600), rdev)
             })
-            .with_context(|| format!("cannot create {}", shown(&entry.path)))?;
+            .map_err(|e| Error::write(format!("cannot create {}", shown(&entry.path)), e))?;
         let held = rustix::fs::openat(
             &dir,
             &partial.name[..],
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        )?;
-        if FileType::from_raw_mode(rustix::fs::fstat(&held)?.st_mode) != file_type {
-            bail!(
+        )
+        .and_then(|held| rustix::fs::fstat(&held).map(|stat| (held, stat)))
+        .map_err(|e| Error::write(format!("cannot open {}", shown(&entry.path)), e));
+        let (held, stat) = held?;
+        if FileType::from_raw_mode(stat.st_mode) != file_type {
+            fail!(
+                Refused,
                 "refusing to restore {}: it was replaced while being made",
                 shown(&entry.path)
             );
@@ -291,16 +308,16 @@ fn enter(dir: &OwnedFd, name: &[u8], mode: Mode) -> std::result::Result<OwnedFd,
 
 /// Why opening a directory for `path` failed: `blocked` when a symlink or
 /// a file stands where the directory should be, else the error itself.
-fn refused(e: Errno, path: &[u8], blocked: &str, doing: &str) -> anyhow::Error {
+fn refused(e: Errno, path: &[u8], blocked: &str, doing: &str) -> Error {
     match e {
         Errno::LOOP | Errno::NOTDIR => {
-            anyhow::anyhow!("refusing to restore {:?}: {blocked}", shown(path))
+            Error::Refused(format!("refusing to restore {:?}: {blocked}", shown(path)))
         }
-        e => anyhow::Error::new(e).context(format!("{doing} {}", shown(path))),
+        e => Error::write(format!("{doing} {}", shown(path)), e),
     }
 }
 
-fn in_the_way(e: Errno, path: &[u8]) -> anyhow::Error {
+fn in_the_way(e: Errno, path: &[u8]) -> Error {
     refused(
         e,
         path,
@@ -309,7 +326,7 @@ fn in_the_way(e: Errno, path: &[u8]) -> anyhow::Error {
     )
 }
 
-fn parent_refused(e: Errno, path: &[u8]) -> anyhow::Error {
+fn parent_refused(e: Errno, path: &[u8]) -> Error {
     refused(
         e,
         path,
@@ -418,9 +435,13 @@ impl Partial {
                 Ok(())
             }
             Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
-                bail!("cannot restore {}: a directory is in the way", shown(path))
+                fail!(
+                    Refused,
+                    "cannot restore {}: a directory is in the way",
+                    shown(path)
+                )
             }
-            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot restore {}", shown(path)))),
+            Err(e) => Err(Error::write(format!("cannot restore {}", shown(path)), e)),
         }
     }
 }

@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Checked = Vec<(&'static str, Result<(), String>)>;
+/// Each dependency by name, with why it is down (`None`: it answered).
+type Checked = Vec<(&'static str, Option<String>)>;
 
 #[derive(Clone)]
 struct State {
@@ -116,18 +117,14 @@ pub async fn serve(
 }
 
 async fn check(deps: &Deps) -> Checked {
-    let nats = if deps.bus.is_connected() {
-        Ok(())
-    } else {
-        Err("not connected".to_owned())
-    };
+    let nats = (!deps.bus.is_connected()).then(|| "not connected".to_owned());
     let catalog = match tokio::time::timeout(Duration::from_secs(2), deps.catalog.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 2s".to_owned()),
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 2s".to_owned()),
     };
-    let storage = deps.repository.ping().await.map_err(|e| e.to_string());
-    let staging = deps.staging.ping().await.map_err(|e| e.to_string());
+    let storage = deps.repository.ping().await.err().map(|e| e.to_string());
+    let staging = deps.staging.ping().await.err().map(|e| e.to_string());
     vec![
         ("nats", nats),
         ("catalog", catalog),
@@ -148,7 +145,7 @@ async fn ready(state: axum::extract::State<State>) -> impl IntoResponse {
         .checked()
         .await
         .into_iter()
-        .filter_map(|(name, result)| result.err().map(|e| format!("{name}: {e}")))
+        .filter_map(|(name, down)| down.map(|e| format!("{name}: {e}")))
         .collect();
     failing.extend(
         crate::readiness::blocked()
@@ -170,13 +167,13 @@ async fn dependencies(state: axum::extract::State<State>, headers: HeaderMap) ->
         return UNAUTHORIZED.into_response();
     }
     let results = state.checked().await;
-    let healthy = results.iter().all(|(_, r)| r.is_ok());
+    let healthy = results.iter().all(|(_, down)| down.is_none());
     let body: serde_json::Map<String, serde_json::Value> = results
         .into_iter()
-        .map(|(name, result)| {
-            let value = match result {
-                Ok(()) => serde_json::json!({ "ok": true }),
-                Err(e) => serde_json::json!({ "ok": false, "error": e }),
+        .map(|(name, down)| {
+            let value = match down {
+                None => serde_json::json!({ "ok": true }),
+                Some(e) => serde_json::json!({ "ok": false, "error": e }),
             };
             (name.to_owned(), value)
         })

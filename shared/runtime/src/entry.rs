@@ -155,35 +155,31 @@ async fn sweep_staging(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
 /// `main` of a per-stage binary `vaultline-<stage>`: config from
 /// `VAULTLINE_CONFIG` (a TOML file) and `VAULTLINE_*` variables.
 pub fn main_single<S: Stage>() -> ExitCode {
-    main_with(S::NAME, async |node: &mut Node| {
-        node.spawn::<S>().await.map_err(|e| e.to_string())
-    })
+    main_with(S::NAME, async |node: &mut Node| node.spawn::<S>().await)
 }
 
 /// `main` of a binary whose node `setup` fills (the scheduler's, for one).
 pub fn main_with<F>(name: StageName, setup: F) -> ExitCode
 where
-    F: AsyncFnOnce(&mut Node) -> Result<(), String>,
+    F: AsyncFnOnce(&mut Node) -> Result<(), StageError>,
 {
     run_main(async {
         let path = std::env::var_os("VAULTLINE_CONFIG").map(std::path::PathBuf::from);
-        let config = Config::load(path.as_deref())
-            .map_err(|e| e.to_string())?
-            .as_stage(name);
-        let mut node = Node::start(config, &format!("vaultline-{name}"))
-            .await
-            .map_err(|e| e.to_string())?;
+        let config = Config::load(path.as_deref())?.as_stage(name);
+        let mut node = Node::start(config, &format!("vaultline-{name}")).await?;
         setup(&mut node).await?;
         node.run_until_signal().await;
-        Ok(ExitCode::SUCCESS)
+        Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
     })
 }
 
 /// Sets up logging and the async runtime, runs `main`, and prints its error
-/// as one line (`error: …`), never a backtrace.
-pub fn run_main<F>(main: F) -> ExitCode
+/// as one line (`error: …`, with `{:#}` so that an anyhow error shows its
+/// causes), never a backtrace.
+pub fn run_main<F, E>(main: F) -> ExitCode
 where
-    F: std::future::Future<Output = Result<ExitCode, String>>,
+    F: std::future::Future<Output = Result<ExitCode, E>>,
+    E: std::fmt::Display,
 {
     crate::allocator::bound();
     crate::telemetry::init();
@@ -200,7 +196,7 @@ where
     match runtime.block_on(main) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -5,7 +5,7 @@
 use crate::context::{catalog, parse_pair};
 use crate::output::print_json;
 use crate::request::{new_request_id, publish_request};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vaultline_runtime::Config;
@@ -63,7 +63,7 @@ pub(crate) async fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
     }
     let spec = row.config()?;
     if spec.database_url().is_none() {
-        anyhow::bail!(
+        bail!(
             "drills restore database sources; {tenant}/{source} is a {} source (try vaultline verify --full)",
             spec.kind()
         );
@@ -92,7 +92,7 @@ pub(crate) async fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
             break result;
         }
         if Instant::now() > deadline {
-            anyhow::bail!("no drill result within {timeout}s (is a verifier running?)");
+            bail!("no drill result within {timeout}s (is a verifier running?)");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

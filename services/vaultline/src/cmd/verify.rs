@@ -3,7 +3,7 @@
 
 use crate::context::catalog;
 use crate::output::{human_bytes, print_json};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use std::process::ExitCode;
 use vaultline_catalog::SnapshotStatus;
 use vaultline_runtime::Config;
@@ -37,7 +37,7 @@ pub(crate) async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         row.status,
         SnapshotStatus::Verified | SnapshotStatus::Stored | SnapshotStatus::Corrupt
     ) {
-        anyhow::bail!(
+        bail!(
             "snapshot {snapshot} is {}: only stored snapshots can be verified",
             row.status
         );
@@ -51,8 +51,7 @@ pub(crate) async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         row.manifest_digest.as_deref(),
         vaultline_verifier::Rehash::All,
     )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .await?;
     let mut reason = (!finding.problems.is_empty()).then(|| {
         format!(
             "level 1: {} of {} objects damaged: {}",
@@ -66,15 +65,12 @@ pub(crate) async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
     if full {
         let key = catalog.key(&row.tenant, &row.key_id).await?;
         let identity = vaultline_runtime::deps::load_kek(config)?.unwrap(&key.wrapped_identity)?;
-        match vaultline_verifier::level2(&repository, &row.tenant, &snapshot, &identity)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-        {
+        match vaultline_verifier::level2(&repository, &row.tenant, &snapshot, &identity).await? {
             Ok(done) => level2 = Some(done),
             Err(why) => {
                 reason = Some(match reason {
-                    Some(first) => format!("{first}; {why}"),
-                    None => why,
+                    Some(first) => format!("{first}; level 2: {why}"),
+                    None => format!("level 2: {why}"),
                 });
             }
         }

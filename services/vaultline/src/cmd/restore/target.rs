@@ -86,7 +86,7 @@ pub(super) async fn run(
     source_restore_command: Option<String>,
     options: vaultline_restore::Options,
 ) -> Result<Restored> {
-    match target {
+    let restored = match target {
         Target::Dir(dir) => {
             vaultline_restore::restore_with(
                 repo,
@@ -148,7 +148,8 @@ pub(super) async fn run(
             )
             .await
         }
-    }
+    };
+    Ok(restored?)
 }
 
 /// What a directory restore could not put back as it was, one line each,
