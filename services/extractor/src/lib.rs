@@ -3,6 +3,7 @@
 //! new data; emits *data extracted* per batch and *snapshot extracted*.
 
 mod draft;
+mod extraction;
 mod files;
 mod files_cache;
 mod metadata;

@@ -8,12 +8,13 @@
 //! that is deleted when it exits: never its arguments, a message or a log.
 
 use crate::draft::{Batches, Draft, Job, Summary, chunk_into, source_err};
+use crate::extraction::{Totals, finish, on_blocking_thread};
 use crate::files_cache::{self, CachedFile, Next, Previous, STREAM_ROOT, Stat};
 use crate::rows::SqlRowCounter;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use tokio::sync::mpsc;
-use vaultline_format::manifest::{Entry, EntryKind, Footer, Record, SourceDigest, TableRows};
+use vaultline_format::manifest::{Entry, EntryKind, Record, SourceDigest, TableRows};
 use vaultline_runtime::{Cx, ErrorType, Outgoing, StageError};
 use vaultline_types::{CommandSource, MariadbSource};
 
@@ -37,13 +38,7 @@ pub(crate) struct Program {
 
 /// Runs the program on a blocking thread; batches flow back to be emitted here.
 pub(crate) async fn extract(job: Job, program: Program, cx: &Cx) -> Result<Summary, StageError> {
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(2);
-    let runtime = tokio::runtime::Handle::current();
-    let worker = tokio::task::spawn_blocking(move || run(&job, program, &runtime, tx));
-    while let Some(out) = rx.recv().await {
-        cx.emit(out).await?;
-    }
-    worker.await?
+    on_blocking_thread(cx, move |runtime, tx| run(&job, program, runtime, tx)).await
 }
 
 fn run(
@@ -113,25 +108,16 @@ fn run(
     digest.entry(&entry, content);
     let bytes_read = entry.size;
     draft.write(&Record::Entry(entry))?;
-    let (batch_count, bytes_new) = batches.finish()?;
-    let source_digest = digest.finish();
-    draft.write(&Record::Footer(Footer {
+    let totals = Totals {
         entries: 1,
-        bytes: bytes_read,
-        source_digest: source_digest.clone(),
-        packs: vec![],
-        tables: tables.clone(),
-    }))?;
-    draft.commit(job)?;
-    cache.commit();
-    Ok(Summary {
-        batches: batch_count,
         files: 1,
         bytes_read,
-        bytes_new,
-        source_digest,
+        digest,
         tables,
-    })
+    };
+    let summary = finish(job, draft, batches, totals)?;
+    cache.commit();
+    Ok(summary)
 }
 
 struct StreamParts<'a> {

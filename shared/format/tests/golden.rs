@@ -1,7 +1,8 @@
-//! Golden bytes: a manifest written by the last build of manifest format 1
-//! (commit 7793ea7, through the whole pipeline) still reads, field by field,
-//! and a format 2 pack (written by e5193b5's copy-free pack writer, whose
-//! layout is the one format 2 always had) still reads blob by blob.
+//! Golden bytes: a manifest and a pack written by the last build of
+//! manifest format 1 (commit 7793ea7, through the whole pipeline) still read,
+//! field by field and blob by blob; so do a format 2 pack (written by
+//! e5193b5's copy-free pack writer, whose layout is the one format 2 always
+//! had) and a format 2 manifest holding every kind of record and field.
 
 use vaultline_format::keys::parse_identity;
 use vaultline_format::manifest::{ContentHash, EntryKind, Record, open_sealed};
@@ -104,4 +105,210 @@ fn a_format_2_pack_still_reads() {
         let sealed = &pack[at..at + entry.length as usize];
         assert_eq!(key.open(&entry.id, sealed).unwrap(), plain);
     }
+}
+
+/// The pack of the format 1 snapshot in `tests/fixtures/format1` (written
+/// by 7793ea7, before the pack writer was rewritten): it is named by its
+/// SHA-256, its index and layout check, every blob opens to its recorded
+/// length, and the index places every chunk exactly where that snapshot's
+/// manifest (`manifest-format1.age`) says it is.
+#[test]
+fn a_pack_written_beside_manifest_format_1_still_reads() {
+    use sha2::Digest;
+    use std::collections::BTreeMap;
+    use vaultline_format::pack::{FRAME_BYTES, Header, PackKey, check_layout, read_index};
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/format1");
+    let identity =
+        parse_identity(&std::fs::read_to_string(format!("{dir}/acme.key")).unwrap()).unwrap();
+    let name = "27448554e78c770f99d985657bd6f37fff5910d29dde1fb5865c2574816d289b";
+    let pack = std::fs::read(format!("{dir}/repository/tenants/acme/packs/27/{name}")).unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(&pack)), name);
+    let index = read_index(&pack, &identity).unwrap();
+    let tail = &pack[pack.len() - FRAME_BYTES..];
+    check_layout(&pack[..FRAME_BYTES], tail, pack.len() as u64, &index).unwrap();
+    let manifest = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/manifest-format1.age"
+    ))
+    .unwrap();
+    let placed: BTreeMap<_, _> = open_sealed(&manifest[..], &identity)
+        .unwrap()
+        .filter_map(|record| match record.unwrap() {
+            Record::Entry(entry) => Some(entry.chunks),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| {
+            let at = c.location.expect("format 1 records where each chunk is");
+            assert_eq!(hex::encode(at.pack.0), name);
+            (c.id, (at.offset, at.length, c.raw_length))
+        })
+        .collect();
+    let indexed: BTreeMap<_, _> = index
+        .iter()
+        .map(|e| (e.id, (e.offset, e.length, e.raw_length)))
+        .collect();
+    assert!(!indexed.is_empty());
+    assert_eq!(indexed, placed);
+    let Header::Key(key, _) = PackKey::read(&pack, &std::sync::Arc::new(identity)).unwrap() else {
+        panic!("the whole pack holds its header")
+    };
+    for entry in &index {
+        let at = entry.offset as usize;
+        let plain = key
+            .open(&entry.id, &pack[at..at + entry.length as usize])
+            .unwrap();
+        assert_eq!(plain.len(), entry.raw_length as usize);
+    }
+}
+
+/// Every kind of record manifest format 2 has, with every optional field
+/// set somewhere: what `manifest-format2.age` must read back as.
+fn format_2_records() -> Vec<Record> {
+    use vaultline_format::manifest::{
+        ChunkRef, Entry, Footer, Header, Location, Owner, PackRecord, TableRows, Xattr,
+    };
+    use vaultline_types::{ChunkId, Name, PackId, SnapshotId};
+    let owner = |uid, user: &str| {
+        Some(Owner {
+            uid,
+            gid: uid + 1,
+            user: Some(user.to_owned()),
+            group: None,
+        })
+    };
+    let entry = |path: &str, kind, mode| Entry {
+        path: path.as_bytes().to_vec(),
+        kind,
+        mode,
+        mtime: 1_764_000_000,
+        mtime_nanos: 123_456_789,
+        owner: owner(1000, "alice"),
+        ..Entry::default()
+    };
+    let pack = PackId([0xab; 32]);
+    vec![
+        Record::Header(Header {
+            format: 2,
+            tenant: Name::new("acme").unwrap(),
+            source: Name::new("docs").unwrap(),
+            snapshot: SnapshotId::parse("20261205T120000Z-0badcafe").unwrap(),
+            source_kind: "files".into(),
+            created: 1_764_936_000,
+            key_id: "0123456789abcdef".into(),
+            content_hash: ContentHash::Blake3,
+        }),
+        Record::Entry(Entry {
+            xattrs: vec![Xattr {
+                name: b"user.note".to_vec(),
+                value: b"kept".to_vec(),
+            }],
+            ..entry("d", EntryKind::Dir, 0o2775)
+        }),
+        Record::Entry(Entry {
+            size: 70_000,
+            nlink: 2,
+            chunks: vec![
+                ChunkRef {
+                    id: ChunkId([1; 32]),
+                    raw_length: 65_536,
+                    location: Some(Location {
+                        pack,
+                        offset: 0,
+                        length: 40_000,
+                    }),
+                },
+                ChunkRef {
+                    id: ChunkId([2; 32]),
+                    raw_length: 4_464,
+                    location: None,
+                },
+            ],
+            ..entry("d/data.bin", EntryKind::File, 0o4750)
+        }),
+        Record::Entry(Entry {
+            target: Some(b"d/data.bin".to_vec()),
+            ..entry("d/hard", EntryKind::Hardlink, 0o4750)
+        }),
+        Record::Entry(Entry {
+            target: Some(b"../\xff-not-utf8".to_vec()),
+            ..entry("d/link", EntryKind::Symlink, 0o777)
+        }),
+        Record::Entry(entry("d/pipe", EntryKind::Fifo, 0o600)),
+        Record::Entry(Entry {
+            rdev: Some(0x0103),
+            owner: owner(0, "root"),
+            ..entry("dev-null", EntryKind::CharDevice, 0o666)
+        }),
+        Record::Entry(Entry {
+            rdev: Some(0x0800),
+            ..entry("sda", EntryKind::BlockDevice, 0o660)
+        }),
+        Record::Entry(entry("sock", EntryKind::Socket, 0o755)),
+        Record::Footer(Footer {
+            entries: 8,
+            bytes: 70_000,
+            source_digest: "5".repeat(64),
+            packs: vec![PackRecord {
+                id: pack,
+                size: 41_000,
+            }],
+            tables: vec![TableRows {
+                name: "public.orders".into(),
+                rows: 42,
+            }],
+        }),
+    ]
+}
+
+/// A format 2 manifest as this build seals it: it must read back, record
+/// for record, in every later build. The sealing is random (age), so the
+/// writer's bytes are pinned one layer down, in `known_answers.rs`.
+#[test]
+fn a_format_2_manifest_still_reads() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let identity =
+        parse_identity(&std::fs::read_to_string(format!("{dir}/manifest-format2.key")).unwrap())
+            .unwrap();
+    let sealed = std::fs::read(format!("{dir}/manifest-format2.age")).unwrap();
+    // Pinned: a fixture written again would read, and prove nothing old.
+    use sha2::Digest;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&sealed)),
+        "32c0b530e2052fee5324f5ab7a879029c5daf2b464fd63796e432ef9c89f09e8"
+    );
+    let records: Vec<Record> = open_sealed(&sealed[..], &identity)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(records, format_2_records());
+}
+
+/// Writes `manifest-format2.age` and its key when they are missing (delete
+/// both by hand to write them again). The fixture must then never change.
+#[test]
+#[ignore = "writes the format 2 manifest fixture when missing"]
+fn write_the_format_2_manifest_fixture() {
+    use vaultline_format::keys::{Identity, identity_file_text};
+    use vaultline_format::manifest::SealedWriter;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    if std::path::Path::new(&format!("{dir}/manifest-format2.age")).exists() {
+        return;
+    }
+    let identity = Identity::generate();
+    let mut writer = SealedWriter::new(Vec::new(), &identity.to_public()).unwrap();
+    for record in format_2_records() {
+        writer.write(&record).unwrap();
+    }
+    std::fs::write(
+        format!("{dir}/manifest-format2.key"),
+        identity_file_text(&identity, "vaultline test fixture: protects nothing"),
+    )
+    .unwrap();
+    std::fs::write(
+        format!("{dir}/manifest-format2.age"),
+        writer.finish().unwrap(),
+    )
+    .unwrap();
 }

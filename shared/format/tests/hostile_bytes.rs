@@ -1,8 +1,10 @@
 //! Every parser of bytes that may be hostile gets arbitrary and mutated
 //! input: staged batches, pack headers and indexes, blob framing, manifest
-//! records. Expected: never a panic, and an error for what is not valid.
-//! 10,000 cases each here; `cargo test -p vaultline-format --test
-//! hostile_bytes -- --ignored` runs 1,000,000 of each.
+//! records. Expected: never a panic, an error for what is not valid, and
+//! never more memory than the caps allow: the process's allocator refuses
+//! (and so aborts the test) past [`HEADROOM`] over what was held before the
+//! cases began. 10,000 cases each here; `cargo test -p vaultline-format
+//! --test hostile_bytes -- --ignored` runs 1,000,000 of each.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -15,6 +17,27 @@ use vaultline_format::pack::{
 };
 use vaultline_format::staged::{StagedReader, StagedWriter};
 use vaultline_types::ChunkId;
+
+/// Counts every byte this test process holds, and refuses past a limit.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// What parsing may hold at once: the largest cap a parser has (a blob's
+/// plaintext, 64 MiB) twice over, for the frame and its copy. A length read
+/// from the input and trusted would ask for up to 4 GiB and fail here.
+const HEADROOM: usize = 128 << 20;
+
+/// Limits the process to what it holds now plus [`HEADROOM`], after
+/// checking that the limit bites.
+fn cap_allocations() {
+    ALLOCATOR
+        .set_limit(ALLOCATOR.allocated() + HEADROOM)
+        .unwrap();
+    assert!(
+        Vec::<u8>::new().try_reserve_exact(HEADROOM + 1).is_err(),
+        "the allocation cap does not hold"
+    );
+}
 
 fn identity() -> &'static Identity {
     static ID: OnceLock<Identity> = OnceLock::new();
@@ -128,6 +151,7 @@ fn entries() -> impl Strategy<Value = Vec<IndexEntry>> {
 
 /// Runs every property with `cases` cases each.
 fn run_all(cases: u32) {
+    cap_allocations();
     let config = Config {
         cases,
         failure_persistence: None,
@@ -209,6 +233,23 @@ fn hostile_bytes_never_panic_10k() {
     assert_eq!(read_batch(batch()).unwrap(), 3);
     assert_eq!(read_records(records()), 2);
     run_all(10_000);
+}
+
+/// A zstd frame that claims a terabyte of content (in 13 bytes) is refused
+/// by its claim: trusting it would allocate past the cap and abort.
+#[test]
+fn a_frame_claiming_more_than_any_chunk_is_refused_unallocated() {
+    cap_allocations();
+    let mut framed = vec![1u8]; // the zstd codec
+    framed.extend([0x28, 0xb5, 0x2f, 0xfd]); // zstd magic
+    framed.push(0xe0); // single segment, an 8-byte content size follows
+    framed.extend((1u64 << 40).to_le_bytes());
+    framed.extend([0x09, 0x00, 0x00, b'x']); // last block, raw, 1 byte
+    let refused = unframe(framed).unwrap_err().to_string();
+    assert!(
+        refused.contains("a frame of 1099511627776 bytes"),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! chooses the bytes. Arbitrary bytes and mutated genuine payloads, as JSON,
 //! MessagePack or without a content type, must decode to an event or fail
 //! with an error, never panic; a payload that decodes is then bound to its
-//! subject, which must refuse another tenant's.
+//! subject, which must refuse another tenant's. A length claimed inside a
+//! payload (a MessagePack array of four billion items) must not be trusted:
+//! the process's allocator refuses past [`HEADROOM`], which aborts the test.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -41,7 +43,54 @@ fn genuine() -> Vec<u8> {
     encode(&failed)
 }
 
+/// Counts every byte this test process holds, and refuses past a limit.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// Payloads here are at most a few KiB; decoding one may take a little more.
+const HEADROOM: usize = 16 << 20;
+
+/// Limits the process to what it holds now plus [`HEADROOM`], after
+/// checking that the limit bites.
+fn cap_allocations() {
+    ALLOCATOR
+        .set_limit(ALLOCATOR.allocated() + HEADROOM)
+        .unwrap();
+    assert!(
+        Vec::<u8>::new().try_reserve_exact(HEADROOM + 1).is_err(),
+        "the allocation cap does not hold"
+    );
+}
+
+/// MessagePack arrays, maps and strings that claim four billion items or
+/// bytes in five bytes: each is refused, and nothing is allocated for the
+/// claim (past the cap, the test would abort).
+#[test]
+fn claimed_lengths_are_not_trusted() {
+    cap_allocations();
+    for claim in [
+        &[0xdd, 0xff, 0xff, 0xff, 0xff][..], // array 32
+        &[0xdf, 0xff, 0xff, 0xff, 0xff],     // map 32
+        &[0xdb, 0xff, 0xff, 0xff, 0xff],     // str 32
+        &[0xc6, 0xff, 0xff, 0xff, 0xff],     // bin 32
+    ] {
+        for content_type in [None, Some(CONTENT_TYPE_MSGPACK)] {
+            assert!(!decode_as::<PackStaged>(
+                content_type,
+                claim,
+                "vaultline.x.acme"
+            ));
+            assert!(!decode_as::<DataExtracted>(
+                content_type,
+                claim,
+                "vaultline.x.acme"
+            ));
+        }
+    }
+}
+
 fn run_all(cases: u32) {
+    cap_allocations();
     let config = Config {
         cases,
         failure_persistence: None,
