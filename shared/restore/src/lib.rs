@@ -16,6 +16,7 @@ mod checks;
 mod error;
 mod fetch;
 mod meta;
+mod partial;
 pub mod programs;
 mod tree;
 

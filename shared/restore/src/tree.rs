@@ -11,6 +11,7 @@
 use crate::checks::{is_under, shown, split_parent};
 use crate::error::{Error, Result, fail};
 use crate::meta::{Metadata, Node};
+use crate::partial::{Partial, PartialNames};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -372,86 +373,6 @@ fn is_zero(bytes: &[u8]) -> bool {
     bytes
         .chunks(64)
         .all(|word| word.iter().fold(0u8, |acc, &b| acc | b) == 0)
-}
-
-/// Short hidden names, unique to this restore: `.vl-<random>-<n>`.
-struct PartialNames {
-    prefix: String,
-    next: u64,
-}
-
-impl PartialNames {
-    fn new() -> PartialNames {
-        let mut random = [0u8; 4];
-        getrandom::fill(&mut random).expect("OS random source");
-        PartialNames {
-            prefix: format!(".vl-{}-", hex::encode(random)),
-            next: 0,
-        }
-    }
-
-    /// Runs `make` under a fresh hidden name in `dir`, trying the next name
-    /// when one exists: never anything not this restore's own.
-    fn create<T>(
-        &mut self,
-        dir: &Arc<OwnedFd>,
-        mut make: impl FnMut(&OwnedFd, &[u8]) -> std::result::Result<T, Errno>,
-    ) -> std::result::Result<(T, Partial), Errno> {
-        loop {
-            let name = format!("{}{}", self.prefix, self.next).into_bytes();
-            self.next += 1;
-            match make(dir, &name) {
-                Err(Errno::EXIST) => continue,
-                Err(e) => return Err(e),
-                Ok(made) => {
-                    return Ok((
-                        made,
-                        Partial {
-                            dir: dir.clone(),
-                            name,
-                            done: false,
-                        },
-                    ));
-                }
-            }
-        }
-    }
-}
-
-/// Something made under a hidden name: removed if the restore stops before
-/// [`Partial::commit`].
-struct Partial {
-    dir: Arc<OwnedFd>,
-    name: Vec<u8>,
-    done: bool,
-}
-
-impl Partial {
-    /// Renames it to `name` in its directory, replacing a file there.
-    fn commit(mut self, name: &[u8], path: &[u8]) -> Result<()> {
-        match rustix::fs::renameat(&self.dir, &self.name[..], &self.dir, name) {
-            Ok(()) => {
-                self.done = true;
-                Ok(())
-            }
-            Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
-                fail!(
-                    Refused,
-                    "cannot restore {}: a directory is in the way",
-                    shown(path)
-                )
-            }
-            Err(e) => Err(Error::write(format!("cannot restore {}", shown(path)), e)),
-        }
-    }
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = rustix::fs::unlinkat(&self.dir, &self.name[..], AtFlags::empty());
-        }
-    }
 }
 
 #[cfg(test)]
