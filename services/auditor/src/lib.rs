@@ -8,7 +8,10 @@ pub mod webhooks;
 use std::sync::Arc;
 use vaultline_catalog::{AuditEvent, SnapshotStatus};
 use vaultline_runtime::{Cx, Deps, HeaderMap, Inbound, Node, Outcome, Stage, StageError};
-use vaultline_types::{DecodeError, Message, Name, SnapshotFailed, SnapshotId, StageName, headers};
+use vaultline_types::{
+    DecodeError, Message, Name, SnapshotCorrupt, SnapshotFailed, SnapshotId, SnapshotStarted,
+    SnapshotVerified, StageName, headers,
+};
 
 /// Any vaultline message, as the auditor sees it.
 pub struct AnyEvent {
@@ -201,7 +204,7 @@ impl Stage for Auditor {
             return Ok(vec![]);
         };
         match event.kind.as_str() {
-            "snapshot.started" => {
+            SnapshotStarted::KIND => {
                 let trigger = event
                     .payload
                     .get("trigger")
@@ -212,12 +215,12 @@ impl Stage for Auditor {
                     .start_execution(tenant, snapshot, &source, trigger)
                     .await?;
             }
-            "snapshot.verified" => {
+            SnapshotVerified::KIND => {
                 catalog
                     .finish_execution(tenant, snapshot, "succeeded", None)
                     .await?
             }
-            "snapshot.corrupt" => {
+            SnapshotCorrupt::KIND => {
                 let reason = event
                     .payload
                     .get("reason")
@@ -227,7 +230,7 @@ impl Stage for Auditor {
                     .finish_execution(tenant, snapshot, "corrupt", Some(reason))
                     .await?;
             }
-            "snapshot.failed" => {
+            SnapshotFailed::KIND => {
                 if let Some(failed) = &event.failed {
                     let error = format!("{} failed: {}", failed.stage, failed.error);
                     catalog
@@ -255,8 +258,8 @@ impl Auditor {
         snapshot: &SnapshotId,
     ) -> Result<(), StageError> {
         let (status, success, error) = match event.kind.as_str() {
-            "snapshot.verified" => ("verified", true, None),
-            "snapshot.corrupt" => (
+            SnapshotVerified::KIND => ("verified", true, None),
+            SnapshotCorrupt::KIND => (
                 "corrupt",
                 false,
                 event
@@ -265,7 +268,7 @@ impl Auditor {
                     .and_then(|r| r.as_str())
                     .map(str::to_owned),
             ),
-            "snapshot.failed" => (
+            SnapshotFailed::KIND => (
                 "failed",
                 false,
                 event
