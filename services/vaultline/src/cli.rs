@@ -3,7 +3,7 @@
 //! `--config FILE` (or `VAULTLINE_CONFIG`), then `VAULTLINE_*` variables.
 
 use crate::cmd::{
-    audit, backup, drill, gc, history, restore, retention, schedule, serve, setup, snapshots,
+    audit, backup, drill, gc, history, ls, restore, retention, schedule, serve, setup, snapshots,
     source, stats, tenant, verify, webhook,
 };
 use anyhow::Result;
@@ -62,8 +62,10 @@ pub enum Command {
     Webhook(webhook::WebhookCommand),
     /// Trigger a backup of TENANT/SOURCE now.
     Backup(backup::BackupArgs),
-    /// List snapshots, newest first.
+    /// List snapshots, newest first (with --repo, from the repository alone).
     Snapshots(snapshots::SnapshotsArgs),
+    /// List the entries of a snapshot (`ls SNAPSHOT [PATH] [--long|--json]`).
+    Ls(ls::LsArgs),
     /// Restore a snapshot into a directory.
     Restore(restore::RestoreArgs),
     /// Check a snapshot now: level 1 (stored objects against their recorded
@@ -100,6 +102,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Webhook(command) => webhook::run(&config, command).await,
         Command::Backup(args) => backup::run(&config, args).await,
         Command::Snapshots(args) => snapshots::run(&config, args).await,
+        Command::Ls(args) => ls::run(&config, args).await,
         Command::Restore(args) => restore::run(&config, args).await,
         Command::Verify(args) => verify::run(&config, args).await,
         Command::Drill(args) => drill::run(&config, args).await,

@@ -1,6 +1,7 @@
 //! The `vaultline` CLI and the all-in-one node: every stage in one process on
 //! the same code as the per-stage binaries.
 
+pub mod access;
 pub mod cli;
 pub mod cmd;
 mod context;

@@ -59,6 +59,12 @@ impl Kek {
         parse_identity(text).map(Kek)
     }
 
+    /// Id of this KEK: the first 16 hex digits of the SHA-256 of its
+    /// recipient, as for tenant keys. Key records name the KEK that wrapped them.
+    pub fn id(&self) -> String {
+        key_id(&self.0.to_public().to_string())
+    }
+
     /// Wraps a tenant identity for storage in the catalog.
     pub fn wrap(&self, identity: &Identity) -> Vec<u8> {
         let secret = identity.to_string();

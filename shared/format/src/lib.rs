@@ -4,6 +4,7 @@
 pub mod blob;
 pub mod chunker;
 mod digest;
+pub mod key_record;
 pub mod keys;
 pub mod manifest;
 pub mod pack;

@@ -15,12 +15,14 @@
 mod checks;
 mod error;
 mod fetch;
+mod listing;
 mod meta;
 mod partial;
 pub mod programs;
 mod tree;
 
 pub use error::{Error, Result};
+pub use listing::each_entry;
 pub use meta::Kept;
 
 use error::fail;
@@ -29,10 +31,9 @@ use std::io::Write;
 use std::path::Path;
 use vaultline_format::keys::Identity;
 use vaultline_format::manifest::{
-    ContentDigest, ContentHash, Entry, EntryKind, Footer, Header, Record, SourceDigest, TableRows,
-    open_sealed,
+    ContentDigest, ContentHash, Entry, EntryKind, Footer, Header, SourceDigest, TableRows,
 };
-use vaultline_storage::{ObjectKey, ObjectReader, RangeReader, Repository};
+use vaultline_storage::Repository;
 use vaultline_types::{Name, SnapshotId};
 
 /// Where restored bytes go.
@@ -85,43 +86,7 @@ pub async fn manifest_summary(
     snapshot: &SnapshotId,
     identity: &Identity,
 ) -> Result<(Header, Footer)> {
-    let (ranges, tenant, snapshot, identity) = (
-        std::sync::Arc::new(RangeReader::new(repo.clone())),
-        tenant.clone(),
-        snapshot.clone(),
-        identity.clone(),
-    );
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let object = ObjectReader::open(ranges, &ObjectKey::manifest(&tenant, &snapshot), runtime)
-            .map_err(|e| {
-                Error::storage(
-                    format!("cannot read the manifest of snapshot {snapshot}"),
-                    e,
-                )
-            })?;
-        let records = open_sealed(
-            std::io::BufReader::with_capacity(1 << 20, object),
-            &identity,
-        )
-        .map_err(|e| wrong_key(e, &tenant, &snapshot))?;
-        let (mut header, mut footer) = (None, None);
-        for record in records {
-            match record
-                .map_err(|e| Error::manifest(format!("manifest of snapshot {snapshot}"), e))?
-            {
-                Record::Header(h) => header = Some(h),
-                Record::Footer(f) => footer = Some(f),
-                Record::Entry(_) => {}
-            }
-        }
-        match (header, footer) {
-            (Some(h), Some(f)) => Ok((h, f)),
-            _ => fail!(Damaged, "manifest of snapshot {snapshot} is truncated"),
-        }
-    })
-    .await
-    .map_err(|e| Error::task("the manifest reader died", e))?
+    listing::each_entry(repo, tenant, snapshot, identity, |_| Ok(())).await
 }
 
 /// Restores a whole directory tree, then checks it against the source
@@ -387,7 +352,9 @@ fn wrong_key(e: vaultline_format::Error, tenant: &Name, snapshot: &SnapshotId) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vaultline_format::manifest::Record;
     use vaultline_format::manifest::{Footer, SealedWriter};
+    use vaultline_storage::ObjectKey;
 
     /// Stores a manifest of `entries` (no file content) for snapshot `id`.
     async fn plant(repo: &Repository, identity: &Identity, id: &SnapshotId, entries: Vec<Entry>) {

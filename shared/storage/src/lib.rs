@@ -1,6 +1,7 @@
 //! vaultline-storage: where bytes live. The repository (packs and manifests,
 //! long-lived) and staging (claim-check data between stages, with a TTL).
 
+mod listing;
 mod reader;
 mod repository;
 mod s3;

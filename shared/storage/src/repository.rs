@@ -20,10 +20,21 @@ impl ObjectKey {
     pub fn manifest(tenant: &Name, snapshot: &SnapshotId) -> String {
         format!("tenants/{tenant}/snapshots/{snapshot}")
     }
-    /// `tenants/<tenant>/keys/<key id>.json`
-    pub fn tenant_key(tenant: &Name, key_id: &str) -> String {
-        format!("tenants/{tenant}/keys/{key_id}.json")
+    /// `tenants/<tenant>/snapshots/`: every manifest of a tenant.
+    pub fn manifests(tenant: &Name) -> String {
+        format!("tenants/{tenant}/snapshots/")
     }
+    /// `tenants/<tenant>/keys/<key id>/<KEK id>.json`: a tenant key wrapped
+    /// by one KEK. A new KEK adds a record beside the old; none is replaced.
+    pub fn key_record(tenant: &Name, key_id: &str, kek_id: &str) -> String {
+        format!("tenants/{tenant}/keys/{key_id}/{kek_id}.json")
+    }
+    /// `tenants/<tenant>/keys/`: every key record of a tenant.
+    pub fn key_records(tenant: &Name) -> String {
+        format!("tenants/{tenant}/keys/")
+    }
+    /// `tenants/`: one directory per tenant below it.
+    pub const TENANTS: &'static str = "tenants/";
 }
 
 /// A repository backend. An enum rather than a trait object: the set of
@@ -100,6 +111,22 @@ impl Repository {
             Repository::Fs(fs) => fs.put_bytes(key, bytes).await,
             Repository::S3(s3) => s3.put_bytes(key, bytes).await,
         }
+    }
+
+    /// Stores `bytes` under `key` unless an object is there already:
+    /// the same bytes are a no-op, other bytes [`crate::Error::Conflict`]
+    /// (and stay). For records that must never be replaced.
+    ///
+    /// # Errors
+    /// When writing fails, or on a conflict.
+    pub async fn put_new_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        check_key(key)?;
+        let local =
+            tempfile::NamedTempFile::new().map_err(io_err("create", Path::new("(temp)")))?;
+        tokio::fs::write(local.path(), bytes)
+            .await
+            .map_err(io_err("write", local.path()))?;
+        self.put_file(key, local.path()).await.map(|_| ())
     }
 
     /// Reads a whole object.

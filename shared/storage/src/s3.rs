@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod errors;
+mod list;
 mod multipart;
 use errors::{body_err, head_err, key_taken, read_err, s3_err};
 

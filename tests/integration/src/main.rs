@@ -13,6 +13,7 @@ mod outages;
 mod pipeline;
 mod privileges;
 mod processes;
+mod recovery;
 mod restore_safety;
 mod retention;
 mod s3;

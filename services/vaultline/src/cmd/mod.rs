@@ -7,6 +7,7 @@ pub mod backup;
 pub mod drill;
 pub mod gc;
 pub mod history;
+pub mod ls;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

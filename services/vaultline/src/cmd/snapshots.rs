@@ -1,29 +1,34 @@
-//! `vaultline snapshots`: the catalog's snapshots, newest first.
+//! `vaultline snapshots`: snapshots newest first, from the catalog, or with
+//! `--repo` from the repository's manifests alone (no catalog).
 
+use crate::access::KeyFlags;
 use crate::context::catalog;
 use crate::output::{human_bytes, print_json, short_time};
 use anyhow::Result;
 use std::process::ExitCode;
 use vaultline_catalog::SnapshotRow;
 use vaultline_runtime::Config;
-use vaultline_types::Name;
+use vaultline_storage::ObjectKey;
+use vaultline_types::{Name, SnapshotId};
 
 /// Flags of `snapshots`.
 #[derive(clap::Args, Debug)]
 pub struct SnapshotsArgs {
-    /// Only this tenant.
-    #[arg(long)]
-    tenant: Option<String>,
     /// Only this source (with --tenant).
     #[arg(long)]
     source: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    keys: KeyFlags,
 }
 
 pub(crate) async fn run(config: &Config, args: SnapshotsArgs) -> Result<ExitCode> {
-    let tenant = args.tenant.map(Name::new).transpose()?;
+    if args.keys.repo.is_some() {
+        return from_repository(config, args).await;
+    }
+    let tenant = args.keys.tenant.clone().map(Name::new).transpose()?;
     let source = args.source.map(Name::new).transpose()?;
     let rows = catalog(config)
         .await?
@@ -56,4 +61,94 @@ fn print_table(rows: &[SnapshotRow]) {
             r.error.as_deref().unwrap_or("")
         );
     }
+}
+
+/// A snapshot as its manifest records it.
+#[derive(serde::Serialize)]
+struct Listed {
+    snapshot: SnapshotId,
+    tenant: Name,
+    source: Option<Name>,
+    kind: Option<String>,
+    created: Option<i64>,
+    entries: Option<u64>,
+    bytes: Option<u64>,
+    tables: Option<Vec<vaultline_format::manifest::TableRows>>,
+    /// Why the manifest could not be read (damaged, another key).
+    error: Option<String>,
+}
+
+/// Reads the header and footer of every manifest of every tenant the
+/// secret given opens, one manifest at a time.
+async fn from_repository(config: &Config, args: SnapshotsArgs) -> Result<ExitCode> {
+    let repo = args.keys.repository(config).await?;
+    let source = args.source.map(Name::new).transpose()?;
+    let mut listed = Vec::new();
+    for (tenant, identity) in args.keys.tenants_offline(config, &repo).await? {
+        let prefix = ObjectKey::manifests(&tenant);
+        for key in repo.list(&prefix).await? {
+            let Ok(snapshot) = SnapshotId::parse(&key[prefix.len()..]) else {
+                continue;
+            };
+            let read =
+                vaultline_restore::manifest_summary(&repo, &tenant, &snapshot, &identity).await;
+            let mut row = Listed {
+                snapshot,
+                tenant: tenant.clone(),
+                source: None,
+                kind: None,
+                created: None,
+                entries: None,
+                bytes: None,
+                tables: None,
+                error: None,
+            };
+            match read {
+                Ok((header, footer)) => {
+                    if source.as_ref().is_some_and(|s| s != &header.source) {
+                        continue;
+                    }
+                    row.source = Some(header.source);
+                    row.kind = Some(header.source_kind);
+                    row.created = Some(header.created);
+                    row.entries = Some(footer.entries);
+                    row.bytes = Some(footer.bytes);
+                    row.tables = Some(footer.tables);
+                }
+                Err(e) => row.error = Some(e.to_string()),
+            }
+            listed.push(row);
+        }
+    }
+    listed.sort_by(|a, b| b.snapshot.as_str().cmp(a.snapshot.as_str()));
+    if args.json {
+        print_json(&listed)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<26} {:<24} {:<9} {:<20} {:>8} {:>10}  ERROR",
+        "SNAPSHOT", "SOURCE", "KIND", "CREATED", "ENTRIES", "SIZE"
+    );
+    for r in &listed {
+        let source = r
+            .source
+            .as_ref()
+            .map_or("?".into(), |s| format!("{}/{s}", r.tenant));
+        let created = r
+            .created
+            .and_then(|c| time::OffsetDateTime::from_unix_timestamp(c).ok())
+            .map(short_time)
+            .unwrap_or_default();
+        println!(
+            "{:<26} {:<24} {:<9} {:<20} {:>8} {:>10}  {}",
+            r.snapshot.as_str(),
+            source,
+            r.kind.as_deref().unwrap_or("?"),
+            created,
+            r.entries.map_or("-".into(), |n| n.to_string()),
+            r.bytes.map_or("-".into(), |b| human_bytes(b as i64)),
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

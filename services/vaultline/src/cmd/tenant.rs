@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use vaultline_format::key_record::KeyRecord;
 use vaultline_format::keys::identity_file_text;
 use vaultline_runtime::Config;
 use vaultline_runtime::deps::load_kek;
@@ -17,6 +18,10 @@ use vaultline_types::Name;
 pub enum TenantCommand {
     /// Create a tenant and its age identity (stored wrapped by the KEK).
     Create { name: String },
+    /// Write the key record of every tenant (or of NAME) that the
+    /// repository lacks for the current KEK: for tenants created before
+    /// key records existed, and after a KEK is replaced.
+    PublishKeys { name: Option<String> },
     /// Write a tenant's identity file, for restores without the catalog.
     ExportIdentity {
         name: String,
@@ -29,6 +34,9 @@ pub enum TenantCommand {
 pub(crate) async fn run(config: &Config, command: TenantCommand) -> Result<ExitCode> {
     match command {
         TenantCommand::Create { name } => create(config, Name::new(name)?).await?,
+        TenantCommand::PublishKeys { name } => {
+            publish(config, name.map(Name::new).transpose()?).await?
+        }
         TenantCommand::ExportIdentity { name, out } => {
             let name = Name::new(name)?;
             let kek = load_kek(config)?;
@@ -44,10 +52,12 @@ pub(crate) async fn run(config: &Config, command: TenantCommand) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// The catalog keeps the wrapped keys; the repository gets the public half,
-/// so that whoever reads the bucket can tell which key a tenant writes with.
+/// The catalog keeps the wrapped keys, and the repository a key record of
+/// the same (`schemas/repository-format.md`): with the bucket and the KEK,
+/// or the bucket and the tenant's identity file, nothing else is needed.
 async fn create(config: &Config, name: Name) -> Result<()> {
-    let key = load_kek(config)?.new_tenant_key()?;
+    let kek = load_kek(config)?;
+    let key = kek.new_tenant_key()?;
     catalog(config)
         .await?
         .create_tenant(
@@ -59,11 +69,11 @@ async fn create(config: &Config, name: Name) -> Result<()> {
         )
         .await?;
     let repo = vaultline_runtime::deps::open_repository(&config.repository, None).await?;
-    let public =
-        serde_json::json!({ "tenant": name, "key_id": key.key_id, "recipient": key.recipient });
-    repo.put_bytes(
-        &ObjectKey::tenant_key(&name, &key.key_id),
-        public.to_string().as_bytes(),
+    let identity = kek.unwrap(&key.wrapped_identity)?;
+    let record = KeyRecord::new(&kek, &name, &identity, &key.chunk_key, now());
+    repo.put_new_bytes(
+        &ObjectKey::key_record(&name, &key.key_id, &record.kek_id),
+        &record.to_bytes(),
     )
     .await?;
     println!(
@@ -71,4 +81,36 @@ async fn create(config: &Config, name: Name) -> Result<()> {
         key.key_id, key.recipient
     );
     Ok(())
+}
+
+/// Writes the key records the repository lacks under the current KEK;
+/// records already there are kept as they are (never replaced).
+async fn publish(config: &Config, only: Option<Name>) -> Result<()> {
+    let kek = load_kek(config)?;
+    let catalog = catalog(config).await?;
+    let repo = vaultline_runtime::deps::open_repository(&config.repository, None).await?;
+    let tenants = match only {
+        Some(name) => vec![name],
+        None => catalog.tenants().await?,
+    };
+    for tenant in tenants {
+        let key = catalog.active_key(&tenant).await?;
+        let object = ObjectKey::key_record(&tenant, &key.key_id, &kek.id());
+        if repo.size(&object).await?.is_some() {
+            println!("{tenant}: key record {} is there", key.key_id);
+            continue;
+        }
+        let identity = kek.unwrap(&key.wrapped_identity)?;
+        let record = KeyRecord::new(&kek, &tenant, &identity, &key.chunk_key, now());
+        repo.put_new_bytes(&object, &record.to_bytes()).await?;
+        println!(
+            "{tenant}: wrote key record {} (KEK {})",
+            key.key_id, record.kek_id
+        );
+    }
+    Ok(())
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
