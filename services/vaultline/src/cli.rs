@@ -3,8 +3,8 @@
 //! `--config FILE` (or `VAULTLINE_CONFIG`), then `VAULTLINE_*` variables.
 
 use crate::cmd::{
-    audit, backup, drill, gc, history, ls, restore, retention, schedule, serve, setup, snapshots,
-    source, stats, tenant, verify, webhook,
+    audit, backup, check, drill, gc, history, ls, restore, retention, schedule, serve, setup,
+    snapshots, source, stats, tenant, verify, webhook,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -73,6 +73,10 @@ pub enum Command {
     /// compared with the source digest). A damaged snapshot is marked corrupt
     /// and the exit code is 1.
     Verify(verify::VerifyArgs),
+    /// Check the repository against the catalog: every pack present with
+    /// its size, every manifest re-hashed, and with --read-data-subset a
+    /// random share of the packs read back. Exit code 1 on any damage.
+    Check(check::CheckArgs),
     /// Restore the latest verified snapshot of a postgres or mariadb source
     /// into a scratch database, compare every table's row count with the
     /// counts taken at dump time, drop the scratch database, and publish the
@@ -105,6 +109,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ls(args) => ls::run(&config, args).await,
         Command::Restore(args) => restore::run(&config, args).await,
         Command::Verify(args) => verify::run(&config, args).await,
+        Command::Check(args) => check::run(&config, args).await,
         Command::Drill(args) => drill::run(&config, args).await,
         Command::Serve(args) => serve::run(config, args).await,
     }

@@ -9,6 +9,7 @@
 //! (`drill`).
 
 pub mod drill;
+mod integrity;
 
 use futures::StreamExt;
 use std::sync::Arc;
@@ -73,7 +74,7 @@ pub const DEFAULT_REHASH_AFTER: std::time::Duration = std::time::Duration::from_
 
 /// What level 1 found wrong with one pack: re-hashed when `rehash`,
 /// otherwise only its presence and size checked.
-async fn check_pack(
+pub async fn check_pack(
     repository: &vaultline_storage::Repository,
     tenant: &vaultline_types::Name,
     id: PackId,
@@ -401,14 +402,17 @@ impl Verifier {
     }
 }
 
-/// Adds the verifier to a node: the stage, and a service that requests the
-/// drills sources are due for (`vaultline drill <source> --every 1d`).
+/// Adds the verifier to a node: the stage, a service that requests the
+/// drills sources are due for (`vaultline drill <source> --every 1d`), and
+/// the rolling integrity check.
 ///
 /// # Errors
 /// When the stage cannot be built.
 pub async fn install(node: &mut Node) -> Result<(), StageError> {
     node.spawn::<Verifier>().await?;
     node.spawn_service(StageName::Verifier, drills_due).await?;
+    node.spawn_service(StageName::Verifier, integrity::rolling)
+        .await?;
     Ok(())
 }
 

@@ -49,8 +49,17 @@ impl Catalog {
         tenant: &Name,
         id: &SnapshotId,
     ) -> Result<Option<SnapshotLock>> {
+        self.try_session_lock(format!("finalize:{tenant}/{id}"))
+            .await
+    }
+
+    /// Tries to take a named session lock (the verifier's rolling integrity
+    /// round: one replica at a time); `None` when another session holds it.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn try_session_lock(&self, key: String) -> Result<Option<SnapshotLock>> {
         let client = self.client().await?;
-        let key = format!("finalize:{tenant}/{id}");
         let row = client
             .query_one(
                 "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",

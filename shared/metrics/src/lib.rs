@@ -49,6 +49,15 @@ pub enum MetricName {
     DrillLastSuccess,
     /// Unix time the last drill started, by `tenant` and `source`.
     DrillLastTimestamp,
+    /// Bytes of stored packs the rolling integrity check read back.
+    IntegrityRehashedBytes,
+    /// Packs the rolling check found missing or not matching their digest.
+    IntegrityDamagedPacks,
+    /// Packs not read back within `rehash-after` (never, or too long ago).
+    IntegrityPacksOverdue,
+    /// Unix time the rolling check last completed a cycle: every live pack
+    /// read back at least once since the cycle before.
+    IntegrityLastCycle,
 }
 
 impl MetricName {
@@ -73,6 +82,10 @@ impl MetricName {
             MetricName::DrillDuration => "vaultline_drill_duration_seconds",
             MetricName::DrillLastSuccess => "vaultline_drill_last_success",
             MetricName::DrillLastTimestamp => "vaultline_drill_last_timestamp_seconds",
+            MetricName::IntegrityRehashedBytes => "vaultline_integrity_rehashed_bytes_total",
+            MetricName::IntegrityDamagedPacks => "vaultline_integrity_damaged_packs_total",
+            MetricName::IntegrityPacksOverdue => "vaultline_integrity_packs_overdue",
+            MetricName::IntegrityLastCycle => "vaultline_integrity_last_cycle_timestamp_seconds",
         }
     }
 }

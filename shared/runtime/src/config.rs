@@ -20,6 +20,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub webhooks: WebhooksConfig,
     pub drills: DrillsConfig,
+    pub integrity: IntegrityConfig,
     /// Per-stage knobs, keyed by stage name.
     pub stages: BTreeMap<String, StageSettings>,
 }

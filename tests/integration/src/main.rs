@@ -16,6 +16,7 @@ mod processes;
 mod recovery;
 mod restore_safety;
 mod retention;
+mod rolling;
 mod s3;
 mod schedules;
 mod sources;

@@ -297,6 +297,30 @@ impl Default for DrillsConfig {
     }
 }
 
+/// The verifier's rolling integrity check: every stored pack is read back
+/// and re-hashed at least once per `rehash-after` (the verifier's stage
+/// setting), spread evenly over the window rather than in bursts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct IntegrityConfig {
+    /// How often a round runs (`0s` turns the rolling check off).
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// At most this many bytes read back per hour, all rounds together. A
+    /// repository larger than `bytes-per-hour` × the window leaves packs
+    /// overdue (`vaultline_integrity_packs_overdue` says how many).
+    pub bytes_per_hour: u64,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            check_interval: Duration::from_secs(60),
+            bytes_per_hour: 8 << 30,
+        }
+    }
+}
+
 /// Knobs of one stage.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
