@@ -137,6 +137,11 @@ impl KeyFlags {
                 .collect(),
         };
         let identity = self.identity_file()?;
+        // A tenant named with its identity needs no key record (a repository
+        // written before key records existed has none).
+        if let (Some(tenant), Some(identity)) = (self.tenant()?, &identity) {
+            return Ok(vec![(tenant, identity.clone())]);
+        }
         let kek: Option<Kek> = match &identity {
             Some(_) => None,
             None => Some(load_kek(config).context(

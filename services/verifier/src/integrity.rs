@@ -145,31 +145,46 @@ async fn damaged(
     let needing = deps.catalog.snapshots_needing(tenant, &pack).await?;
     tracing::error!(%tenant, %pack, %problem, snapshots = needing.len(), "Integrity check: a stored pack is damaged.");
     for (snapshot, source) in needing {
-        let reason = format!("rolling check: {problem}");
-        let marked = deps
-            .catalog
-            .finish_snapshot(tenant, &snapshot, SnapshotStatus::Corrupt, Some(&reason))
-            .await?;
-        if !marked {
-            continue;
-        }
         let event = SnapshotCorrupt {
             tenant: tenant.clone(),
             source,
-            snapshot: snapshot.clone(),
+            snapshot,
             level: 1,
-            reason,
+            reason: format!("rolling check: {problem}"),
         };
-        // One id per snapshot and pack: the stream drops a repeat as a duplicate.
-        let id = format!("integrity-{snapshot}-{}", pack.to_hex());
-        let _published = vaultline_runtime::runner::publish(
-            deps,
-            StageName::Verifier,
-            Outgoing::event(&event),
-            &id,
-            &vaultline_runtime::runner::traceparent_for(&id),
+        mark_corrupt(deps, event, &pack.to_hex()).await?;
+    }
+    Ok(())
+}
+
+/// Marks the snapshot corrupt, and when that changed it, publishes the
+/// event. `cause` makes the message id: one event per snapshot and cause,
+/// the stream dropping a repeat.
+pub(crate) async fn mark_corrupt(
+    deps: &Deps,
+    event: SnapshotCorrupt,
+    cause: &str,
+) -> Result<(), StageError> {
+    let marked = deps
+        .catalog
+        .finish_snapshot(
+            &event.tenant,
+            &event.snapshot,
+            SnapshotStatus::Corrupt,
+            Some(&event.reason),
         )
         .await?;
+    if !marked {
+        return Ok(());
     }
+    let id = format!("integrity-{}-{cause}", event.snapshot);
+    let _published = vaultline_runtime::runner::publish(
+        deps,
+        StageName::Verifier,
+        Outgoing::event(&event),
+        &id,
+        &vaultline_runtime::runner::traceparent_for(&id),
+    )
+    .await?;
     Ok(())
 }

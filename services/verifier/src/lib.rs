@@ -10,6 +10,7 @@
 
 pub mod drill;
 mod integrity;
+mod sampling;
 
 use futures::StreamExt;
 use std::sync::Arc;
@@ -403,8 +404,8 @@ impl Verifier {
 }
 
 /// Adds the verifier to a node: the stage, a service that requests the
-/// drills sources are due for (`vaultline drill <source> --every 1d`), and
-/// the rolling integrity check.
+/// drills sources are due for (`vaultline drill <source> --every 1d`), the
+/// rolling integrity check and the sampled level-2 check.
 ///
 /// # Errors
 /// When the stage cannot be built.
@@ -412,6 +413,8 @@ pub async fn install(node: &mut Node) -> Result<(), StageError> {
     node.spawn::<Verifier>().await?;
     node.spawn_service(StageName::Verifier, drills_due).await?;
     node.spawn_service(StageName::Verifier, integrity::rolling)
+        .await?;
+    node.spawn_service(StageName::Verifier, sampling::sampled_level2)
         .await?;
     Ok(())
 }

@@ -124,6 +124,19 @@ impl Catalog {
         row(&r)
     }
 
+    /// A verified snapshot chosen at random (the verifier's sampled level-2
+    /// check), or `None` when there is none.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn random_verified_snapshot(&self) -> Result<Option<SnapshotRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM snapshots WHERE status = 'verified' ORDER BY random() LIMIT 1"
+        );
+        let r = self.client().await?.query_opt(&sql, &[]).await?;
+        r.as_ref().map(row).transpose()
+    }
+
     /// The snapshot a request for `tenant`'s `source` created, if it exists yet.
     ///
     /// # Errors

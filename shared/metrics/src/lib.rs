@@ -58,6 +58,8 @@ pub enum MetricName {
     /// Unix time the rolling check last completed a cycle: every live pack
     /// read back at least once since the cycle before.
     IntegrityLastCycle,
+    /// Sampled level-2 checks of verified snapshots, by `outcome` (passed, failed).
+    IntegrityLevel2Samples,
 }
 
 impl MetricName {
@@ -86,6 +88,7 @@ impl MetricName {
             MetricName::IntegrityDamagedPacks => "vaultline_integrity_damaged_packs_total",
             MetricName::IntegrityPacksOverdue => "vaultline_integrity_packs_overdue",
             MetricName::IntegrityLastCycle => "vaultline_integrity_last_cycle_timestamp_seconds",
+            MetricName::IntegrityLevel2Samples => "vaultline_integrity_level2_samples_total",
         }
     }
 }

@@ -157,3 +157,63 @@ async fn a_flipped_byte_in_an_old_pack_is_found_by_the_rolling_check() -> Result
     node.shutdown().await;
     Ok(())
 }
+
+/// The sampled level-2 check reads verified snapshots back in full on a
+/// schedule: it passes on a sound one, and a pack removed by hand (with the
+/// rolling re-hash off) makes it mark the snapshot corrupt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sampled_level_2_checks_read_old_snapshots_back() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    std::fs::create_dir_all(&tree)?;
+    std::fs::write(tree.join("data.bin"), mixed_bytes(2 << 20, 21))?;
+    env.tenant_with_source(&tree).await?;
+    let mut config = env.config();
+    config.integrity.check_interval = Duration::ZERO;
+    config.integrity.level2_per_day = 2 * 86_400; // one every half second
+    let node = vaultline::start_node(config, &vaultline::SERVED).await?;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
+        .await?;
+    let row = env.wait_final(1).await?;
+    assert_verified(&row);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = vaultline_testkit::http_get(node.admin, "/metrics").await?.1;
+        let passed = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("vaultline_integrity_level2_samples_total")
+                    && l.contains("outcome=\"passed\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        if passed >= 1.0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no sample passed: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        env.catalog.find_snapshot(&row.id).await?.status,
+        SnapshotStatus::Verified
+    );
+
+    let tenant = Name::new("acme")?;
+    let (pack, _) = env.catalog.snapshot_packs(&tenant, &row.id).await?[0];
+    std::fs::remove_file(env.path("repository").join(ObjectKey::pack(&tenant, &pack)))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let marked = loop {
+        let marked = env.catalog.find_snapshot(&row.id).await?;
+        if marked.status == SnapshotStatus::Corrupt {
+            break marked;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not found: {marked:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let error = marked.error.unwrap_or_default();
+    assert!(error.starts_with("sampled level 2:"), "{error}");
+    assert!(error.contains(&pack.to_string()), "{error}");
+    node.shutdown().await;
+    Ok(())
+}

@@ -310,6 +310,10 @@ pub struct IntegrityConfig {
     /// repository larger than `bytes-per-hour` × the window leaves packs
     /// overdue (`vaultline_integrity_packs_overdue` says how many).
     pub bytes_per_hour: u64,
+    /// Verified snapshots, chosen at random, read back in full (level 2)
+    /// per day by each verifier replica; `0` turns the sample off. Needs
+    /// the KEK.
+    pub level2_per_day: u32,
 }
 
 impl Default for IntegrityConfig {
@@ -317,6 +321,7 @@ impl Default for IntegrityConfig {
         IntegrityConfig {
             check_interval: Duration::from_secs(60),
             bytes_per_hour: 8 << 30,
+            level2_per_day: 1,
         }
     }
 }
