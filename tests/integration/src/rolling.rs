@@ -217,3 +217,65 @@ async fn sampled_level_2_checks_read_old_snapshots_back() -> Result<()> {
     node.shutdown().await;
     Ok(())
 }
+
+/// What the rolling check costs per GiB: `vaultline check
+/// --read-data-subset 100%` reads back and re-hashes every pack, the work a
+/// rolling round does per pack, cold (page cache dropped, as root) and
+/// warm. Prints wall and CPU seconds per GiB of packs. By hand:
+/// `cargo nextest run -p vaultline-integration --run-ignored only -E 'test(measure)' --no-capture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement (1 GiB backed up, then read back twice): run by hand"]
+async fn measure_the_rolling_checks_cost_per_gib() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    std::fs::create_dir_all(&tree)?;
+    for i in 0..8u64 {
+        std::fs::write(
+            tree.join(format!("part-{i}.bin")),
+            mixed_bytes(128 << 20, 100 + i),
+        )?;
+    }
+    env.tenant_with_source(&tree).await?;
+    let node = env.node().await?;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "900"])
+        .await?;
+    assert_verified(&env.wait_final(1).await?);
+    node.shutdown().await;
+    let config = env.config_file.clone();
+    let binary = crate::harness::binary("vaultline")?;
+    for run in ["cold", "warm"] {
+        if run == "cold" {
+            let dropped = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+            eprintln!("page cache dropped: {dropped}");
+        }
+        let out = tokio::process::Command::new("bash")
+            .args(["-c", "time -p \"$@\"", "_"])
+            .arg(&binary)
+            .args(["--config", config.to_str().unwrap()])
+            .args(["check", "--read-data-subset", "100%", "--json"])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let gib = report["read_bytes"].as_f64().context("read_bytes")? / (1u64 << 30) as f64;
+        let times: std::collections::HashMap<String, f64> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_owned(), v.trim().parse().ok()?))
+            })
+            .collect();
+        let (real, cpu) = (times["real"], times["user"] + times["sys"]);
+        eprintln!(
+            "{run}: {:.2} GiB of packs read back in {real:.2} s wall, {cpu:.2} s CPU: {:.2} s wall and {:.2} s CPU per GiB",
+            gib,
+            real / gib,
+            cpu / gib
+        );
+    }
+    Ok(())
+}
