@@ -340,27 +340,63 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<IndexEntry>> {
     rmp_serde::from_slice(bytes).map_err(|e| corrupt(format!("index: {e}")))
 }
 
-/// Reads the index of a whole pack with the tenant identity (catalog rebuild, checks).
+/// Bytes at the end of a pack: the sealed index's length (u32 LE), then [`END`].
+pub const TAIL_BYTES: usize = 12;
+
+/// Where a pack's sealed index lies, from the pack's last [`TAIL_BYTES`]
+/// and its size: what a reader fetches by range to read the index without
+/// the blobs (a catalog rebuild reads every pack's index this way).
+///
+/// # Errors
+/// [`Error::Corrupt`] when the tail is damaged or names an index that does
+/// not fit in the pack.
+pub fn index_range(tail: &[u8], pack_size: u64) -> Result<std::ops::Range<u64>> {
+    if tail.len() != TAIL_BYTES || &tail[4..] != END || pack_size < 20 {
+        return Err(corrupt("missing magic bytes"));
+    }
+    let index_len = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
+    let end = pack_size - TAIL_BYTES as u64;
+    let start = end
+        .checked_sub(index_len)
+        .ok_or_else(|| corrupt("index length out of range"))?;
+    Ok(start..end)
+}
+
+/// Opens a sealed index fetched from `range` (see [`index_range`]) with the
+/// pack's key; `first_blob` (from [`PackKey::read`]) is where the header
+/// ends, which the index must not overlap.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the index overlaps the header, fails
+/// authentication or does not decode.
+pub fn open_index(
+    key: &PackKey,
+    first_blob: u64,
+    range: &std::ops::Range<u64>,
+    sealed: &[u8],
+) -> Result<Vec<IndexEntry>> {
+    if range.start < first_blob || sealed.len() as u64 != range.end - range.start {
+        return Err(corrupt("index length out of range"));
+    }
+    decode_index(&key.open_bound(INDEX_AAD, sealed)?)
+}
+
+/// Reads the index of a whole pack with the tenant identity (checks, tests).
 ///
 /// # Errors
 /// [`Error::Corrupt`] when the pack's framing is damaged, [`Error::WrongKey`]
 /// for another tenant's identity.
 pub fn read_index(pack: &[u8], identity: &Identity) -> Result<Vec<IndexEntry>> {
-    if pack.len() < 20 || &pack[pack.len() - 8..] != END {
+    if pack.len() < 20 {
         return Err(corrupt("missing magic bytes"));
     }
+    let range = index_range(&pack[pack.len() - TAIL_BYTES..], pack.len() as u64)?;
     let Header::Key(key, first_blob) = PackKey::read(pack, &std::sync::Arc::new(identity.clone()))?
     else {
         return Err(corrupt("header longer than the pack"));
     };
-    let len_at = pack.len() - 12;
-    let index_len =
-        u32::from_le_bytes(pack[len_at..len_at + 4].try_into().expect("4 bytes")) as usize;
-    let start = len_at
-        .checked_sub(index_len)
-        .filter(|s| *s as u64 >= first_blob)
-        .ok_or_else(|| corrupt("index length out of range"))?;
-    decode_index(&key.open_bound(INDEX_AAD, &pack[start..len_at])?)
+    let sealed = &pack[range.start as usize..range.end as usize];
+    open_index(&key, first_blob, &range, sealed)
 }
 
 #[cfg(test)]
@@ -376,6 +412,43 @@ mod tests {
                 .unwrap();
         }
         writer.finish(&mut compressor).unwrap()
+    }
+
+    #[test]
+    fn an_index_reads_from_two_ranges_as_from_the_whole_pack() {
+        let id = Identity::generate();
+        let finished = pack_of(&[vec![1; 5000], vec![2; 70_000], vec![]], &id);
+        let (pack, entries) = (finished.out, finished.entries);
+        let size = pack.len() as u64;
+        let range = index_range(&pack[pack.len() - TAIL_BYTES..], size).unwrap();
+        let Header::Key(key, first_blob) =
+            PackKey::read(&pack, &std::sync::Arc::new(id.clone())).unwrap()
+        else {
+            panic!("the whole pack holds its header")
+        };
+        let sealed = &pack[range.start as usize..range.end as usize];
+        assert_eq!(
+            open_index(&key, first_blob, &range, sealed).unwrap(),
+            entries
+        );
+        assert_eq!(read_index(&pack, &id).unwrap(), entries);
+        // A tail that claims more than the pack holds, or an index over the
+        // header, or a short read, is refused.
+        let mut tail = pack[pack.len() - TAIL_BYTES..].to_vec();
+        tail[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(index_range(&tail, size).is_err());
+        assert!(index_range(&pack[..TAIL_BYTES], size).is_err());
+        let over_header = (first_blob - 1)..range.end;
+        assert!(
+            open_index(
+                &key,
+                first_blob,
+                &over_header,
+                &pack[over_header.start as usize..range.end as usize]
+            )
+            .is_err()
+        );
+        assert!(open_index(&key, first_blob, &range, &sealed[1..]).is_err());
     }
 
     #[test]
