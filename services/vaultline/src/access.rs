@@ -175,8 +175,11 @@ impl KeyFlags {
     }
 }
 
-/// The tenant whose directory holds `snapshot`'s manifest.
+/// The tenant whose directory holds `snapshot`'s manifest. Two tenants
+/// holding the same id is refused rather than guessed: one of them may
+/// have planted it.
 async fn tenant_holding(repo: &Repository, snapshot: &SnapshotId) -> Result<Name> {
+    let mut holders = Vec::new();
     for tenant in repo.list_dirs(ObjectKey::TENANTS).await? {
         let Ok(tenant) = Name::new(tenant) else {
             continue;
@@ -186,10 +189,20 @@ async fn tenant_holding(repo: &Repository, snapshot: &SnapshotId) -> Result<Name
             .await?
             .is_some()
         {
-            return Ok(tenant);
+            holders.push(tenant);
         }
     }
-    bail!("{} holds no snapshot {snapshot}", repo.describe())
+    match holders.len() {
+        0 => bail!("{} holds no snapshot {snapshot}", repo.describe()),
+        1 => Ok(holders.remove(0)),
+        _ => {
+            let names: Vec<String> = holders.iter().map(ToString::to_string).collect();
+            bail!(
+                "tenants {} all hold a snapshot {snapshot}: say which with --tenant",
+                names.join(", ")
+            )
+        }
+    }
 }
 
 /// What `open` makes of the newest of `tenant`'s key records it accepts.
