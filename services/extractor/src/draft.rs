@@ -31,6 +31,8 @@ pub(crate) struct Job {
     pub(crate) staging_recipient: Recipient,
     pub(crate) batch_bytes: u64,
     pub(crate) created: i64,
+    /// Recorded in the manifest's header.
+    pub(crate) source_config: vaultline_types::SourceConfig,
 }
 
 pub(crate) struct Summary {
@@ -139,6 +141,7 @@ impl Draft {
                 created: job.created,
                 key_id: job.key_id.clone(),
                 content_hash: ContentHash::Blake3,
+                source_config: Some(job.source_config.clone()),
             }),
         )?;
         Ok(Draft { out, temp, key })

@@ -99,6 +99,9 @@ impl Stage for Extractor {
         .await?;
 
         let attempt = u32::try_from(cx.delivered).unwrap_or(1);
+        let config = source_row.config().map_err(|e| {
+            StageError::permanent(ErrorType::Source, format!("source {tenant}/{source}: {e}"))
+        })?;
         let job = draft::Job {
             deps: self.deps.clone(),
             tenant: tenant.clone(),
@@ -110,10 +113,8 @@ impl Stage for Extractor {
             staging_recipient: self.staging_recipient.clone(),
             batch_bytes: self.batch_bytes,
             created: cx.published.unix_timestamp(),
+            source_config: config.clone(),
         };
-        let config = source_row.config().map_err(|e| {
-            StageError::permanent(ErrorType::Source, format!("source {tenant}/{source}: {e}"))
-        })?;
         let summary = match config {
             SourceConfig::Files(config) => files::extract(job, config, cx).await?,
             SourceConfig::Postgres(config) => {

@@ -174,6 +174,11 @@ pub struct Header {
     /// manifests written before BLAKE3: SHA-256).
     #[serde(default)]
     pub content_hash: ContentHash,
+    /// The source as configured when the snapshot was taken (its path, URL
+    /// or command; never a credential), so that a catalog rebuilt from the
+    /// repository can back it up again. Absent in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_config: Option<vaultline_types::SourceConfig>,
 }
 
 /// The hash of file contents inside the source digest.
@@ -338,6 +343,7 @@ mod tests {
                 created: 1_795_000_000,
                 key_id: "k".into(),
                 content_hash: ContentHash::Blake3,
+                source_config: None,
             }),
             Record::Entry(Entry {
                 path: "dir/ü name".as_bytes().to_vec(),

@@ -198,6 +198,7 @@ fn format_2_records() -> Vec<Record> {
             created: 1_764_936_000,
             key_id: "0123456789abcdef".into(),
             content_hash: ContentHash::Blake3,
+            source_config: None,
         }),
         Record::Entry(Entry {
             xattrs: vec![Xattr {

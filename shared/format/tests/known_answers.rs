@@ -123,6 +123,7 @@ fn format_2_records() -> Vec<Record> {
         created: 1_764_936_000,
         key_id: "k1".into(),
         content_hash: ContentHash::Blake3,
+        source_config: None,
     };
     let mut entry = file("docs/a.txt", 9);
     entry.chunks = vec![ChunkRef {

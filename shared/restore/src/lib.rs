@@ -370,6 +370,7 @@ mod tests {
                 created: 1_700_000_000,
                 key_id: "k".into(),
                 content_hash: ContentHash::Blake3,
+                source_config: None,
             }))
             .unwrap();
         let mut digest = SourceDigest::default();

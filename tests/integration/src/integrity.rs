@@ -203,6 +203,7 @@ fn plant_manifest(env: &Env, identity: &Path, id: &SnapshotId, entries: Vec<Entr
         created: 1_700_000_000,
         key_id: "hostile".into(),
         content_hash: Default::default(),
+        source_config: None,
     }))?;
     let count = entries.len() as u64;
     for entry in entries {

@@ -99,6 +99,19 @@ async fn the_bucket_and_one_secret_list_ls_and_restore_with_no_catalog() -> Resu
         assert!(listed[0]["error"].is_null());
     }
 
+    // The manifest records the source's config: what a catalog rebuilt from
+    // the repository needs to back the source up again.
+    let opened = vaultline_format::keys::parse_identity(&std::fs::read_to_string(identity)?)?;
+    let (header, _) = vaultline_restore::manifest_summary(&repo, &acme, &row.id, &opened).await?;
+    assert_eq!(
+        header.source_config,
+        Some(vaultline_types::SourceConfig::Files(
+            vaultline_types::FilesSource {
+                path: tree.canonicalize()?
+            }
+        ))
+    );
+
     // `ls`: every path of the tree, in manifest order, with no --tenant.
     let listed = offline(vec!["ls", row.id.as_str(), "--identity", identity], &vars).await?;
     let want: Vec<String> = snapshot_of(&tree)?.into_keys().collect();
