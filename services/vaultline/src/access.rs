@@ -127,7 +127,14 @@ impl KeyFlags {
         config: &Config,
         repo: &Repository,
     ) -> Result<Vec<(Name, Identity)>> {
-        let tenants = match self.tenant()? {
+        let named = self.tenant()?;
+        let identity = self.identity_file()?;
+        // A tenant named with its identity needs no key record (a repository
+        // written before key records existed has none).
+        if let (Some(tenant), Some(identity)) = (&named, &identity) {
+            return Ok(vec![(tenant.clone(), identity.clone())]);
+        }
+        let tenants = match named {
             Some(tenant) => vec![tenant],
             None => repo
                 .list_dirs(ObjectKey::TENANTS)
@@ -136,12 +143,6 @@ impl KeyFlags {
                 .filter_map(|t| Name::new(t).ok())
                 .collect(),
         };
-        let identity = self.identity_file()?;
-        // A tenant named with its identity needs no key record (a repository
-        // written before key records existed has none).
-        if let (Some(tenant), Some(identity)) = (self.tenant()?, &identity) {
-            return Ok(vec![(tenant, identity.clone())]);
-        }
         let kek: Option<Kek> = match &identity {
             Some(_) => None,
             None => Some(load_kek(config).context(

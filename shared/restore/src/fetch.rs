@@ -7,9 +7,9 @@ use crate::checks::{Checks, FORMATS, is_under};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use vaultline_format::keys::Identity;
-use vaultline_format::manifest::{Entry, EntryKind, Footer, Header, Record, open_sealed};
+use vaultline_format::manifest::{Entry, EntryKind, Footer, Header, Record};
 use vaultline_format::pack::{Header as PackHeader, PackKey};
-use vaultline_storage::{ObjectKey, ObjectReader, RangeReader, Repository};
+use vaultline_storage::{ObjectKey, RangeReader, Repository};
 use vaultline_types::{Name, SnapshotId};
 
 /// Bytes fetched or decrypted ahead of the writer (each chunk counts as the
@@ -302,21 +302,7 @@ pub(crate) fn read_manifest(
         tx,
         run: None,
     };
-    let key = ObjectKey::manifest(&tenant, &snapshot);
-    let records = ObjectReader::open(ranges, &key, runtime)
-        .map_err(|e| {
-            Error::storage(
-                format!("cannot read the manifest of snapshot {snapshot}"),
-                e,
-            )
-        })
-        .and_then(|object| {
-            open_sealed(
-                std::io::BufReader::with_capacity(1 << 20, object),
-                &identity,
-            )
-            .map_err(|e| crate::wrong_key(e, &tenant, &snapshot))
-        });
+    let records = crate::listing::open_manifest(ranges, &tenant, &snapshot, &identity, runtime);
     let records = match records {
         Ok(records) => records,
         Err(e) => {
@@ -328,7 +314,7 @@ pub(crate) fn read_manifest(
     let mut links = Links::default();
     for record in records {
         let ok = match record {
-            Err(e) => fetcher.fail(Error::manifest(format!("manifest of snapshot {snapshot}"), e)),
+            Err(e) => fetcher.fail(e),
             Ok(Record::Header(header)) if !FORMATS.contains(&header.format) => {
                 fetcher.fail(Error::Request(format!(
                     "snapshot {snapshot} has manifest format {}, newer than this vaultline reads ({}): upgrade vaultline to restore it",

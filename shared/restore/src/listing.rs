@@ -33,23 +33,10 @@ where
     );
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let object = ObjectReader::open(ranges, &ObjectKey::manifest(&tenant, &snapshot), runtime)
-            .map_err(|e| {
-                Error::storage(
-                    format!("cannot read the manifest of snapshot {snapshot}"),
-                    e,
-                )
-            })?;
-        let records = open_sealed(
-            std::io::BufReader::with_capacity(1 << 20, object),
-            &identity,
-        )
-        .map_err(|e| crate::wrong_key(e, &tenant, &snapshot))?;
+        let records = open_manifest(ranges, &tenant, &snapshot, &identity, runtime)?;
         let (mut header, mut footer) = (None, None);
         for record in records {
-            match record
-                .map_err(|e| Error::manifest(format!("manifest of snapshot {snapshot}"), e))?
-            {
+            match record? {
                 Record::Header(h) => header = Some(h),
                 Record::Footer(f) => footer = Some(f),
                 Record::Entry(entry) => {
@@ -64,4 +51,27 @@ where
     })
     .await
     .map_err(|e| Error::task("the manifest reader died", e))?
+}
+
+/// `snapshot`'s manifest as a stream of records (blocking reads through
+/// `runtime`): what a restore walks and `ls` lists. A wrong identity is
+/// told apart from damage.
+pub(crate) fn open_manifest(
+    ranges: std::sync::Arc<RangeReader>,
+    tenant: &Name,
+    snapshot: &SnapshotId,
+    identity: &Identity,
+    runtime: tokio::runtime::Handle,
+) -> Result<impl Iterator<Item = Result<Record>> + use<>> {
+    let object = ObjectReader::open(ranges, &ObjectKey::manifest(tenant, snapshot), runtime)
+        .map_err(|e| {
+            Error::storage(
+                format!("cannot read the manifest of snapshot {snapshot}"),
+                e,
+            )
+        })?;
+    let records = open_sealed(std::io::BufReader::with_capacity(1 << 20, object), identity)
+        .map_err(|e| crate::wrong_key(e, tenant, snapshot))?;
+    let what = format!("manifest of snapshot {snapshot}");
+    Ok(records.map(move |record| record.map_err(|e| Error::manifest(what.clone(), e))))
 }

@@ -387,6 +387,25 @@ fn small_tree(root: &Path) -> Result<()> {
 }
 
 /// `target/<profile>/NAME`: a binary built beside this test binary (`…/deps/integration-<hash>`).
+/// What a CLI run needs to reach `garage`'s bucket with nothing else: the
+/// AWS variables, and the catalog and NATS addresses on closed ports.
+pub(crate) fn offline_vars(garage: &vaultline_testkit::Garage) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", garage.endpoint()),
+        ("AWS_REGION", vaultline_testkit::Garage::REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID", garage.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", garage.secret_access_key.clone()),
+        (
+            "VAULTLINE_CATALOG__URL",
+            "postgres://postgres@127.0.0.1:1/none".to_owned(),
+        ),
+        ("VAULTLINE_NATS__URL", "nats://127.0.0.1:1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
 pub(crate) fn binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe

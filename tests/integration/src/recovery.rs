@@ -40,20 +40,7 @@ async fn the_bucket_and_one_secret_list_ls_and_restore_with_no_catalog() -> Resu
     let identity = env.export_identity("acme").await?;
     node.shutdown().await;
     // The catalog and NATS addresses point at closed ports.
-    let vars: Vec<(String, String)> = [
-        ("AWS_ENDPOINT_URL", garage.endpoint()),
-        ("AWS_REGION", vaultline_testkit::Garage::REGION.to_owned()),
-        ("AWS_ACCESS_KEY_ID", garage.access_key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", garage.secret_access_key.clone()),
-        (
-            "VAULTLINE_CATALOG__URL",
-            "postgres://postgres@127.0.0.1:1/none".to_owned(),
-        ),
-        ("VAULTLINE_NATS__URL", "nats://127.0.0.1:1".to_owned()),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value))
-    .collect();
+    let vars = crate::harness::offline_vars(garage);
     let with_kek: Vec<(String, String)> = vars
         .iter()
         .cloned()

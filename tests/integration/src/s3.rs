@@ -89,20 +89,7 @@ async fn a_tree_round_trips_through_garage_and_restores_with_no_catalog() -> Res
     // the catalog and NATS addresses point at closed ports.
     let identity = env.export_identity("acme").await?;
     node.shutdown().await;
-    let vars = [
-        ("AWS_ENDPOINT_URL", garage.endpoint()),
-        ("AWS_REGION", vaultline_testkit::Garage::REGION.to_owned()),
-        ("AWS_ACCESS_KEY_ID", garage.access_key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", garage.secret_access_key.clone()),
-        (
-            "VAULTLINE_CATALOG__URL",
-            "postgres://postgres@127.0.0.1:1/none".to_owned(),
-        ),
-        ("VAULTLINE_NATS__URL", "nats://127.0.0.1:1".to_owned()),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value))
-    .collect::<Vec<_>>();
+    let vars = crate::harness::offline_vars(garage);
     // `vaultline restore <snapshot> --repo … --identity … --tenant acme <more>`
     let restore_offline = |more: &[&str], vars: &[(String, String)]| {
         let mut args = vec![
