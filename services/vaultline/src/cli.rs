@@ -3,8 +3,8 @@
 //! `--config FILE` (or `VAULTLINE_CONFIG`), then `VAULTLINE_*` variables.
 
 use crate::cmd::{
-    audit, backup, check, drill, gc, history, ls, restore, retention, schedule, serve, setup,
-    snapshots, source, stats, tenant, verify, webhook,
+    audit, backup, catalog, check, drill, gc, history, ls, restore, retention, schedule, serve,
+    setup, snapshots, source, stats, tenant, verify, webhook,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +32,9 @@ pub struct Cli {
 pub enum Command {
     /// Apply catalog migrations.
     Migrate,
+    /// Rebuild the catalog from the repository, or compare the two.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
     /// Write a new key-encryption key (an age identity file) to FILE; with
     /// --staging, a staging key pair instead (the file is the packager's
     /// half; the recipient printed is the extractor's).
@@ -94,6 +97,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Migrate => setup::migrate(&config).await,
+        Command::Catalog(command) => catalog::run(&config, command).await,
         Command::KekGenerate(args) => setup::kek_generate(args),
         Command::Tenant(command) => tenant::run(&config, command).await,
         Command::Source(command) => source::run(&config, command).await,

@@ -188,17 +188,7 @@ impl Catalog {
             &[&t, &p, &(size as i64), &(chunks.len() as i32)],
         )
         .await?;
-        let ids: Vec<&[u8]> = chunks.iter().map(|c| c.id.0.as_slice()).collect();
-        let offsets: Vec<i64> = chunks.iter().map(|c| c.offset as i64).collect();
-        let lengths: Vec<i32> = chunks.iter().map(|c| c.length as i32).collect();
-        let raw: Vec<i32> = chunks.iter().map(|c| c.raw_length as i32).collect();
-        tx.execute(
-            "INSERT INTO chunks (tenant, id, pack, pack_offset, length, raw_length)
-             SELECT $1, u.id, $2, u.o, u.l, u.r FROM unnest($3::bytea[], $4::int8[], $5::int4[], $6::int4[]) AS u(id, o, l, r)
-             ON CONFLICT DO NOTHING",
-            &[&t, &p, &ids, &offsets, &lengths, &raw],
-        )
-        .await?;
+        insert_chunks(&tx, tenant, pack, chunks).await?;
         tx.execute(
             "INSERT INTO snapshot_batches (tenant, snapshot, attempt, batch, pack) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING",
@@ -208,4 +198,26 @@ impl Catalog {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Indexes `chunks` as stored in `pack`; a chunk already indexed keeps its
+/// first location.
+pub(crate) async fn insert_chunks(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &Name,
+    pack: &PackId,
+    chunks: &[StoredChunk],
+) -> Result<()> {
+    let ids: Vec<&[u8]> = chunks.iter().map(|c| c.id.0.as_slice()).collect();
+    let offsets: Vec<i64> = chunks.iter().map(|c| c.offset as i64).collect();
+    let lengths: Vec<i32> = chunks.iter().map(|c| c.length as i32).collect();
+    let raw: Vec<i32> = chunks.iter().map(|c| c.raw_length as i32).collect();
+    tx.execute(
+        "INSERT INTO chunks (tenant, id, pack, pack_offset, length, raw_length)
+         SELECT $1, u.id, $2, u.o, u.l, u.r FROM unnest($3::bytea[], $4::int8[], $5::int4[], $6::int4[]) AS u(id, o, l, r)
+         ON CONFLICT DO NOTHING",
+        &[&tenant.as_str(), &pack.0.as_slice(), &ids, &offsets, &lengths, &raw],
+    )
+    .await?;
+    Ok(())
 }

@@ -4,11 +4,13 @@
 
 mod audit;
 mod chunks;
+mod drift;
 mod drills;
 mod gc;
 mod history;
 mod integrity;
 mod locks;
+mod recovered;
 mod schedules;
 mod snapshot_packs;
 mod snapshots;
@@ -22,6 +24,7 @@ pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
 pub use integrity::{DuePack, IntegrityState};
 pub use locks::SnapshotLock;
+pub use recovered::{RecoveredKey, RecoveredSnapshot};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow};
 pub use snapshot_packs::SnapshotPack;
 pub use snapshots::SnapshotRow;

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use std::collections::HashMap;
 use vaultline_format::keys::Identity;
 use vaultline_format::manifest::{Entry, EntryKind, Footer, Header, Record};
-use vaultline_format::pack::{Header as PackHeader, PackKey};
+use vaultline_format::pack::PackKey;
 use vaultline_storage::{ObjectKey, RangeReader, Repository};
 use vaultline_types::{Name, SnapshotId};
 
@@ -101,30 +101,8 @@ async fn pack_key(
         .or_default()
         .clone();
     let read = || async {
-        let mut want = 12;
-        loop {
-            let prefix = repo
-                .get_range(key, 0, want)
-                .await
-                .map_err(|e| Error::storage(format!("cannot read pack {pack}"), e))?;
-            match PackKey::read(&prefix, identity) {
-                Ok(PackHeader::Key(key, _)) => return Ok(std::sync::Arc::new(key)),
-                Ok(PackHeader::NeedBytes(n)) if (n as u32) > want && n <= 1 << 20 => {
-                    want = n as u32
-                }
-                Ok(PackHeader::NeedBytes(n)) => {
-                    return Err(Error::Damaged(format!(
-                        "pack {pack} is damaged: a header of {n} bytes"
-                    )));
-                }
-                Err(vaultline_format::Error::WrongKey) => {
-                    return Err(Error::WrongKey(format!(
-                        "the identity given does not match the key pack {pack} was encrypted to"
-                    )));
-                }
-                Err(e) => return Err(Error::Damaged(format!("pack {pack} is damaged: {e}"))),
-            }
-        }
+        let (key, _) = crate::pack_index::pack_key(repo, key, pack, identity, 12).await?;
+        Ok(std::sync::Arc::new(key))
     };
     cell.get_or_try_init(read).await.cloned()
 }

@@ -17,6 +17,7 @@ mod error;
 mod fetch;
 mod listing;
 mod meta;
+mod pack_index;
 mod partial;
 pub mod programs;
 mod tree;
@@ -24,6 +25,7 @@ mod tree;
 pub use error::{Error, Result};
 pub use listing::each_entry;
 pub use meta::Kept;
+pub use pack_index::read_pack_index;
 
 use error::fail;
 use fetch::{Item, QUEUED_ITEMS, Request};

@@ -12,6 +12,20 @@ impl Repository {
     /// # Errors
     /// When the listing fails.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_sized(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// [`Repository::list`] with each object's size, which the listing
+    /// itself returns (no request per object).
+    ///
+    /// # Errors
+    /// When the listing fails.
+    pub async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         match self {
             Repository::S3(s3) => s3.list(prefix, false).await,
             Repository::Fs(fs) => fs.list(prefix, false).await,
@@ -30,15 +44,16 @@ impl Repository {
         };
         Ok(dirs
             .into_iter()
-            .map(|d| d[prefix.len()..].trim_end_matches('/').to_owned())
+            .map(|(d, _)| d[prefix.len()..].trim_end_matches('/').to_owned())
             .collect())
     }
 }
 
 impl FsRepository {
     /// Keys under `prefix` (or with `dirs`, the directories one level
-    /// below it, as `name/`), walked on a blocking thread, in key order.
-    pub(crate) async fn list(&self, prefix: &str, dirs: bool) -> Result<Vec<String>> {
+    /// below it, as `name/`), with sizes (0 for directories), walked on a
+    /// blocking thread, in key order.
+    pub(crate) async fn list(&self, prefix: &str, dirs: bool) -> Result<Vec<(String, u64)>> {
         let (root, prefix) = (self.root.clone(), prefix.to_owned());
         tokio::task::spawn_blocking(move || list_dir(&root, &prefix, dirs))
             .await
@@ -48,7 +63,7 @@ impl FsRepository {
 
 /// Walks the directory `prefix` is in; objects being written (their
 /// temporary names hold `.tmp-`) are left out.
-fn list_dir(root: &Path, prefix: &str, dirs: bool) -> Result<Vec<String>> {
+fn list_dir(root: &Path, prefix: &str, dirs: bool) -> Result<Vec<(String, u64)>> {
     let dir = prefix.rfind('/').map_or("", |at| &prefix[..=at]);
     let mut keys = Vec::new();
     let mut pending = vec![dir.to_owned()];
@@ -70,9 +85,12 @@ fn list_dir(root: &Path, prefix: &str, dirs: bool) -> Result<Vec<String>> {
             }
             let is_dir = item.file_type().map_err(io_err("list", &path))?.is_dir();
             match (is_dir, dirs) {
-                (true, true) => keys.push(format!("{key}/")),
+                (true, true) => keys.push((format!("{key}/"), 0)),
                 (true, false) => pending.push(format!("{key}/")),
-                (false, false) if !name.contains(".tmp-") => keys.push(key),
+                (false, false) if !name.contains(".tmp-") => {
+                    let size = item.metadata().map_err(io_err("list", &path))?.len();
+                    keys.push((key, size));
+                }
                 _ => {}
             }
         }
@@ -112,6 +130,11 @@ mod tests {
         );
         assert_eq!(repo.list_dirs("tenants/").await.unwrap(), ["acme", "zeta"]);
         assert!(repo.list("tenants/nobody/").await.unwrap().is_empty());
+        let key = "tenants/acme/packs/ab/abcd";
+        assert_eq!(
+            repo.list_sized("tenants/acme/packs/").await.unwrap(),
+            [(key.to_owned(), key.len() as u64)]
+        );
         // Never replaced: the same bytes are a no-op, others a conflict.
         repo.put_new_bytes("tenants/acme/snapshots/a", b"tenants/acme/snapshots/a")
             .await

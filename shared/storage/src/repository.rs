@@ -16,6 +16,11 @@ impl ObjectKey {
         let hex = pack.to_hex();
         format!("tenants/{tenant}/packs/{}/{hex}", &hex[..2])
     }
+    /// `tenants/<tenant>/packs/`: every pack of a tenant, one directory
+    /// below it for each first two hex digits.
+    pub fn packs(tenant: &Name) -> String {
+        format!("tenants/{tenant}/packs/")
+    }
     /// `tenants/<tenant>/snapshots/<snapshot id>`
     pub fn manifest(tenant: &Name, snapshot: &SnapshotId) -> String {
         format!("tenants/{tenant}/snapshots/{snapshot}")

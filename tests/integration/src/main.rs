@@ -2,6 +2,7 @@
 //! nats-server with JetStream and PostgreSQL, each test with its own.
 
 mod audit;
+mod drift;
 mod failures;
 mod fidelity;
 mod harness;
@@ -13,6 +14,8 @@ mod outages;
 mod pipeline;
 mod privileges;
 mod processes;
+mod rebuild;
+mod rebuild_cost;
 mod recovery;
 mod restore_safety;
 mod retention;

@@ -269,20 +269,7 @@ async fn the_pipeline_runs_with_each_stage_on_its_own_logins() -> Result<()> {
         "CREATE TABLE items (id int PRIMARY KEY, body text);
          INSERT INTO items SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 20000) g;",
     )?;
-    let password_file = env.path("pg-password");
-    std::fs::write(&password_file, PG_PASSWORD)?;
-    env.cli(&[
-        "source",
-        "add",
-        "acme/shop",
-        "--type",
-        "postgres",
-        "--url",
-        &pg.url_for("shop"),
-        "--password-file",
-        password_file.to_str().unwrap(),
-    ])
-    .await?;
+    crate::sources::add_postgres_source(&env, &pg, "shop", &[]).await?;
     let payload = env.path("payload.bin");
     std::fs::write(&payload, crate::harness::mixed_bytes(3 << 20, 11))?;
     let restored_payload = env.path("restored.bin");

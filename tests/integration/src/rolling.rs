@@ -20,13 +20,9 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_flipped_byte_in_an_old_pack_is_found_by_the_rolling_check() -> Result<()> {
-    let env = Env::new().await?;
-    let tree = env.path("tree");
-    std::fs::create_dir_all(&tree)?;
-    std::fs::write(tree.join("data.bin"), mixed_bytes(3 << 20, 11))?;
-    env.tenant_with_source(&tree).await?;
+/// A node whose rolling check re-reads every pack within 3 s, a round
+/// every 500 ms.
+pub(crate) async fn node_with_a_3s_window(env: &Env) -> Result<vaultline_runtime::Node> {
     let mut config = env.config();
     config
         .stages
@@ -34,7 +30,17 @@ async fn a_flipped_byte_in_an_old_pack_is_found_by_the_rolling_check() -> Result
         .or_default()
         .rehash_after = Some(Duration::from_secs(3));
     config.integrity.check_interval = Duration::from_millis(500);
-    let node = vaultline::start_node(config, &vaultline::SERVED).await?;
+    vaultline::start_node(config, &vaultline::SERVED).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flipped_byte_in_an_old_pack_is_found_by_the_rolling_check() -> Result<()> {
+    let env = Env::new().await?;
+    let tree = env.path("tree");
+    std::fs::create_dir_all(&tree)?;
+    std::fs::write(tree.join("data.bin"), mixed_bytes(3 << 20, 11))?;
+    env.tenant_with_source(&tree).await?;
+    let node = node_with_a_3s_window(&env).await?;
 
     env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
         .await?;

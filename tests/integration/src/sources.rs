@@ -49,6 +49,32 @@ pub(crate) fn pg_fingerprint(
     Ok(out)
 }
 
+/// Adds source `acme/shop` over `database` of `pg`, with the password in a
+/// file, and any `extra` flags of `source add`.
+pub(crate) async fn add_postgres_source(
+    env: &Env,
+    pg: &Postgres,
+    database: &str,
+    extra: &[&str],
+) -> Result<()> {
+    let password_file = env.path("pg-password");
+    std::fs::write(&password_file, format!("{PG_PASSWORD}\n"))?;
+    let url = pg.url_for(database);
+    let mut args = vec![
+        "source",
+        "add",
+        "acme/shop",
+        "--type",
+        "postgres",
+        "--url",
+        &url,
+        "--password-file",
+        password_file.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    env.cli(&args).await
+}
+
 /// Restores `snapshot` with the CLI into a new database `database` of `pg`.
 pub(crate) async fn restore_into_postgres(
     env: &Env,
@@ -148,23 +174,17 @@ async fn a_postgres_database_round_trips_through_garage_and_its_drill_passes() -
     assert!(want.values().map(|(n, _)| n).sum::<u64>() > 100_000);
 
     env.cli(&["tenant", "create", "acme"]).await?;
-    let password_file = env.path("pg-password");
-    std::fs::write(&password_file, format!("{PG_PASSWORD}\n"))?;
-    env.cli(&[
-        "source",
-        "add",
-        "acme/shop",
-        "--type",
-        "postgres",
-        "--url",
-        &pg.url_for("shop"),
-        "--password-file",
-        password_file.to_str().unwrap(),
-        "--verify",
-        "full",
-        // No scratch server in the verifier's config: drills may use this one.
-        "--drill-on-source-server",
-    ])
+    add_postgres_source(
+        &env,
+        &pg,
+        "shop",
+        &[
+            "--verify",
+            "full",
+            // No scratch server in the verifier's config: drills may use this one.
+            "--drill-on-source-server",
+        ],
+    )
     .await?;
     let node = env.node().await?;
     env.cli(&["backup", "acme/shop", "--wait", "--timeout", "300"])

@@ -6,8 +6,9 @@ use crate::Result;
 impl S3Repository {
     /// Keys under `prefix` (relative to the repository's own prefix), in
     /// key order. With `dirs`, only the next level's "directories" (common
-    /// prefixes, each ending in `/`).
-    pub(crate) async fn list(&self, prefix: &str, dirs: bool) -> Result<Vec<String>> {
+    /// prefixes, each ending in `/`). Each key comes with its size (0 for
+    /// the directories).
+    pub(crate) async fn list(&self, prefix: &str, dirs: bool) -> Result<Vec<(String, u64)>> {
         let full = self.full_key(prefix);
         let strip = full.len() - prefix.len();
         let mut keys = Vec::new();
@@ -29,15 +30,13 @@ impl S3Repository {
                     page.common_prefixes()
                         .iter()
                         .filter_map(|p| p.prefix())
-                        .map(|k| k[strip..].to_owned()),
+                        .map(|k| (k[strip..].to_owned(), 0)),
                 );
             } else {
-                keys.extend(
-                    page.contents()
-                        .iter()
-                        .filter_map(|o| o.key())
-                        .map(|k| k[strip..].to_owned()),
-                );
+                keys.extend(page.contents().iter().filter_map(|o| {
+                    let size = o.size().and_then(|s| u64::try_from(s).ok())?;
+                    Some((o.key()?[strip..].to_owned(), size))
+                }));
             }
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
