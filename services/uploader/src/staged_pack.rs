@@ -6,7 +6,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use vaultline_format::pack::{FRAME_BYTES, IndexEntry, check_layout};
+use vaultline_format::pack::{FRAME_BYTES, HEAD_BYTES, IndexEntry, check_layout};
 use vaultline_types::PackId;
 
 /// How a staged pack differs from what its message says.
@@ -44,7 +44,8 @@ pub(crate) fn check(
         });
     }
     let mut file = std::fs::File::open(path)?;
-    let (mut head, mut tail) = ([0u8; FRAME_BYTES], [0u8; FRAME_BYTES]);
+    let mut head = vec![0u8; HEAD_BYTES.min(usize::try_from(size).unwrap_or(HEAD_BYTES))];
+    let mut tail = [0u8; FRAME_BYTES];
     file.read_exact(&mut head)?;
     file.seek(SeekFrom::End(-(FRAME_BYTES as i64)))?;
     file.read_exact(&mut tail)?;

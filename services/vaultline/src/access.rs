@@ -8,7 +8,7 @@ use crate::context::catalog;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use vaultline_format::key_record::KeyRecord;
-use vaultline_format::keys::{Identity, Kek};
+use vaultline_format::keys::{Kek, Keyring};
 use vaultline_runtime::Config;
 use vaultline_runtime::deps::load_kek;
 use vaultline_storage::{ObjectKey, Repository};
@@ -30,11 +30,13 @@ pub struct KeyFlags {
     pub repo: Option<String>,
 }
 
-/// A snapshot's tenant and key, and the source's restore command when the
+/// A snapshot's tenant and keys, and the source's restore command when the
 /// catalog still has the source.
 pub(crate) struct Access {
     pub(crate) tenant: Name,
-    pub(crate) identity: Identity,
+    /// Every key of the tenant the secret given opens: a snapshot taken
+    /// after a rotation still references packs sealed to older keys.
+    pub(crate) keyring: Keyring,
     pub(crate) restore_command: Option<String>,
 }
 
@@ -47,13 +49,17 @@ impl KeyFlags {
         )
     }
 
-    fn identity_file(&self) -> Result<Option<Identity>> {
+    /// The keys in `--identity`: every identity line of the file (a
+    /// tenant's exported file holds each of its keys).
+    fn identity_file(&self) -> Result<Option<Keyring>> {
         let Some(file) = &self.identity else {
             return Ok(None);
         };
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read identity file {}", file.display()))?;
-        Ok(Some(vaultline_format::keys::parse_identity(&text)?))
+        Ok(Some(Keyring::new(
+            vaultline_format::keys::parse_identities(&text)?,
+        )))
     }
 
     fn tenant(&self) -> Result<Option<Name>> {
@@ -72,40 +78,41 @@ impl KeyFlags {
                 Some(tenant) => tenant,
                 None => tenant_holding(repo, snapshot).await?,
             };
-            let identity = match self.identity_file()? {
-                Some(identity) => identity,
+            let keyring = match self.identity_file()? {
+                Some(keyring) => keyring,
                 None => {
                     let kek = load_kek(config).context(
                         "--repo needs --identity (the tenant's identity file) or the KEK (keys.kek-file)",
                     )?;
-                    newest_record(repo, &tenant, |r| {
+                    let opened = opened_records(repo, &tenant, |r| {
                         r.open_with_kek(&kek).ok().map(|o| o.identity)
                     })
-                    .await?
-                    .with_context(|| {
-                        format!(
+                    .await?;
+                    if opened.is_empty() {
+                        bail!(
                             "no key record of tenant {tenant} opens with KEK {}",
                             kek.id()
-                        )
-                    })?
+                        );
+                    }
+                    Keyring::new(opened)
                 }
             };
             return Ok(Access {
                 tenant,
-                identity,
+                keyring,
                 restore_command: None,
             });
         }
         let catalog = catalog(config).await?;
         let row = catalog.find_snapshot(snapshot).await?;
-        if let Some(identity) = self.identity_file()? {
+        if let Some(keyring) = self.identity_file()? {
             return Ok(Access {
                 tenant: row.tenant,
-                identity,
+                keyring,
                 restore_command: None,
             });
         }
-        let key = catalog.key(&row.tenant, &row.key_id).await?;
+        let keys = catalog.tenant_keys(&row.tenant).await?;
         // The snapshot may outlive its source: then there is no restore
         // command to offer, and restore says what to give.
         let restore_command = match catalog.source(&row.tenant, &row.source).await {
@@ -115,24 +122,25 @@ impl KeyFlags {
         };
         Ok(Access {
             tenant: row.tenant,
-            identity: load_kek(config)?.unwrap(&key.wrapped_identity)?,
+            keyring: load_kek(config)?
+                .unwrap_keyring(keys.iter().map(|k| k.wrapped_identity.as_slice()))?,
             restore_command,
         })
     }
 
     /// With `--repo`: every tenant whose key record the secret opens (one
-    /// with `--tenant`), with its identity.
+    /// with `--tenant`), with the keys it opens.
     pub(crate) async fn tenants_offline(
         &self,
         config: &Config,
         repo: &Repository,
-    ) -> Result<Vec<(Name, Identity)>> {
+    ) -> Result<Vec<(Name, Keyring)>> {
         let named = self.tenant()?;
         let identity = self.identity_file()?;
         // A tenant named with its identity needs no key record (a repository
         // written before key records existed has none).
-        if let (Some(tenant), Some(identity)) = (&named, &identity) {
-            return Ok(vec![(tenant.clone(), identity.clone())]);
+        if let (Some(tenant), Some(keyring)) = (&named, &identity) {
+            return Ok(vec![(tenant.clone(), keyring.clone())]);
         }
         let tenants = match named {
             Some(tenant) => vec![tenant],
@@ -151,14 +159,14 @@ impl KeyFlags {
         };
         let mut opened = Vec::new();
         for tenant in tenants {
-            let found = newest_record(repo, &tenant, |record| match (&identity, &kek) {
-                (Some(identity), _) => record.is_for(identity).then(|| identity.clone()),
+            let found = opened_records(repo, &tenant, |record| match (&identity, &kek) {
+                (Some(keyring), _) => keyring.identities().find(|i| record.is_for(i)).cloned(),
                 (None, Some(kek)) => record.open_with_kek(kek).ok().map(|o| o.identity),
                 (None, None) => None,
             })
             .await?;
-            if let Some(identity) = found {
-                opened.push((tenant, identity));
+            if !found.is_empty() {
+                opened.push((tenant, Keyring::new(found)));
             }
         }
         if opened.is_empty() {
@@ -206,13 +214,14 @@ async fn tenant_holding(repo: &Repository, snapshot: &SnapshotId) -> Result<Name
     }
 }
 
-/// What `open` makes of the newest of `tenant`'s key records it accepts.
-async fn newest_record<T>(
+/// What `open` makes of each of `tenant`'s key records it accepts, newest
+/// first (one per key).
+async fn opened_records<T>(
     repo: &Repository,
     tenant: &Name,
     open: impl Fn(&KeyRecord) -> Option<T>,
-) -> Result<Option<T>> {
-    let mut best: Option<(i64, T)> = None;
+) -> Result<Vec<T>> {
+    let mut found: Vec<(i64, String, T)> = Vec::new();
     for key in repo.list(&ObjectKey::key_records(tenant)).await? {
         if !key.ends_with(".json") {
             continue;
@@ -223,13 +232,13 @@ async fn newest_record<T>(
             // record copied from elsewhere): not a key to use.
             _ => continue,
         };
-        if let Some(value) = open(&record)
-            && best
-                .as_ref()
-                .is_none_or(|(created, _)| record.created > *created)
-        {
-            best = Some((record.created, value));
+        if found.iter().any(|(_, id, _)| *id == record.key_id) {
+            continue;
+        }
+        if let Some(value) = open(&record) {
+            found.push((record.created, record.key_id, value));
         }
     }
-    Ok(best.map(|(_, value)| value))
+    found.sort_by_key(|(created, _, _)| std::cmp::Reverse(*created));
+    Ok(found.into_iter().map(|(_, _, value)| value).collect())
 }

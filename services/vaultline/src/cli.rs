@@ -3,8 +3,8 @@
 //! `--config FILE` (or `VAULTLINE_CONFIG`), then `VAULTLINE_*` variables.
 
 use crate::cmd::{
-    audit, backup, catalog, check, drill, gc, history, ls, restore, retention, schedule, serve,
-    setup, snapshots, source, stats, tenant, verify, webhook,
+    audit, backup, catalog, check, drill, gc, history, keys, ls, restore, retention, schedule,
+    serve, setup, snapshots, source, stats, tenant, verify, webhook,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +39,12 @@ pub enum Command {
     /// --staging, a staging key pair instead (the file is the packager's
     /// half; the recipient printed is the extractor's).
     KekGenerate(setup::KekArgs),
+    /// Rotate the key-encryption key: `kek rotate --new FILE`.
+    #[command(subcommand)]
+    Kek(keys::RotateCommand),
+    /// Rotate the credentials key: `credentials-key rotate --new FILE`.
+    #[command(subcommand)]
+    CredentialsKey(keys::RotateCommand),
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
@@ -99,6 +105,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Migrate => setup::migrate(&config).await,
         Command::Catalog(command) => catalog::run(&config, command).await,
         Command::KekGenerate(args) => setup::kek_generate(args),
+        Command::Kek(command) => keys::rotate_kek(&config, command).await,
+        Command::CredentialsKey(command) => keys::rotate_credentials_key(&config, command).await,
         Command::Tenant(command) => tenant::run(&config, command).await,
         Command::Source(command) => source::run(&config, command).await,
         Command::Schedule(command) => schedule::run(&config, command).await,

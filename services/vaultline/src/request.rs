@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use vaultline_runtime::Config;
-use vaultline_types::{BackupRequested, Name, TriggerKind, headers};
+use vaultline_types::{BackupRequested, KeyRotated, Message, Name, TriggerKind, headers};
 
 /// A request id nobody can guess ahead: a trigger published first with the
 /// same Nats-Msg-Id would otherwise make the stream drop ours as a duplicate.
@@ -73,4 +73,22 @@ pub(crate) async fn publish_request(
         );
     }
     Ok(())
+}
+
+/// Publishes a key rotation for the audit trail, once the rotation is done.
+pub(crate) async fn publish_rotation(config: &Config, event: &KeyRotated) -> Result<()> {
+    publish_request(
+        config,
+        event.subject(),
+        serde_json::to_vec(event)?,
+        &new_request_id(),
+        &[(headers::TENANT, event.tenant.as_str())],
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "the {} rotation of tenant {} is done, but its audit event was not published",
+            event.key, event.tenant
+        )
+    })
 }

@@ -151,10 +151,12 @@ async fn drill(
     let kek = kek.ok_or_else(|| {
         Failure::Refused("this verifier has no key-encryption key (keys.kek-file)".into())
     })?;
-    let key = catalog.key(tenant, &row.key_id).await?;
-    let identity = kek.unwrap(&key.wrapped_identity).map_err(Failure::Key)?;
+    let keys = catalog.tenant_keys(tenant).await?;
+    let keyring = kek
+        .unwrap_keyring(keys.iter().map(|k| k.wrapped_identity.as_slice()))
+        .map_err(Failure::Key)?;
     let (header, footer) =
-        vaultline_restore::manifest_summary(&deps.repository, tenant, &row.id, &identity).await?;
+        vaultline_restore::manifest_summary(&deps.repository, tenant, &row.id, &keyring).await?;
     if header.source_kind != kind {
         return Err(Failure::Refused(format!(
             "snapshot {} is a {} backup, the source is {kind}",
@@ -168,7 +170,7 @@ async fn drill(
             deps,
             tenant,
             &row.id,
-            &identity,
+            &keyring,
             &url,
             password.as_deref().map(String::as_str),
             &scratch,
@@ -179,7 +181,7 @@ async fn drill(
             deps,
             tenant,
             &row.id,
-            &identity,
+            &keyring,
             &url,
             password.as_deref().map(String::as_str),
             &scratch,
@@ -290,7 +292,7 @@ async fn postgres(
     deps: &Deps,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &vaultline_format::keys::Identity,
+    keyring: &vaultline_format::keys::Keyring,
     url: &str,
     password: Option<&str>,
     scratch: &str,
@@ -313,7 +315,7 @@ async fn postgres(
             &deps.repository,
             tenant,
             snapshot,
-            identity,
+            keyring,
             command,
             "pg_restore into the scratch database",
         )
@@ -343,7 +345,7 @@ async fn mariadb(
     deps: &Deps,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &vaultline_format::keys::Identity,
+    keyring: &vaultline_format::keys::Keyring,
     url: &str,
     password: Option<&str>,
     scratch: &str,
@@ -362,7 +364,7 @@ async fn mariadb(
             &deps.repository,
             tenant,
             snapshot,
-            identity,
+            keyring,
             command,
             "mariadb into the scratch database",
         )

@@ -200,13 +200,13 @@ pub async fn level2(
     repository: &vaultline_storage::Repository,
     tenant: &vaultline_types::Name,
     snapshot: &vaultline_types::SnapshotId,
-    identity: &vaultline_format::keys::Identity,
+    keyring: &vaultline_format::keys::Keyring,
 ) -> Result<Result<vaultline_restore::Restored, vaultline_restore::Error>, StageError> {
     match vaultline_restore::restore(
         repository,
         tenant,
         snapshot,
-        identity,
+        keyring,
         None,
         vaultline_restore::Sink::Discard,
     )
@@ -339,15 +339,15 @@ impl Verifier {
                     "source asks for level-2 verification but this verifier has no key-encryption key (keys.kek-file)",
                 )
             })?;
-            let key = catalog.key(&stored.tenant, &row.key_id).await?;
-            let identity = kek
-                .unwrap(&key.wrapped_identity)
+            let keys = catalog.tenant_keys(&stored.tenant).await?;
+            let keyring = kek
+                .unwrap_keyring(keys.iter().map(|k| k.wrapped_identity.as_slice()))
                 .map_err(|e| StageError::permanent(ErrorType::Key, e.to_string()))?;
             reason = level2(
                 &self.deps.repository,
                 &stored.tenant,
                 &stored.snapshot,
-                &identity,
+                &keyring,
             )
             .await?
             .err()

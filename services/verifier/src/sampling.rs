@@ -42,11 +42,11 @@ async fn sample(deps: &Deps, kek: &Kek) -> Result<(), StageError> {
     let Some(row) = deps.catalog.random_verified_snapshot().await? else {
         return Ok(());
     };
-    let key = deps.catalog.key(&row.tenant, &row.key_id).await?;
-    let identity = kek
-        .unwrap(&key.wrapped_identity)
+    let keys = deps.catalog.tenant_keys(&row.tenant).await?;
+    let keyring = kek
+        .unwrap_keyring(keys.iter().map(|k| k.wrapped_identity.as_slice()))
         .map_err(|e| StageError::permanent(ErrorType::Key, e.to_string()))?;
-    match level2(&deps.repository, &row.tenant, &row.id, &identity).await? {
+    match level2(&deps.repository, &row.tenant, &row.id, &keyring).await? {
         Ok(_) => {
             count(
                 MetricName::IntegrityLevel2Samples,

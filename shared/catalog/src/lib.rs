@@ -11,6 +11,7 @@ mod history;
 mod integrity;
 mod locks;
 mod recovered;
+mod rotation;
 mod schedules;
 mod snapshot_packs;
 mod snapshots;
@@ -25,6 +26,7 @@ pub use history::{ExecutionRow, RepositoryStats, SourceStats};
 pub use integrity::{DuePack, IntegrityState};
 pub use locks::SnapshotLock;
 pub use recovered::{RecoveredKey, RecoveredSnapshot};
+pub use rotation::{NewKey, Sealed};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow};
 pub use snapshot_packs::SnapshotPack;
 pub use snapshots::SnapshotRow;
@@ -113,6 +115,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../migrations/0007_drills_on_scratch_servers.sql"),
     ),
     (8, include_str!("../migrations/0008_stage_roles.sql")),
+    (9, include_str!("../migrations/0009_key_rotation.sql")),
 ];
 
 /// A pool of catalog connections.

@@ -11,6 +11,9 @@ pub struct TenantKeyRow {
     pub wrapped_identity: Vec<u8>,
     /// Secret: wiped from memory when the row is dropped.
     pub chunk_key: zeroize::Zeroizing<[u8; 32]>,
+    /// New snapshots use it (one key of a tenant at a time).
+    pub active: bool,
+    pub created_at: time::OffsetDateTime,
 }
 
 /// What the extractor reads of a tenant's key: the id it records and the
@@ -147,7 +150,7 @@ impl Catalog {
             .client()
             .await?
             .query_opt(
-                "SELECT key_id, recipient, wrapped_identity, chunk_key FROM tenant_keys
+                "SELECT key_id, recipient, wrapped_identity, chunk_key, active, created_at FROM tenant_keys
                  WHERE tenant = $1 AND active",
                 &[&tenant.as_str()],
             )
@@ -165,13 +168,35 @@ impl Catalog {
             .client()
             .await?
             .query_opt(
-                "SELECT key_id, recipient, wrapped_identity, chunk_key FROM tenant_keys
+                "SELECT key_id, recipient, wrapped_identity, chunk_key, active, created_at FROM tenant_keys
                  WHERE tenant = $1 AND key_id = $2",
                 &[&tenant.as_str(), &key_id],
             )
             .await?
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant} has no key {key_id}")))?;
         key_row(&row)
+    }
+
+    /// Every key of `tenant`, the active one first, then newest first:
+    /// after a rotation old packs stay sealed to old keys, so whatever reads
+    /// a tenant's data needs all of them.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant.
+    pub async fn tenant_keys(&self, tenant: &Name) -> Result<Vec<TenantKeyRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT key_id, recipient, wrapped_identity, chunk_key, active, created_at FROM tenant_keys
+                 WHERE tenant = $1 ORDER BY active DESC, created_at DESC",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(Error::NotFound(format!("unknown tenant {tenant}")));
+        }
+        rows.iter().map(key_row).collect()
     }
 
     /// The active chunk-id key of `tenant` and its key id: all the extractor
@@ -411,6 +436,8 @@ fn key_row(row: &tokio_postgres::Row) -> Result<TenantKeyRow> {
         recipient: row.get(1),
         wrapped_identity: row.get(2),
         chunk_key: chunk_key(row.get(3))?,
+        active: row.get(4),
+        created_at: row.get(5),
     })
 }
 

@@ -8,7 +8,6 @@
 //! with the chunk id as associated data. Format 1 packs sealed every blob as
 //! its own age file to the tenant; restore still reads them ([`open`]).
 
-use crate::keys::{Identity, decrypt_with};
 #[cfg(test)]
 use crate::keys::{Recipient, encrypt_to};
 use crate::{Error, Result};
@@ -162,13 +161,14 @@ pub(crate) fn seal(chunk: &[u8], zstd_level: i32, recipient: &Recipient) -> Resu
 /// # Errors
 /// [`Error::WrongKey`] for another tenant's identity, [`Error::Corrupt`] for
 /// damaged bytes.
-pub fn open(sealed: &[u8], identity: &Identity) -> Result<Vec<u8>> {
-    unframe(decrypt_with(identity, sealed)?)
+pub fn open(sealed: &[u8], keys: &crate::keys::Keyring) -> Result<Vec<u8>> {
+    unframe(keys.decrypt(sealed)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{Identity, Keyring};
 
     #[test]
     fn round_trips_compressible_and_random_data() {
@@ -176,12 +176,12 @@ mod tests {
         let text = b"hello hello hello hello hello hello".repeat(1000);
         let sealed = seal(&text, 3, &id.to_public()).unwrap();
         assert!(sealed.len() < text.len() / 4);
-        assert_eq!(open(&sealed, &id).unwrap(), text);
+        assert_eq!(open(&sealed, &Keyring::from(&id)).unwrap(), text);
         let random: Vec<u8> = (0..65536u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         let sealed = seal(&random, 3, &id.to_public()).unwrap();
-        assert_eq!(open(&sealed, &id).unwrap(), random);
+        assert_eq!(open(&sealed, &Keyring::from(&id)).unwrap(), random);
     }
 
     #[test]
@@ -215,6 +215,9 @@ mod tests {
         let mut sealed = seal(b"payload", 3, &id.to_public()).unwrap();
         let last = sealed.len() - 3;
         sealed[last] ^= 1;
-        assert!(matches!(open(&sealed, &id), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            open(&sealed, &Keyring::from(&id)),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

@@ -106,6 +106,23 @@ impl Kek {
         parse_identity(&text)
     }
 
+    /// Unwraps every key of a tenant (each as the catalog stores it) into
+    /// one keyring, in the order given.
+    ///
+    /// # Errors
+    /// When any was wrapped by another KEK or is damaged.
+    pub fn unwrap_keyring<'a>(
+        &self,
+        wrapped: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Keyring> {
+        Ok(Keyring::new(
+            wrapped
+                .into_iter()
+                .map(|w| self.unwrap(w))
+                .collect::<Result<Vec<_>>>()?,
+        ))
+    }
+
     /// Creates a tenant's key material, wrapping its identity with this KEK.
     ///
     /// # Errors
@@ -122,6 +139,80 @@ impl Kek {
             recipient,
             chunk_key,
         })
+    }
+}
+
+/// Every key of a tenant that a reader holds, each with its key id. Rotation
+/// leaves old packs and manifests sealed to old keys (and new snapshots
+/// still reference old packs, since dedup goes on), so whatever reads a
+/// tenant's data reads it with all of them: a pack of format 3 names its
+/// key, and anything else is tried with each.
+#[derive(Clone)]
+pub struct Keyring(Vec<(String, Identity)>);
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(id, _)| id))
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// A keyring of `identities`, in the order they are tried.
+    pub fn new(identities: impl IntoIterator<Item = Identity>) -> Keyring {
+        Keyring(
+            identities
+                .into_iter()
+                .map(|identity| (key_id(&identity.to_public().to_string()), identity))
+                .collect(),
+        )
+    }
+
+    /// The identity of key `key_id`, when held.
+    pub fn get(&self, key_id: &str) -> Option<&Identity> {
+        self.0
+            .iter()
+            .find(|(id, _)| id == key_id)
+            .map(|(_, identity)| identity)
+    }
+
+    /// The ids of the keys held.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(id, _)| id.as_str())
+    }
+
+    /// The identities held, in order.
+    pub fn identities(&self) -> impl Iterator<Item = &Identity> {
+        self.0.iter().map(|(_, identity)| identity)
+    }
+
+    /// age's view of the keyring: a file opens with any of them.
+    pub(crate) fn age_identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
+        self.0
+            .iter()
+            .map(|(_, identity)| identity as &dyn age::Identity)
+    }
+
+    /// Decrypts age data sealed to any key held.
+    ///
+    /// # Errors
+    /// [`Error::WrongKey`] when none is a recipient; [`Error::Corrupt`] when
+    /// the data fails authentication.
+    pub fn decrypt(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        decrypt_any(self.age_identities(), sealed)
+    }
+}
+
+impl From<Identity> for Keyring {
+    fn from(identity: Identity) -> Keyring {
+        Keyring::new([identity])
+    }
+}
+
+impl From<&Identity> for Keyring {
+    fn from(identity: &Identity) -> Keyring {
+        Keyring::new([identity.clone()])
     }
 }
 
@@ -150,6 +241,29 @@ pub fn parse_identity(text: &str) -> Result<Identity> {
         .ok_or_else(|| Error::Key("no AGE-SECRET-KEY-1 line found in the identity".into()))?;
     Identity::from_str(line)
         .map_err(|_| Error::Key("the AGE-SECRET-KEY-1 line is not a valid identity".into()))
+}
+
+/// Parses every identity in an age identity file's text (a tenant's file
+/// holds each of its keys, the active one first).
+///
+/// # Errors
+/// When a `AGE-SECRET-KEY-1` line is not a valid identity, or there is none.
+pub fn parse_identities(text: &str) -> Result<Vec<Identity>> {
+    let identities = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .map(|line| {
+            Identity::from_str(line)
+                .map_err(|_| Error::Key("an AGE-SECRET-KEY-1 line is not a valid identity".into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if identities.is_empty() {
+        return Err(Error::Key(
+            "no AGE-SECRET-KEY-1 line found in the identity".into(),
+        ));
+    }
+    Ok(identities)
 }
 
 /// The text of an age identity file for `identity`, readable by `age -d -i`.
@@ -183,10 +297,15 @@ pub fn encrypt_to(recipient: &Recipient, plain: &[u8]) -> Vec<u8> {
 /// [`Error::WrongKey`] when `identity` is not a recipient; [`Error::Corrupt`] when
 /// the data fails authentication.
 pub fn decrypt_with(identity: &Identity, sealed: &[u8]) -> Result<Vec<u8>> {
+    decrypt_any(std::iter::once(identity as &dyn age::Identity), sealed)
+}
+
+fn decrypt_any<'a>(
+    identities: impl Iterator<Item = &'a dyn age::Identity>,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
     let decryptor = age::Decryptor::new_buffered(sealed).map_err(map_decrypt)?;
-    let mut reader = decryptor
-        .decrypt(std::iter::once(identity as &dyn age::Identity))
-        .map_err(map_decrypt)?;
+    let mut reader = decryptor.decrypt(identities).map_err(map_decrypt)?;
     let mut out = Vec::with_capacity(sealed.len());
     reader.read_to_end(&mut out).map_err(|e| Error::Corrupt {
         what: "encrypted data",

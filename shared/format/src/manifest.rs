@@ -5,7 +5,7 @@
 //! final manifest, zstd-compressed then age-encrypted to the tenant, to the
 //! repository. Restore needs nothing else: no catalog, no NATS.
 
-use crate::keys::{Identity, Recipient};
+use crate::keys::Recipient;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -314,14 +314,14 @@ impl<W: Write> SealedWriter<W> {
 /// Opens a stored manifest for reading.
 ///
 /// # Errors
-/// [`Error::WrongKey`] for another tenant's identity, [`Error::Corrupt`] when damaged.
+/// [`Error::WrongKey`] when none of `keys` is the manifest's, [`Error::Corrupt`] when damaged.
 pub fn open_sealed<R: Read>(
     input: R,
-    identity: &Identity,
+    keys: &crate::keys::Keyring,
 ) -> Result<RecordReader<impl BufRead + use<R>>> {
     let decryptor = age::Decryptor::new(input).map_err(crate::keys::map_decrypt)?;
     let plain = decryptor
-        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .decrypt(keys.age_identities())
         .map_err(crate::keys::map_decrypt)?;
     let decoder = zstd::stream::read::Decoder::new(plain)?;
     Ok(RecordReader::new(BufReader::new(decoder)))
@@ -330,6 +330,7 @@ pub fn open_sealed<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{Identity, Keyring};
 
     fn sample() -> Vec<Record> {
         let snapshot = SnapshotId::parse("20261123T190000Z-0123abcd").unwrap();
@@ -385,13 +386,13 @@ mod tests {
             writer.write(&record).unwrap();
         }
         let bytes = writer.finish().unwrap();
-        let read: Vec<Record> = open_sealed(&bytes[..], &id)
+        let read: Vec<Record> = open_sealed(&bytes[..], &Keyring::from(&id))
             .unwrap()
             .collect::<Result<_>>()
             .unwrap();
         assert_eq!(read, sample());
         assert!(matches!(
-            open_sealed(&bytes[..], &Identity::generate()).err(),
+            open_sealed(&bytes[..], &Keyring::from(Identity::generate())).err(),
             Some(Error::WrongKey)
         ));
     }

@@ -1,8 +1,8 @@
 //! Packs: many sealed blobs in one object, so object counts and requests stay low.
 //!
 //! ```text
-//! "VLPACK02" | u32 LE n | age file of the pack key (n bytes) | blob 0 | blob 1 | …
-//!            | sealed index | u32 LE index length | "VLPKEND1"
+//! "VLPACK03" | u8 k | key id (k ASCII bytes) | u32 LE n | age file of the pack key (n bytes)
+//!            | blob 0 | blob 1 | … | sealed index | u32 LE index length | "VLPKEND1"
 //! ```
 //! Each pack has its own random 32-byte key, age-encrypted to the tenant's
 //! recipient in the pack's header; blobs and the index are sealed with it
@@ -11,13 +11,17 @@
 //! the backup's CPU time. The packager still holds only the recipient, and
 //! forgets each pack key once the pack is written.
 //!
-//! Format 1 packs (`"VLPACK01"`, no header; every blob its own age file) are
-//! still read. The index (MessagePack list of [`IndexEntry`]) is sealed, so
+//! The key id names the tenant key the pack key is sealed to: after a
+//! rotation, snapshots reference packs of several keys, and a reader picks
+//! the right one instead of trying each. Format 2 packs (`"VLPACK02"`, the
+//! same without the key id) are opened with whichever key opens them, and
+//! format 1 packs (`"VLPACK01"`, no header; every blob its own age file)
+//! are still read. The index (MessagePack list of [`IndexEntry`]) is sealed, so
 //! the store learns neither chunk ids nor boundaries. The pack id is the
 //! SHA-256 of all its bytes, which makes it its own recorded digest.
 
 use crate::blob::{self, Compressor};
-use crate::keys::{Identity, Recipient, decrypt_with, encrypt_to};
+use crate::keys::{Keyring, Recipient, decrypt_with, encrypt_to, key_id};
 use crate::{Error, Result};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -28,8 +32,10 @@ use vaultline_types::{ChunkId, PackId};
 
 /// First bytes of format 1 packs.
 pub const MAGIC_V1: &[u8; 8] = b"VLPACK01";
+/// First bytes of format 2 packs (no key id).
+pub const MAGIC_V2: &[u8; 8] = b"VLPACK02";
 /// First bytes of packs written now.
-pub const MAGIC: &[u8; 8] = b"VLPACK02";
+pub const MAGIC: &[u8; 8] = b"VLPACK03";
 /// Last bytes of every pack.
 pub const END: &[u8; 8] = b"VLPKEND1";
 
@@ -51,10 +57,10 @@ pub struct IndexEntry {
     pub raw_length: u32,
 }
 
-/// What opens a pack's blobs: its key (format 2), or the tenant identity
-/// itself (format 1, every blob an age file).
+/// What opens a pack's blobs: its key (formats 2 and 3), or the tenant's
+/// keys themselves (format 1, every blob an age file).
 pub enum PackKey {
-    V1(std::sync::Arc<Identity>),
+    V1(std::sync::Arc<Keyring>),
     V2(Box<XChaCha20Poly1305>),
 }
 
@@ -85,37 +91,60 @@ fn corrupt(reason: impl Into<String>) -> Error {
 
 impl PackKey {
     /// Reads the key from a pack's first bytes (at least 12, or the whole
-    /// pack when shorter), opening format 2 headers with `identity`.
+    /// pack when shorter), opening it with the tenant key the header names
+    /// (format 3) or with whichever of `keys` opens it (format 2).
     ///
     /// # Errors
     /// [`Error::Corrupt`] for an unknown magic or a damaged header,
-    /// [`Error::WrongKey`] for another tenant's identity.
-    pub fn read(prefix: &[u8], identity: &std::sync::Arc<Identity>) -> Result<Header> {
+    /// [`Error::WrongKey`] when none of `keys` is the pack's.
+    pub fn read(prefix: &[u8], keys: &std::sync::Arc<Keyring>) -> Result<Header> {
         if prefix.len() < 8 {
             return Err(corrupt("shorter than its magic bytes"));
         }
-        match &prefix[..8] {
-            m if m == MAGIC_V1 => Ok(Header::Key(PackKey::V1(identity.clone()), 8)),
+        let (key_id, at) = match &prefix[..8] {
+            m if m == MAGIC_V1 => return Ok(Header::Key(PackKey::V1(keys.clone()), 8)),
+            m if m == MAGIC_V2 => (None, 8),
             m if m == MAGIC => {
-                let Some(len) = prefix.get(8..12) else {
-                    return Ok(Header::NeedBytes(12));
+                let Some(&k) = prefix.get(8) else {
+                    return Ok(Header::NeedBytes(9));
                 };
-                let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-                let Some(wrapped) = prefix.get(12..12 + len) else {
-                    return Ok(Header::NeedBytes(12 + len));
+                let Some(id) = prefix.get(9..9 + usize::from(k)) else {
+                    return Ok(Header::NeedBytes(9 + usize::from(k)));
                 };
-                let key = decrypt_with(identity, wrapped)?;
-                if key.len() != 32 {
-                    return Err(corrupt("the pack key is not 32 bytes"));
-                }
-                let cipher = XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key");
-                Ok(Header::Key(
-                    PackKey::V2(Box::new(cipher)),
-                    (12 + len) as u64,
-                ))
+                let id = std::str::from_utf8(id).map_err(|_| corrupt("its key id is not text"))?;
+                (Some(id), 9 + usize::from(k))
             }
-            _ => Err(corrupt("missing magic bytes")),
+            _ => return Err(corrupt("missing magic bytes")),
+        };
+        let Some(len) = prefix.get(at..at + 4) else {
+            return Ok(Header::NeedBytes(at + 4));
+        };
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let Some(wrapped) = prefix.get(at + 4..at + 4 + len) else {
+            return Ok(Header::NeedBytes(at + 4 + len));
+        };
+        let key = match key_id {
+            Some(id) => decrypt_with(keys.get(id).ok_or(Error::WrongKey)?, wrapped)?,
+            None => keys.decrypt(wrapped)?,
+        };
+        if key.len() != 32 {
+            return Err(corrupt("the pack key is not 32 bytes"));
         }
+        let cipher = XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key");
+        Ok(Header::Key(
+            PackKey::V2(Box::new(cipher)),
+            (at + 4 + len) as u64,
+        ))
+    }
+
+    /// The id of the tenant key a format 3 pack is sealed to, from its
+    /// first bytes; `None` for older packs or too few bytes.
+    pub fn key_id(prefix: &[u8]) -> Option<&str> {
+        if prefix.get(..8)? != MAGIC {
+            return None;
+        }
+        let k = usize::from(*prefix.get(8)?);
+        std::str::from_utf8(prefix.get(9..9 + k)?).ok()
     }
 
     /// Decrypts and decompresses the blob of chunk `id`.
@@ -130,7 +159,7 @@ impl PackKey {
     /// had none: each was its own age file).
     fn open_bound(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         match self {
-            PackKey::V1(identity) => blob::open(sealed, identity),
+            PackKey::V1(keys) => blob::open(sealed, keys),
             PackKey::V2(cipher) => blob::unframe(open_with(cipher, aad, sealed)?),
         }
     }
@@ -213,7 +242,10 @@ impl<W: Write> PackWriter<W> {
             framed: Vec::new(),
         };
         key.fill(0);
+        let id = key_id(&recipient.to_string());
         writer.write(MAGIC)?;
+        writer.write(&[u8::try_from(id.len()).expect("a key id is 16 hex digits")])?;
+        writer.write(id.as_bytes())?;
         writer.write(&(wrapped.len() as u32).to_le_bytes())?;
         writer.write(&wrapped)?;
         Ok(writer)
@@ -286,27 +318,42 @@ impl<W: Write> PackWriter<W> {
     }
 }
 
-/// The first and last bytes of a pack that [`check_layout`] reads.
+/// The last bytes of a pack that [`check_layout`] reads.
 pub const FRAME_BYTES: usize = 12;
+/// The first bytes of a pack that [`check_layout`] reads (or the whole
+/// pack when shorter): enough for a format 3 header up to its age file.
+pub const HEAD_BYTES: usize = 64;
+
+/// Where the blobs of a format 2 or 3 pack start, from its first bytes.
+fn first_blob(head: &[u8]) -> Result<u64> {
+    let at = match head.get(..8) {
+        Some(m) if m == MAGIC_V2 => 8,
+        Some(m) if m == MAGIC => {
+            9 + usize::from(*head.get(8).ok_or_else(|| corrupt("header cut short"))?)
+        }
+        _ => return Err(corrupt("not a format 2 or 3 pack")),
+    };
+    let wrapped = head
+        .get(at..at + 4)
+        .ok_or_else(|| corrupt("header cut short"))?;
+    Ok((at + 4) as u64 + u64::from(u32::from_le_bytes(wrapped.try_into().expect("4 bytes"))))
+}
 
 /// Checks, without any key, that an index's blobs all lie inside the pack's
 /// blob region (after the header, before the sealed index), in order and
-/// not overlapping. `head` and `tail` are the pack's first and last
-/// [`FRAME_BYTES`]. A staged index is only the packager's word: this is what
-/// keeps a forged one from pointing chunks at bytes they are not.
+/// not overlapping. `head` is the pack's first [`HEAD_BYTES`] and `tail`
+/// its last [`FRAME_BYTES`]. A staged index is only the packager's word:
+/// this is what keeps a forged one from pointing chunks at bytes they are
+/// not.
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming the first entry out of place.
 pub fn check_layout(head: &[u8], tail: &[u8], size: u64, entries: &[IndexEntry]) -> Result<()> {
-    if head.len() < FRAME_BYTES || &head[..8] != MAGIC {
-        return Err(corrupt("not a format 2 pack"));
-    }
+    let first = first_blob(head)?;
     if tail.len() < FRAME_BYTES || &tail[4..12] != END {
         return Err(corrupt("missing end bytes"));
     }
-    let wrapped = u64::from(u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")));
     let index = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
-    let first = FRAME_BYTES as u64 + wrapped;
     let end = size
         .checked_sub(FRAME_BYTES as u64 + index)
         .filter(|end| *end >= first)
@@ -381,17 +428,17 @@ pub fn open_index(
     decode_index(&key.open_bound(INDEX_AAD, sealed)?)
 }
 
-/// Reads the index of a whole pack with the tenant identity (checks, tests).
+/// Reads the index of a whole pack with the tenant's keys (checks, tests).
 ///
 /// # Errors
 /// [`Error::Corrupt`] when the pack's framing is damaged, [`Error::WrongKey`]
 /// for another tenant's identity.
-pub fn read_index(pack: &[u8], identity: &Identity) -> Result<Vec<IndexEntry>> {
+pub fn read_index(pack: &[u8], keys: &Keyring) -> Result<Vec<IndexEntry>> {
     if pack.len() < 20 {
         return Err(corrupt("missing magic bytes"));
     }
     let range = index_range(&pack[pack.len() - TAIL_BYTES..], pack.len() as u64)?;
-    let Header::Key(key, first_blob) = PackKey::read(pack, &std::sync::Arc::new(identity.clone()))?
+    let Header::Key(key, first_blob) = PackKey::read(pack, &std::sync::Arc::new(keys.clone()))?
     else {
         return Err(corrupt("header longer than the pack"));
     };
@@ -402,6 +449,7 @@ pub fn read_index(pack: &[u8], identity: &Identity) -> Result<Vec<IndexEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{Identity, Keyring};
 
     fn pack_of(chunks: &[Vec<u8>], id: &Identity) -> FinishedPack<Vec<u8>> {
         let mut compressor = Compressor::new(3).unwrap();
@@ -422,7 +470,7 @@ mod tests {
         let size = pack.len() as u64;
         let range = index_range(&pack[pack.len() - TAIL_BYTES..], size).unwrap();
         let Header::Key(key, first_blob) =
-            PackKey::read(&pack, &std::sync::Arc::new(id.clone())).unwrap()
+            PackKey::read(&pack, &std::sync::Arc::new(Keyring::from(&id))).unwrap()
         else {
             panic!("the whole pack holds its header")
         };
@@ -431,7 +479,7 @@ mod tests {
             open_index(&key, first_blob, &range, sealed).unwrap(),
             entries
         );
-        assert_eq!(read_index(&pack, &id).unwrap(), entries);
+        assert_eq!(read_index(&pack, &Keyring::from(&id)).unwrap(), entries);
         // A tail that claims more than the pack holds, or an index over the
         // header, or a short read, is refused.
         let mut tail = pack[pack.len() - TAIL_BYTES..].to_vec();
@@ -456,7 +504,11 @@ mod tests {
         let id = Identity::generate();
         let finished = pack_of(&[vec![1; 5000], vec![2; 70_000]], &id);
         let (pack, mut entries) = (finished.out, finished.entries);
-        let (head, tail, size) = (&pack[..12], &pack[pack.len() - 12..], pack.len() as u64);
+        let (head, tail, size) = (
+            &pack[..HEAD_BYTES],
+            &pack[pack.len() - 12..],
+            pack.len() as u64,
+        );
         check_layout(head, tail, size, &entries).unwrap();
         let genuine = entries.clone();
         entries[1].offset = size - 20; // into the index
@@ -471,7 +523,7 @@ mod tests {
     }
 
     fn key_of(pack: &[u8], id: &Identity) -> PackKey {
-        match PackKey::read(pack, &std::sync::Arc::new(id.clone())).unwrap() {
+        match PackKey::read(pack, &std::sync::Arc::new(Keyring::from(id))).unwrap() {
             Header::Key(key, _) => key,
             Header::NeedBytes(n) => panic!("the header needs {n} bytes"),
         }
@@ -490,7 +542,10 @@ mod tests {
         let pack = pack_of(&chunks, &id);
         assert_eq!(pack.id.0, crate::sha256(&pack.out));
         assert_eq!(pack.size, pack.out.len() as u64);
-        assert_eq!(read_index(&pack.out, &id).unwrap(), pack.entries);
+        assert_eq!(
+            read_index(&pack.out, &Keyring::from(&id)).unwrap(),
+            pack.entries
+        );
         let key = key_of(&pack.out, &id);
         for (entry, chunk) in pack.entries.iter().zip(&chunks) {
             let range = entry.offset as usize..entry.offset as usize + entry.length as usize;
@@ -517,7 +572,10 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
-            PackKey::read(&pack.out, &std::sync::Arc::new(Identity::generate())),
+            PackKey::read(
+                &pack.out,
+                &std::sync::Arc::new(Keyring::from(Identity::generate()))
+            ),
             Err(Error::WrongKey)
         ));
     }
@@ -538,7 +596,7 @@ mod tests {
         out.extend_from_slice(&sealed_index);
         out.extend_from_slice(&(sealed_index.len() as u32).to_le_bytes());
         out.extend_from_slice(END);
-        assert_eq!(read_index(&out, &id).unwrap(), index);
+        assert_eq!(read_index(&out, &Keyring::from(&id)).unwrap(), index);
         let key = key_of(&out, &id);
         assert_eq!(
             key.open(&ChunkId([1; 32]), &out[8..8 + sealed.len()])

@@ -13,7 +13,7 @@ use vaultline_format::blob::{Compressor, unframe};
 use vaultline_format::keys::Identity;
 use vaultline_format::manifest::{Entry, EntryKind, Record, RecordReader, write_record};
 use vaultline_format::pack::{
-    FRAME_BYTES, IndexEntry, PackWriter, check_layout, decode_index, read_index,
+    FRAME_BYTES, HEAD_BYTES, IndexEntry, PackWriter, check_layout, decode_index, read_index,
 };
 use vaultline_format::staged::{StagedReader, StagedWriter};
 use vaultline_types::ChunkId;
@@ -123,7 +123,7 @@ fn read_records(bytes: &[u8]) -> usize {
 
 fn check_layout_of(pack: &[u8], entries: &[IndexEntry]) -> bool {
     let size = pack.len() as u64;
-    let head = &pack[..FRAME_BYTES.min(pack.len())];
+    let head = &pack[..HEAD_BYTES.min(pack.len())];
     let tail = &pack[pack.len().saturating_sub(FRAME_BYTES)..];
     check_layout(head, tail, size, entries).is_ok()
 }
@@ -163,7 +163,7 @@ fn run_all(cases: u32) {
     runner()
         .run(&arbitrary, |bytes| {
             prop_assert!(read_batch(&bytes).is_err());
-            prop_assert!(read_index(&bytes, identity()).is_err());
+            prop_assert!(read_index(&bytes, &identity().into()).is_err());
             let _ = unframe(bytes.clone());
             let _ = decode_index(&bytes);
             let _ = read_records(&bytes);
@@ -187,7 +187,7 @@ fn run_all(cases: u32) {
         .run(&(edits(), entries()), |((edits, cut), forged)| {
             let (base, index) = pack();
             let bytes = mutate(base, &edits, cut);
-            if let Ok(read) = read_index(&bytes, identity()) {
+            if let Ok(read) = read_index(&bytes, &identity().into()) {
                 prop_assert_eq!(&read, index, "a damaged pack read as another index");
             }
             let _ = check_layout_of(&bytes, &forged);

@@ -6,7 +6,7 @@
 use crate::checks::{Checks, FORMATS, is_under};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use vaultline_format::keys::Identity;
+use vaultline_format::keys::Keyring;
 use vaultline_format::manifest::{Entry, EntryKind, Footer, Header, Record};
 use vaultline_format::pack::PackKey;
 use vaultline_storage::{ObjectKey, RangeReader, Repository};
@@ -73,7 +73,7 @@ type PackKeys = std::sync::Arc<
 struct Fetcher {
     repo: std::sync::Arc<RangeReader>,
     tenant: Name,
-    identity: std::sync::Arc<Identity>,
+    keyring: std::sync::Arc<Keyring>,
     keys: PackKeys,
     runtime: tokio::runtime::Handle,
     /// Runs are decrypted on as many blocking threads as there are cores:
@@ -91,7 +91,7 @@ async fn pack_key(
     repo: &RangeReader,
     key: &str,
     pack: vaultline_types::PackId,
-    identity: &std::sync::Arc<Identity>,
+    keyring: &std::sync::Arc<Keyring>,
     keys: &PackKeys,
 ) -> Result<std::sync::Arc<PackKey>> {
     let cell = keys
@@ -101,7 +101,7 @@ async fn pack_key(
         .or_default()
         .clone();
     let read = || async {
-        let (key, _) = crate::pack_index::pack_key(repo, key, pack, identity, 12).await?;
+        let (key, _) = crate::pack_index::pack_key(repo, key, pack, keyring, 12).await?;
         Ok(std::sync::Arc::new(key))
     };
     cell.get_or_try_init(read).await.cloned()
@@ -111,10 +111,10 @@ impl Fetcher {
     /// Starts the pending run's fetch, if there is one.
     fn dispatch(&mut self) {
         let Some(run) = self.run.take() else { return };
-        let (repo, tenant, identity, keys, decrypting) = (
+        let (repo, tenant, keyring, keys, decrypting) = (
             self.repo.clone(),
             self.tenant.clone(),
-            self.identity.clone(),
+            self.keyring.clone(),
             self.keys.clone(),
             self.decrypting.clone(),
         );
@@ -122,7 +122,7 @@ impl Fetcher {
             let key = ObjectKey::pack(&tenant, &run.pack);
             let length = (run.end - run.start) as u32;
             let fetched = async {
-                let pack_key = pack_key(&repo, &key, run.pack, &identity, &keys).await?;
+                let pack_key = pack_key(&repo, &key, run.pack, &keyring, &keys).await?;
                 let bytes = repo
                     .get_range(&key, run.start, length)
                     .await
@@ -247,7 +247,7 @@ pub(crate) struct Request {
     pub(crate) repo: Repository,
     pub(crate) tenant: Name,
     pub(crate) snapshot: SnapshotId,
-    pub(crate) identity: Identity,
+    pub(crate) keyring: Keyring,
     pub(crate) select: Option<Vec<u8>>,
 }
 
@@ -264,7 +264,7 @@ pub(crate) fn read_manifest(
         repo,
         tenant,
         snapshot,
-        identity,
+        keyring,
         select,
     } = request;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
@@ -272,7 +272,7 @@ pub(crate) fn read_manifest(
     let mut fetcher = Fetcher {
         repo: ranges.clone(),
         tenant: tenant.clone(),
-        identity: std::sync::Arc::new(identity.clone()),
+        keyring: std::sync::Arc::new(keyring.clone()),
         keys: PackKeys::default(),
         runtime: runtime.clone(),
         decrypting: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
@@ -280,7 +280,7 @@ pub(crate) fn read_manifest(
         tx,
         run: None,
     };
-    let records = crate::listing::open_manifest(ranges, &tenant, &snapshot, &identity, runtime);
+    let records = crate::listing::open_manifest(ranges, &tenant, &snapshot, &keyring, runtime);
     let records = match records {
         Ok(records) => records,
         Err(e) => {

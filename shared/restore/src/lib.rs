@@ -1,4 +1,4 @@
-//! vaultline-restore: read a snapshot back with the tenant identity. Works
+//! vaultline-restore: read a snapshot back with the tenant's keys. Works
 //! from the repository alone (no catalog, no NATS).
 //!
 //! One reader ([`fetch`]) walks the manifest as a stream, checks every entry
@@ -31,7 +31,7 @@ use error::fail;
 use fetch::{Item, QUEUED_ITEMS, Request};
 use std::io::Write;
 use std::path::Path;
-use vaultline_format::keys::Identity;
+use vaultline_format::keys::Keyring;
 use vaultline_format::manifest::{
     ContentDigest, ContentHash, Entry, EntryKind, Footer, Header, SourceDigest, TableRows,
 };
@@ -81,29 +81,29 @@ pub struct Restored {
 /// as a stream.
 ///
 /// # Errors
-/// A wrong identity, a missing or damaged manifest.
+/// Keys that do not open it, a missing or damaged manifest.
 pub async fn manifest_summary(
     repo: &Repository,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &Identity,
+    keyring: &Keyring,
 ) -> Result<(Header, Footer)> {
-    listing::each_entry(repo, tenant, snapshot, identity, |_| Ok(())).await
+    listing::each_entry(repo, tenant, snapshot, keyring, |_| Ok(())).await
 }
 
 /// Restores a whole directory tree, then checks it against the source
 /// digest recorded at backup time.
 ///
 /// # Errors
-/// A wrong identity, a damaged or missing object, a hostile path, or a disk error.
+/// Keys that do not open it, a damaged or missing object, a hostile path, or a disk error.
 pub async fn restore_tree(
     repo: &Repository,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &Identity,
+    keyring: &Keyring,
     target: &Path,
 ) -> Result<Restored> {
-    restore(repo, tenant, snapshot, identity, None, Sink::Dir(target)).await
+    restore(repo, tenant, snapshot, keyring, None, Sink::Dir(target)).await
 }
 
 /// [`restore_with`] and the default [`Options`].
@@ -114,7 +114,7 @@ pub async fn restore(
     repo: &Repository,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &Identity,
+    keyring: &Keyring,
     select: Option<&str>,
     sink: Sink<'_>,
 ) -> Result<Restored> {
@@ -122,7 +122,7 @@ pub async fn restore(
         repo,
         tenant,
         snapshot,
-        identity,
+        keyring,
         select,
         sink,
         Options::default(),
@@ -144,14 +144,14 @@ struct OpenFile {
 /// selected one, or the only file of a database or command snapshot.
 ///
 /// # Errors
-/// A wrong identity, a damaged or missing object, a hostile path, a
+/// Keys that do not open it, a damaged or missing object, a hostile path, a
 /// selection that matches nothing (or several files for a stream), a digest
 /// mismatch, or a write error.
 pub async fn restore_with(
     repo: &Repository,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &Identity,
+    keyring: &Keyring,
     select: Option<&str>,
     mut sink: Sink<'_>,
     options: Options,
@@ -170,7 +170,7 @@ pub async fn restore_with(
             repo: repo.clone(),
             tenant: tenant.clone(),
             snapshot: snapshot.clone(),
-            identity: identity.clone(),
+            keyring: keyring.clone(),
             select: select.clone(),
         };
         let runtime = tokio::runtime::Handle::current();
@@ -359,7 +359,12 @@ mod tests {
     use vaultline_storage::ObjectKey;
 
     /// Stores a manifest of `entries` (no file content) for snapshot `id`.
-    async fn plant(repo: &Repository, identity: &Identity, id: &SnapshotId, entries: Vec<Entry>) {
+    async fn plant(
+        repo: &Repository,
+        identity: &vaultline_format::keys::Identity,
+        id: &SnapshotId,
+        entries: Vec<Entry>,
+    ) {
         let tenant = Name::new("acme").unwrap();
         let mut writer = SealedWriter::new(Vec::new(), &identity.to_public()).unwrap();
         writer
@@ -411,7 +416,7 @@ mod tests {
         let repo = Repository::open_dir(dir_.path().join("repo"))
             .await
             .unwrap();
-        let identity = Identity::generate();
+        let identity = vaultline_format::keys::Identity::generate();
         let tenant = Name::new("acme").unwrap();
         let cases: Vec<(&str, Vec<Entry>, &str)> = vec![
             ("a sound tree", vec![dir(b"a"), dir(b"a/b"), dir(b"c")], ""),
@@ -430,9 +435,10 @@ mod tests {
         for (i, (what, entries, refusal)) in cases.into_iter().enumerate() {
             let id = SnapshotId::parse(&format!("20250101T00000{i}Z-0000000{i}")).unwrap();
             plant(&repo, &identity, &id, entries).await;
+            let keyring = Keyring::from(&identity);
             let target = dir_.path().join(format!("target-{i}"));
-            let verified = restore(&repo, &tenant, &id, &identity, None, Sink::Discard).await;
-            let restored = restore_tree(&repo, &tenant, &id, &identity, &target).await;
+            let verified = restore(&repo, &tenant, &id, &keyring, None, Sink::Discard).await;
+            let restored = restore_tree(&repo, &tenant, &id, &keyring, &target).await;
             if refusal.is_empty() {
                 assert!(verified.unwrap().digest_checked, "{what}");
                 assert!(restored.unwrap().digest_checked, "{what}");

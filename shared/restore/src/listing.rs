@@ -2,7 +2,7 @@
 //! anything: what `vaultline ls` prints.
 
 use crate::error::{Error, Result, fail};
-use vaultline_format::keys::Identity;
+use vaultline_format::keys::Keyring;
 use vaultline_format::manifest::{Entry, Footer, Header, Record, open_sealed};
 use vaultline_storage::{ObjectKey, ObjectReader, RangeReader, Repository};
 use vaultline_types::{Name, SnapshotId};
@@ -14,26 +14,26 @@ use vaultline_types::{Name, SnapshotId};
 /// closed) stops the walk.
 ///
 /// # Errors
-/// A wrong identity, a missing or damaged manifest, or what `each` returns.
+/// Keys that do not open it, a missing or damaged manifest, or what `each` returns.
 pub async fn each_entry<F>(
     repo: &Repository,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &Identity,
+    keyring: &Keyring,
     mut each: F,
 ) -> Result<(Header, Footer)>
 where
     F: FnMut(&Entry) -> std::io::Result<()> + Send + 'static,
 {
-    let (ranges, tenant, snapshot, identity) = (
+    let (ranges, tenant, snapshot, keyring) = (
         std::sync::Arc::new(RangeReader::new(repo.clone())),
         tenant.clone(),
         snapshot.clone(),
-        identity.clone(),
+        keyring.clone(),
     );
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let records = open_manifest(ranges, &tenant, &snapshot, &identity, runtime)?;
+        let records = open_manifest(ranges, &tenant, &snapshot, &keyring, runtime)?;
         let (mut header, mut footer) = (None, None);
         for record in records {
             match record? {
@@ -60,7 +60,7 @@ pub(crate) fn open_manifest(
     ranges: std::sync::Arc<RangeReader>,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &Identity,
+    keyring: &Keyring,
     runtime: tokio::runtime::Handle,
 ) -> Result<impl Iterator<Item = Result<Record>> + use<>> {
     let object = ObjectReader::open(ranges, &ObjectKey::manifest(tenant, snapshot), runtime)
@@ -70,7 +70,7 @@ pub(crate) fn open_manifest(
                 e,
             )
         })?;
-    let records = open_sealed(std::io::BufReader::with_capacity(1 << 20, object), identity)
+    let records = open_sealed(std::io::BufReader::with_capacity(1 << 20, object), keyring)
         .map_err(|e| crate::wrong_key(e, tenant, snapshot))?;
     let what = format!("manifest of snapshot {snapshot}");
     Ok(records.map(move |record| record.map_err(|e| Error::manifest(what.clone(), e))))

@@ -6,24 +6,24 @@
 
 use crate::error::{Error, Result};
 use std::sync::Arc;
-use vaultline_format::keys::Identity;
+use vaultline_format::keys::Keyring;
 use vaultline_format::pack::{self, Header as PackHeader, IndexEntry, PackKey};
 use vaultline_storage::RangeReader;
 use vaultline_types::PackId;
 
 /// Reads `pack`'s header from the object `key` and opens its key with
-/// `identity`; also returns where the first blob starts. The first read
+/// the tenant key it names (or whichever of `keyring` opens it); also returns where the first blob starts. The first read
 /// is `first_read` bytes (which must not pass the pack's end): a reader
 /// that knows the pack's size reads the whole header at once.
 ///
 /// # Errors
-/// [`Error::WrongKey`] for another key's identity, [`Error::Damaged`] for a
+/// [`Error::WrongKey`] when none of the keys is the pack's, [`Error::Damaged`] for a
 /// damaged header, [`Error::Storage`] when the read fails.
 pub(crate) async fn pack_key(
     repo: &RangeReader,
     key: &str,
     pack: PackId,
-    identity: &Arc<Identity>,
+    keyring: &Arc<Keyring>,
     first_read: u32,
 ) -> Result<(PackKey, u64)> {
     let mut want = first_read.max(12);
@@ -32,7 +32,7 @@ pub(crate) async fn pack_key(
             .get_range(key, 0, want)
             .await
             .map_err(|e| Error::storage(format!("cannot read pack {pack}"), e))?;
-        match PackKey::read(&prefix, identity) {
+        match PackKey::read(&prefix, keyring) {
             Ok(PackHeader::Key(key, first_blob)) => return Ok((key, first_blob)),
             Ok(PackHeader::NeedBytes(n)) if (n as u32) > want && n <= 1 << 20 => want = n as u32,
             Ok(PackHeader::NeedBytes(n)) => {
@@ -42,7 +42,10 @@ pub(crate) async fn pack_key(
             }
             Err(vaultline_format::Error::WrongKey) => {
                 return Err(Error::WrongKey(format!(
-                    "the identity given does not match the key pack {pack} was encrypted to"
+                    "none of the keys given opens pack {pack}{}",
+                    PackKey::key_id(&prefix)
+                        .map(|id| format!(" (it is sealed to key {id})"))
+                        .unwrap_or_default()
                 )));
             }
             Err(e) => return Err(Error::Damaged(format!("pack {pack} is damaged: {e}"))),
@@ -57,20 +60,21 @@ const HEAD_READ: u64 = 1024;
 const TAIL_READ: u64 = 64 << 10;
 
 /// The entries of `pack`'s sealed index (the object `key`, `size` bytes),
-/// opened with the first of `identities` that opens its header: two ranged
+/// opened with the tenant key its header names (or, for older packs, with
+/// whichever of `keyring` opens it): two ranged
 /// reads (three when the index is larger than 64 KiB), whatever the size
 /// of the pack. Object stores answer a small read in tens of milliseconds,
 /// so the count of reads, not their size, is what a rebuild waits for.
 ///
 /// # Errors
-/// [`Error::WrongKey`] when no identity opens it, [`Error::Damaged`] when
+/// [`Error::WrongKey`] when no key of `keyring` opens it, [`Error::Damaged`] when
 /// its framing or index is damaged, [`Error::Storage`] when a read fails.
 pub async fn read_pack_index(
     repo: &RangeReader,
     key: &str,
     pack: PackId,
     size: u64,
-    identities: &[Arc<Identity>],
+    keyring: &Arc<Keyring>,
 ) -> Result<Vec<IndexEntry>> {
     let damaged =
         |e: vaultline_format::Error| Error::Damaged(format!("pack {pack} is damaged: {e}"));
@@ -92,15 +96,7 @@ pub async fn read_pack_index(
     } else {
         read(range.start, range.end - range.start).await?
     };
-    let mut wrong_key = None;
-    for identity in identities {
-        match pack_key(repo, key, pack, identity, size.min(HEAD_READ) as u32).await {
-            Ok((pack_key, first_blob)) => {
-                return pack::open_index(&pack_key, first_blob, &range, &sealed).map_err(damaged);
-            }
-            Err(e @ Error::WrongKey(_)) => wrong_key = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(wrong_key.unwrap_or_else(|| Error::WrongKey(format!("no key given to open pack {pack}"))))
+    let (pack_key, first_blob) =
+        pack_key(repo, key, pack, keyring, size.min(HEAD_READ) as u32).await?;
+    pack::open_index(&pack_key, first_blob, &range, &sealed).map_err(damaged)
 }

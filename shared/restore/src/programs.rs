@@ -6,7 +6,7 @@
 use crate::error::{Error, Result, fail};
 use crate::{Restored, Sink, restore};
 use std::process::{Command, Stdio};
-use vaultline_format::keys::Identity;
+use vaultline_format::keys::Keyring;
 use vaultline_storage::Repository;
 use vaultline_types::{Name, SnapshotId};
 
@@ -78,7 +78,7 @@ pub async fn restore_into(
     repo: &Repository,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &Identity,
+    keyring: &Keyring,
     mut command: Command,
     what: &str,
 ) -> Result<Restored> {
@@ -98,7 +98,7 @@ pub async fn restore_into(
         repo,
         tenant,
         snapshot,
-        identity,
+        keyring,
         None,
         Sink::Stream(&mut stdin),
     )

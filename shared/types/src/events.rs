@@ -439,5 +439,32 @@ impl Message for ScheduleSkipped {
     }
 }
 
+/// `vaultline.key.rotated.<tenant>`: a key protecting the tenant's data
+/// was replaced (`vaultline tenant rotate-key`, `kek rotate`,
+/// `credentials-key rotate`). Ids only, never key material.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRotated {
+    pub tenant: Name,
+    /// `tenant-key`, `kek` or `credentials-key`.
+    pub key: String,
+    /// Id of the key replaced, and of its successor.
+    pub from: String,
+    pub to: String,
+    /// What moved to the new key: e.g. key records rewritten, secrets re-sealed.
+    pub detail: String,
+}
+impl Message for KeyRotated {
+    const KIND: &'static str = "key.rotated";
+    fn tenant(&self) -> &Name {
+        &self.tenant
+    }
+    fn source(&self) -> Option<&Name> {
+        None
+    }
+    fn snapshot(&self) -> Option<&SnapshotId> {
+        None
+    }
+}
+
 mod drills;
 pub use drills::*;

@@ -20,6 +20,7 @@ mod recovery;
 mod restore_safety;
 mod retention;
 mod rolling;
+mod rotation;
 mod s3;
 mod schedules;
 mod sources;

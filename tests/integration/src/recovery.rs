@@ -89,7 +89,8 @@ async fn the_bucket_and_one_secret_list_ls_and_restore_with_no_catalog() -> Resu
     // The manifest records the source's config: what a catalog rebuilt from
     // the repository needs to back the source up again.
     let opened = vaultline_format::keys::parse_identity(&std::fs::read_to_string(identity)?)?;
-    let (header, _) = vaultline_restore::manifest_summary(&repo, &acme, &row.id, &opened).await?;
+    let (header, _) =
+        vaultline_restore::manifest_summary(&repo, &acme, &row.id, &opened.into()).await?;
     assert_eq!(
         header.source_config,
         Some(vaultline_types::SourceConfig::Files(

@@ -48,7 +48,7 @@ pub(crate) async fn run(config: &Config, args: LsArgs) -> Result<ExitCode> {
         &repository,
         &access.tenant,
         &snapshot,
-        &access.identity,
+        &access.keyring,
         move |entry| {
             if let Some(select) = &select
                 && !(entry.path == *select

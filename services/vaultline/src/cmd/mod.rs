@@ -9,6 +9,7 @@ pub mod check;
 pub mod drill;
 pub mod gc;
 pub mod history;
+pub mod keys;
 pub mod ls;
 pub mod restore;
 pub mod retention;

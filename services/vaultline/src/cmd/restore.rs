@@ -56,7 +56,7 @@ pub(crate) async fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> 
         &repository,
         &access.tenant,
         &snapshot,
-        &access.identity,
+        &access.keyring,
         args.path.as_deref(),
         target.clone(),
         access.restore_command,

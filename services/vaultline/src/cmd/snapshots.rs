@@ -84,14 +84,14 @@ async fn from_repository(config: &Config, args: SnapshotsArgs) -> Result<ExitCod
     let repo = args.keys.repository(config).await?;
     let source = args.source.map(Name::new).transpose()?;
     let mut listed = Vec::new();
-    for (tenant, identity) in args.keys.tenants_offline(config, &repo).await? {
+    for (tenant, keyring) in args.keys.tenants_offline(config, &repo).await? {
         let prefix = ObjectKey::manifests(&tenant);
         for key in repo.list(&prefix).await? {
             let Ok(snapshot) = SnapshotId::parse(&key[prefix.len()..]) else {
                 continue;
             };
             let read =
-                vaultline_restore::manifest_summary(&repo, &tenant, &snapshot, &identity).await;
+                vaultline_restore::manifest_summary(&repo, &tenant, &snapshot, &keyring).await;
             let mut row = Listed {
                 snapshot,
                 tenant: tenant.clone(),

@@ -22,7 +22,13 @@ pub enum TenantCommand {
     /// repository lacks for the current KEK: for tenants created before
     /// key records existed, and after a KEK is replaced.
     PublishKeys { name: Option<String> },
-    /// Write a tenant's identity file, for restores without the catalog.
+    /// Give a tenant a new key: new snapshots are sealed to it, older ones
+    /// keep theirs (marked rotated, never deleted), and the chunk-id key is
+    /// carried over so that dedup goes on. Writes the new key's record and
+    /// publishes `key.rotated` for the audit trail.
+    RotateKey { name: String },
+    /// Write a tenant's identity file (every key of it, the active one
+    /// first), for restores without the catalog.
     ExportIdentity {
         name: String,
         /// Where to write it (mode 0600, never overwritten).
@@ -37,15 +43,22 @@ pub(crate) async fn run(config: &Config, command: TenantCommand) -> Result<ExitC
         TenantCommand::PublishKeys { name } => {
             publish(config, name.map(Name::new).transpose()?).await?
         }
+        TenantCommand::RotateKey { name } => rotate(config, Name::new(name)?).await?,
         TenantCommand::ExportIdentity { name, out } => {
             let name = Name::new(name)?;
             let kek = load_kek(config)?;
-            let key = catalog(config).await?.active_key(&name).await?;
-            let identity = kek.unwrap(&key.wrapped_identity)?;
-            write_secret_file(
-                &out,
-                &identity_file_text(&identity, &format!("vaultline tenant {name}")),
-            )?;
+            // Every key, the active one first: snapshots taken before a
+            // rotation are sealed to the older ones.
+            let mut text = String::new();
+            for key in catalog(config).await?.tenant_keys(&name).await? {
+                let identity = kek.unwrap(&key.wrapped_identity)?;
+                let state = if key.active { "active" } else { "rotated" };
+                text += &identity_file_text(
+                    &identity,
+                    &format!("vaultline tenant {name}, key {} ({state})", key.key_id),
+                );
+            }
+            write_secret_file(&out, &text)?;
             println!("wrote the identity of tenant {name} to {}", out.display());
         }
     }
@@ -83,6 +96,52 @@ async fn create(config: &Config, name: Name) -> Result<()> {
     Ok(())
 }
 
+/// The new key's record is written before the catalog switches to it: the
+/// repository never lacks the record of a key new snapshots are sealed to.
+async fn rotate(config: &Config, name: Name) -> Result<()> {
+    let kek = load_kek(config)?;
+    let catalog = catalog(config).await?;
+    let old = catalog.active_key(&name).await?;
+    let fresh = kek.new_tenant_key()?;
+    let identity = kek.unwrap(&fresh.wrapped_identity)?;
+    // The chunk-id key is the old one: chunk ids stay what they were, so
+    // the next backup stores only what changed.
+    let record = KeyRecord::new(&kek, &name, &identity, &old.chunk_key, now());
+    let repo = vaultline_runtime::deps::open_repository(&config.repository, None).await?;
+    repo.put_new_bytes(
+        &ObjectKey::key_record(&name, &fresh.key_id, &record.kek_id),
+        &record.to_bytes(),
+    )
+    .await?;
+    let from = catalog
+        .rotate_tenant_key(
+            &name,
+            &vaultline_catalog::NewKey {
+                key_id: &fresh.key_id,
+                recipient: &fresh.recipient,
+                wrapped_identity: &fresh.wrapped_identity,
+            },
+        )
+        .await?;
+    crate::request::publish_rotation(
+        config,
+        &vaultline_types::KeyRotated {
+            tenant: name.clone(),
+            key: "tenant-key".into(),
+            from: from.clone(),
+            to: fresh.key_id.clone(),
+            detail: "chunk-id key carried over; the old key stays for the snapshots sealed to it"
+                .into(),
+        },
+    )
+    .await?;
+    println!(
+        "tenant {name}: new snapshots use key {} (recipient {}); key {from} is rotated and kept",
+        fresh.key_id, fresh.recipient
+    );
+    Ok(())
+}
+
 /// Writes the key records the repository lacks under the current KEK;
 /// records already there are kept as they are (never replaced).
 async fn publish(config: &Config, only: Option<Name>) -> Result<()> {
@@ -101,7 +160,8 @@ async fn publish(config: &Config, only: Option<Name>) -> Result<()> {
             continue;
         }
         let identity = kek.unwrap(&key.wrapped_identity)?;
-        let record = KeyRecord::new(&kek, &tenant, &identity, &key.chunk_key, now());
+        let created = key.created_at.unix_timestamp();
+        let record = KeyRecord::new(&kek, &tenant, &identity, &key.chunk_key, created);
         repo.put_new_bytes(&object, &record.to_bytes()).await?;
         println!(
             "{tenant}: wrote key record {} (KEK {})",
@@ -111,6 +171,6 @@ async fn publish(config: &Config, only: Option<Name>) -> Result<()> {
     Ok(())
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }

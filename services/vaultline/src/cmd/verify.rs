@@ -63,9 +63,10 @@ pub(crate) async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
     // With --full both levels run, so each says what it sees.
     let mut level2 = None;
     if full {
-        let key = catalog.key(&row.tenant, &row.key_id).await?;
-        let identity = vaultline_runtime::deps::load_kek(config)?.unwrap(&key.wrapped_identity)?;
-        match vaultline_verifier::level2(&repository, &row.tenant, &snapshot, &identity).await? {
+        let keys = catalog.tenant_keys(&row.tenant).await?;
+        let keyring = vaultline_runtime::deps::load_kek(config)?
+            .unwrap_keyring(keys.iter().map(|k| k.wrapped_identity.as_slice()))?;
+        match vaultline_verifier::level2(&repository, &row.tenant, &snapshot, &keyring).await? {
             Ok(done) => level2 = Some(done),
             Err(why) => {
                 reason = Some(match reason {

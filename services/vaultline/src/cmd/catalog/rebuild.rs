@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use vaultline_catalog::{Catalog, RecoveredKey, RecoveredSnapshot, StoredChunk};
 use vaultline_format::key_record::{KeyRecord, OpenedKey};
-use vaultline_format::keys::{Identity, Kek};
+use vaultline_format::keys::{Kek, Keyring};
 use vaultline_format::manifest::{EntryKind, Footer, Header};
 use vaultline_runtime::Config;
 use vaultline_runtime::deps::{load_kek, open_repository};
@@ -73,10 +73,10 @@ impl Report {
     }
 }
 
-/// One tenant's keys, newest first, and the identities they open.
+/// One tenant and every key of it the KEK opens, newest first.
 struct TenantKeys {
     tenant: Name,
-    identities: Vec<Arc<Identity>>,
+    keyring: Arc<Keyring>,
 }
 
 pub(crate) async fn run(config: &Config, args: RebuildArgs) -> Result<ExitCode> {
@@ -158,10 +158,9 @@ async fn recover_keys(
     report.keys += opened.len();
     Ok(Some(TenantKeys {
         tenant: tenant.clone(),
-        identities: opened
-            .into_iter()
-            .map(|(_, key)| Arc::new(key.identity))
-            .collect(),
+        keyring: Arc::new(Keyring::new(
+            opened.into_iter().map(|(_, key)| key.identity),
+        )),
     }))
 }
 
@@ -239,19 +238,12 @@ async fn recover_pack(
             return damaged("its SHA-256 is not its id".into());
         }
     }
-    let entries = match vaultline_restore::read_pack_index(
-        ranges,
-        &key,
-        pack,
-        size,
-        &keys.identities,
-    )
-    .await
-    {
-        Ok(entries) => entries,
-        Err(e) if e.is_transient() => return Err(e.into()),
-        Err(e) => return damaged(e.to_string()),
-    };
+    let entries =
+        match vaultline_restore::read_pack_index(ranges, &key, pack, size, &keys.keyring).await {
+            Ok(entries) => entries,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => return damaged(e.to_string()),
+        };
     let chunks: Vec<StoredChunk> = entries
         .iter()
         .map(|e| StoredChunk {
@@ -361,55 +353,50 @@ struct Read {
     packs: BTreeSet<PackId>,
 }
 
-/// Reads a manifest with the first of the tenant's keys that opens it.
-/// The outer error stops the rebuild (storage unreachable); the inner one
-/// is why this manifest cannot be used.
+/// Reads a manifest with the tenant's keys. The outer error stops the
+/// rebuild (storage unreachable); the inner one is why this manifest cannot
+/// be used.
 async fn read_manifest(
     repo: &Repository,
     keys: &TenantKeys,
     snapshot: &SnapshotId,
 ) -> Result<std::result::Result<Read, String>> {
-    let mut why = String::from("no key of the tenant opens it");
-    for identity in &keys.identities {
-        let seen = Arc::new(Mutex::new((0u64, BTreeSet::new())));
-        let each = {
-            let seen = seen.clone();
-            move |entry: &vaultline_format::manifest::Entry| {
-                let mut seen = seen.lock().expect("not poisoned");
-                if entry.kind == EntryKind::File {
-                    seen.0 += 1;
-                }
-                seen.1.extend(
-                    entry
-                        .chunks
-                        .iter()
-                        .filter_map(|c| c.location.map(|l| l.pack)),
-                );
-                Ok(())
+    let seen = Arc::new(Mutex::new((0u64, BTreeSet::new())));
+    let each = {
+        let seen = seen.clone();
+        move |entry: &vaultline_format::manifest::Entry| {
+            let mut seen = seen.lock().expect("not poisoned");
+            if entry.kind == EntryKind::File {
+                seen.0 += 1;
             }
-        };
-        match vaultline_restore::each_entry(repo, &keys.tenant, snapshot, identity, each).await {
-            Ok((header, footer)) => {
-                if header.tenant != keys.tenant || &header.snapshot != snapshot {
-                    return Ok(Err(format!(
-                        "the manifest says it is {}/{}",
-                        header.tenant, header.snapshot
-                    )));
-                }
-                let (files, packs) = std::mem::take(&mut *seen.lock().expect("not poisoned"));
-                return Ok(Ok(Read {
-                    header,
-                    footer,
-                    files,
-                    packs,
-                }));
-            }
-            Err(e @ vaultline_restore::Error::WrongKey(_)) => why = e.to_string(),
-            Err(e) if e.is_transient() => return Err(e.into()),
-            Err(e) => return Ok(Err(e.to_string())),
+            seen.1.extend(
+                entry
+                    .chunks
+                    .iter()
+                    .filter_map(|c| c.location.map(|l| l.pack)),
+            );
+            Ok(())
         }
+    };
+    match vaultline_restore::each_entry(repo, &keys.tenant, snapshot, &keys.keyring, each).await {
+        Ok((header, footer)) => {
+            if header.tenant != keys.tenant || &header.snapshot != snapshot {
+                return Ok(Err(format!(
+                    "the manifest says it is {}/{}",
+                    header.tenant, header.snapshot
+                )));
+            }
+            let (files, packs) = std::mem::take(&mut *seen.lock().expect("not poisoned"));
+            Ok(Ok(Read {
+                header,
+                footer,
+                files,
+                packs,
+            }))
+        }
+        Err(e) if e.is_transient() => Err(e.into()),
+        Err(e) => Ok(Err(e.to_string())),
     }
-    Ok(Err(why))
 }
 
 /// Why the snapshot cannot be restored: a pack it names that was not

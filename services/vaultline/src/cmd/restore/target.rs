@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
-use vaultline_format::keys::Identity;
+use vaultline_format::keys::Keyring;
 use vaultline_restore::programs::{
     mariadb_command, pg_restore_command, restore_into, shell_command,
 };
@@ -80,7 +80,7 @@ pub(super) async fn run(
     repo: &Repository,
     tenant: &Name,
     snapshot: &SnapshotId,
-    identity: &Identity,
+    keyring: &Keyring,
     select: Option<&str>,
     target: Target,
     source_restore_command: Option<String>,
@@ -92,7 +92,7 @@ pub(super) async fn run(
                 repo,
                 tenant,
                 snapshot,
-                identity,
+                keyring,
                 select,
                 Sink::Dir(&dir),
                 options,
@@ -105,7 +105,7 @@ pub(super) async fn run(
                 repo,
                 tenant,
                 snapshot,
-                identity,
+                keyring,
                 select,
                 Sink::Stream(&mut out),
             )
@@ -118,7 +118,7 @@ pub(super) async fn run(
                 "mariadb"
             };
             let (header, _) =
-                vaultline_restore::manifest_summary(repo, tenant, snapshot, identity).await?;
+                vaultline_restore::manifest_summary(repo, tenant, snapshot, keyring).await?;
             if header.source_kind != kind {
                 bail!(
                     "snapshot {snapshot} is a {} backup; it cannot be restored into a {kind} database",
@@ -131,7 +131,7 @@ pub(super) async fn run(
                 mariadb_command(&url, None)?
             };
             let what = format!("restoring into {}", vaultline_bus::redact_url(&url));
-            restore_into(repo, tenant, snapshot, identity, command, &what).await
+            restore_into(repo, tenant, snapshot, keyring, command, &what).await
         }
         Target::Command(command) => {
             let command = command
@@ -142,7 +142,7 @@ pub(super) async fn run(
                 repo,
                 tenant,
                 snapshot,
-                identity,
+                keyring,
                 shell,
                 "the restore command",
             )
