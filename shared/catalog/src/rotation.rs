@@ -10,6 +10,10 @@ pub struct NewKey<'a> {
     pub key_id: &'a str,
     pub recipient: &'a str,
     pub wrapped_identity: &'a [u8],
+    /// In a later second than the key it replaces: key records carry
+    /// seconds, and the newest record is the active key when a catalog is
+    /// rebuilt.
+    pub created: time::OffsetDateTime,
 }
 
 /// Which sealed secrets a rotation re-seals.
@@ -48,14 +52,15 @@ impl Catalog {
         .await?;
         let inserted = tx
             .execute(
-                "INSERT INTO tenant_keys (tenant, key_id, recipient, wrapped_identity, chunk_key)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO tenant_keys (tenant, key_id, recipient, wrapped_identity, chunk_key, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                 &[
                     &t,
                     &new.key_id,
                     &new.recipient,
                     &new.wrapped_identity,
                     &chunk_key.as_slice(),
+                    &new.created,
                 ],
             )
             .await?;

@@ -86,7 +86,8 @@ pub struct NewSource<'a> {
 }
 
 impl Catalog {
-    /// Creates a tenant with its first key.
+    /// Creates a tenant with its first key, made at `created` (the time its
+    /// key record carries too).
     ///
     /// # Errors
     /// [`Error::Conflict`] when the tenant exists.
@@ -97,6 +98,7 @@ impl Catalog {
         recipient: &str,
         wrapped_identity: &[u8],
         chunk_key: &[u8; 32],
+        created: time::OffsetDateTime,
     ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -110,14 +112,15 @@ impl Catalog {
             return Err(Error::Conflict(format!("tenant {tenant} already exists")));
         }
         tx.execute(
-            "INSERT INTO tenant_keys (tenant, key_id, recipient, wrapped_identity, chunk_key)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tenant_keys (tenant, key_id, recipient, wrapped_identity, chunk_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &tenant.as_str(),
                 &key_id,
                 &recipient,
                 &wrapped_identity,
                 &chunk_key.as_slice(),
+                &created,
             ],
         )
         .await?;

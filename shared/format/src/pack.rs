@@ -109,7 +109,8 @@ impl PackKey {
                     return Ok(Header::NeedBytes(9));
                 };
                 let Some(id) = prefix.get(9..9 + usize::from(k)) else {
-                    return Ok(Header::NeedBytes(9 + usize::from(k)));
+                    // The length of the age file follows: ask for it too.
+                    return Ok(Header::NeedBytes(9 + usize::from(k) + 4));
                 };
                 let id = std::str::from_utf8(id).map_err(|_| corrupt("its key id is not text"))?;
                 (Some(id), 9 + usize::from(k))
@@ -497,6 +498,25 @@ mod tests {
             .is_err()
         );
         assert!(open_index(&key, first_blob, &range, &sealed[1..]).is_err());
+    }
+
+    #[test]
+    fn a_format_3_header_is_read_in_two_steps_from_32_bytes() {
+        let id = Identity::generate();
+        let pack = pack_of(&[vec![7; 100]], &id).out;
+        let keys = std::sync::Arc::new(Keyring::from(&id));
+        // From 12 bytes: the key id and the age file's length at once.
+        assert!(matches!(
+            PackKey::read(&pack[..12], &keys),
+            Ok(Header::NeedBytes(29))
+        ));
+        // From 32 bytes (what restore reads first): the whole header next.
+        let Ok(Header::NeedBytes(n)) = PackKey::read(&pack[..32], &keys) else {
+            panic!("32 bytes hold the age file's length")
+        };
+        assert!(
+            matches!(PackKey::read(&pack[..n], &keys), Ok(Header::Key(_, first)) if first == n as u64)
+        );
     }
 
     #[test]

@@ -21,6 +21,10 @@ const AHEAD_BYTES: u32 = 32 << 20;
 const RUN_BYTES: u64 = 8 << 20;
 /// When over [`AHEAD_BYTES`], the reader waits until this much is free.
 const BUDGET_WAKE: u32 = 4 << 20;
+/// The first read of a pack's header: a format 3 header up to its age
+/// file's length is 29 bytes (a 16-digit key id), and every pack is longer
+/// than this, so the header then takes one more read, as format 2's did.
+const FIRST_HEADER_READ: u32 = 32;
 /// Items queued between reader and writer (they are small: no chunk data).
 pub(crate) const QUEUED_ITEMS: usize = 1024;
 
@@ -101,7 +105,8 @@ async fn pack_key(
         .or_default()
         .clone();
     let read = || async {
-        let (key, _) = crate::pack_index::pack_key(repo, key, pack, keyring, 12).await?;
+        let (key, _) =
+            crate::pack_index::pack_key(repo, key, pack, keyring, FIRST_HEADER_READ).await?;
         Ok(std::sync::Arc::new(key))
     };
     cell.get_or_try_init(read).await.cloned()

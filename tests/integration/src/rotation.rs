@@ -161,8 +161,10 @@ async fn rotating_the_tenant_key_the_kek_and_the_credentials_key_loses_nothing()
     let repo = vaultline_runtime::deps::open_repository(&env.config().repository, None).await?;
     let records = repo.list(&ObjectKey::key_records(&acme)).await?;
     assert_eq!(records.len(), 2, "{records:?}");
+    let mut created = Vec::new();
     for object in &records {
         let record = KeyRecord::parse(&repo.get(object).await?)?;
+        created.push((record.created, record.key_id.clone()));
         assert_eq!(record.kek_id, new_kek.id());
         record.open_with_kek(&new_kek)?;
         assert!(record.open_with_kek(&old_kek).is_err());
@@ -177,6 +179,12 @@ async fn rotating_the_tenant_key_the_kek_and_the_credentials_key_loses_nothing()
             record.key_id
         );
     }
+
+    // The new key's record is strictly newer (records carry seconds), so a
+    // rebuilt catalog makes it the active one.
+    created.sort();
+    assert!(created[0].0 < created[1].0, "{created:?}");
+    assert_eq!(created[1].1, second.key_id);
 
     let node = env.node().await?;
     std::fs::write(

@@ -71,6 +71,8 @@ pub(crate) async fn run(config: &Config, command: TenantCommand) -> Result<ExitC
 async fn create(config: &Config, name: Name) -> Result<()> {
     let kek = load_kek(config)?;
     let key = kek.new_tenant_key()?;
+    // Whole seconds, the same in the catalog and the key record.
+    let created = now();
     catalog(config)
         .await?
         .create_tenant(
@@ -79,11 +81,12 @@ async fn create(config: &Config, name: Name) -> Result<()> {
             &key.recipient,
             &key.wrapped_identity,
             &key.chunk_key,
+            time::OffsetDateTime::from_unix_timestamp(created)?,
         )
         .await?;
     let repo = vaultline_runtime::deps::open_repository(&config.repository, None).await?;
     let identity = kek.unwrap(&key.wrapped_identity)?;
-    let record = KeyRecord::new(&kek, &name, &identity, &key.chunk_key, now());
+    let record = KeyRecord::new(&kek, &name, &identity, &key.chunk_key, created);
     repo.put_new_bytes(
         &ObjectKey::key_record(&name, &key.key_id, &record.kek_id),
         &record.to_bytes(),
@@ -106,7 +109,10 @@ async fn rotate(config: &Config, name: Name) -> Result<()> {
     let identity = kek.unwrap(&fresh.wrapped_identity)?;
     // The chunk-id key is the old one: chunk ids stay what they were, so
     // the next backup stores only what changed.
-    let record = KeyRecord::new(&kek, &name, &identity, &old.chunk_key, now());
+    // A later second than the old key's, whatever the clock says: records
+    // carry seconds, and a rebuild takes the newest as the active key.
+    let created = now().max(old.created_at.unix_timestamp() + 1);
+    let record = KeyRecord::new(&kek, &name, &identity, &old.chunk_key, created);
     let repo = vaultline_runtime::deps::open_repository(&config.repository, None).await?;
     repo.put_new_bytes(
         &ObjectKey::key_record(&name, &fresh.key_id, &record.kek_id),
@@ -120,6 +126,7 @@ async fn rotate(config: &Config, name: Name) -> Result<()> {
                 key_id: &fresh.key_id,
                 recipient: &fresh.recipient,
                 wrapped_identity: &fresh.wrapped_identity,
+                created: time::OffsetDateTime::from_unix_timestamp(created)?,
             },
         )
         .await?;
