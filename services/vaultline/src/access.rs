@@ -216,7 +216,7 @@ async fn tenant_holding(repo: &Repository, snapshot: &SnapshotId) -> Result<Name
 
 /// What `open` makes of each of `tenant`'s key records it accepts, newest
 /// first (one per key).
-async fn opened_records<T>(
+pub(crate) async fn opened_records<T>(
     repo: &Repository,
     tenant: &Name,
     open: impl Fn(&KeyRecord) -> Option<T>,

@@ -126,22 +126,15 @@ async fn recover_keys(
     kek: &Kek,
     report: &mut Report,
 ) -> Result<Option<TenantKeys>> {
-    let mut opened: Vec<(KeyRecord, OpenedKey)> = Vec::new();
-    for key in repo.list(&ObjectKey::key_records(tenant)).await? {
-        let Ok(record) = KeyRecord::parse(&repo.get(&key).await?) else {
-            continue;
-        };
-        if &record.tenant != tenant || opened.iter().any(|(r, _)| r.key_id == record.key_id) {
-            continue;
-        }
-        if let Ok(key) = record.open_with_kek(kek) {
-            opened.push((record, key));
-        }
-    }
+    let opened: Vec<(KeyRecord, OpenedKey)> =
+        crate::access::opened_records(repo, tenant, |record| {
+            let key = record.open_with_kek(kek).ok()?;
+            Some((record.clone(), key))
+        })
+        .await?;
     if opened.is_empty() {
         return Ok(None);
     }
-    opened.sort_by_key(|(record, _)| std::cmp::Reverse(record.created));
     for (at, (record, key)) in opened.iter().enumerate() {
         catalog
             .recover_key(&RecoveredKey {
