@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, after clippy. Starts its own nats-server, PostgreSQL, MariaDB and
-# Garage (S3) per test (on free ports, in temp dirs); installs them first when
-# missing.
+# The whole test suite, after clippy. Starts its own nats-server, PostgreSQL, MariaDB,
+# Garage (S3) and Prometheus per test (on free ports, in temp dirs); installs them first
+# when missing. The Prometheus rules' checks and unit tests (promtool) run in the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
@@ -9,6 +9,7 @@ ensure_nats_server
 ensure_postgres
 ensure_mariadb
 ensure_garage
+ensure_prometheus
 echo "==> nats-server: $VAULTLINE_NATS_SERVER ($("$VAULTLINE_NATS_SERVER" --version))"
 # Lints first: clippy.toml keeps the metrics macros inside vaultline-metrics.
 echo "==> cargo clippy (warnings are errors)"

@@ -46,6 +46,19 @@ ensure_mariadb() {
   fi
 }
 
+# Prometheus and promtool from Debian: the rules' unit tests (promtool test
+# rules) and the dashboards' test, which runs every panel's query against a
+# real Prometheus scraping a real stack. The package's own service is not
+# wanted: the tests start Prometheus themselves, on free ports.
+ensure_prometheus() {
+  if ! command -v promtool >/dev/null || [ ! -x /usr/bin/prometheus ]; then
+    echo "==> installing Prometheus with apt"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+}
+
 # Garage, a real S3 server for the tests, built from crates.io once and kept in
 # ~/.cache/vaultline/tools (about 13 minutes on 2 cores the first time).
 GARAGE_VERSION=2.5.0

@@ -3,10 +3,12 @@
 //! stage gave up on them, and queues signed webhooks (failures always,
 //! successes for webhooks that ask) that its sender delivers.
 
+pub mod observe;
 pub mod webhooks;
 
 use std::sync::Arc;
-use vaultline_catalog::{AuditEvent, SnapshotStatus};
+use vaultline_catalog::{AuditEvent, FinishedRun, SnapshotStatus};
+use vaultline_runtime::metrics::{MetricName, count, observe};
 use vaultline_runtime::{Cx, Deps, HeaderMap, Inbound, Node, Outcome, Stage, StageError};
 use vaultline_types::{
     DecodeError, Message, Name, SnapshotCorrupt, SnapshotFailed, SnapshotId, SnapshotStarted,
@@ -216,9 +218,10 @@ impl Stage for Auditor {
                     .await?;
             }
             SnapshotVerified::KIND => {
-                catalog
+                let run = catalog
                     .finish_execution(tenant, snapshot, "succeeded", None)
-                    .await?
+                    .await?;
+                finished(tenant, run, "succeeded");
             }
             SnapshotCorrupt::KIND => {
                 let reason = event
@@ -226,9 +229,10 @@ impl Stage for Auditor {
                     .get("reason")
                     .and_then(|r| r.as_str())
                     .unwrap_or("corrupt");
-                catalog
+                let run = catalog
                     .finish_execution(tenant, snapshot, "corrupt", Some(reason))
                     .await?;
+                finished(tenant, run, "corrupt");
             }
             SnapshotFailed::KIND => {
                 if let Some(failed) = &event.failed {
@@ -236,9 +240,10 @@ impl Stage for Auditor {
                     catalog
                         .finish_snapshot(tenant, snapshot, SnapshotStatus::Failed, Some(&error))
                         .await?;
-                    catalog
+                    let run = catalog
                         .finish_execution(tenant, snapshot, "failed", Some(&error))
                         .await?;
+                    finished(tenant, run, "failed");
                 }
             }
             _ => {}
@@ -246,6 +251,18 @@ impl Stage for Auditor {
         self.queue_webhooks(&event, tenant, snapshot).await?;
         Ok(vec![])
     }
+}
+
+/// Counts a run the auditor just closed (a redelivered event closes
+/// nothing, so each run counts once), and times it when it succeeded.
+fn finished(tenant: &Name, run: Option<FinishedRun>, outcome: &str) {
+    let Some(run) = run else { return };
+    let mut labels = vec![("tenant", tenant.to_string()), ("source", run.source)];
+    if outcome == "succeeded" {
+        observe(MetricName::BackupDuration, &labels, run.seconds);
+    }
+    labels.push(("outcome", outcome.to_owned()));
+    count(MetricName::BackupsFinished, &labels, 1);
 }
 
 impl Auditor {
@@ -319,5 +336,6 @@ pub async fn install(node: &mut Node) -> Result<(), StageError> {
     node.spawn::<Auditor>().await?;
     node.spawn_service(StageName::Auditor, webhooks::run)
         .await?;
+    node.spawn_service(StageName::Auditor, observe::run).await?;
     Ok(())
 }

@@ -155,7 +155,10 @@ impl Stage for Extractor {
             batches = summary.batches,
             "Extracted snapshot."
         );
-        let labels = [("tenant", tenant.to_string())];
+        let labels = [
+            ("tenant", tenant.to_string()),
+            ("source", source.to_string()),
+        ];
         vaultline_runtime::metrics::count(
             vaultline_runtime::metrics::MetricName::BytesRead,
             &labels,

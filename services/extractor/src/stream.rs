@@ -12,7 +12,9 @@ use crate::extraction::{Totals, finish, on_blocking_thread};
 use crate::files_cache::{self, CachedFile, Next, Previous, STREAM_ROOT, Stat};
 use crate::rows::SqlRowCounter;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use vaultline_format::manifest::{Entry, EntryKind, Record, SourceDigest, TableRows};
 use vaultline_runtime::{Cx, ErrorType, Outgoing, StageError};
@@ -36,9 +38,45 @@ pub(crate) struct Program {
     pub(crate) cleanup: Option<vaultline_databases::MariadbOptions>,
 }
 
+/// The source program's process group while it runs and is not yet reaped.
+/// Whoever gets to it first takes it: the reader before it reaps the
+/// program, or the guard of an extraction dropped halfway (a handler past its
+/// time limit), which kills the whole group, so a hung `sh -c` and what it
+/// started do not outlive their message.
+#[derive(Clone, Default)]
+struct Running(Arc<Mutex<Option<rustix::process::Pid>>>);
+
+impl Running {
+    fn take(&self) -> Option<rustix::process::Pid> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn kill(&self) {
+        if let Some(group) = self.take() {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+struct KillOnDrop(Running);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill();
+    }
+}
+
 /// Runs the program on a blocking thread; batches flow back to be emitted here.
 pub(crate) async fn extract(job: Job, program: Program, cx: &Cx) -> Result<Summary, StageError> {
-    on_blocking_thread(cx, move |runtime, tx| run(&job, program, runtime, tx)).await
+    let running = Running::default();
+    let _guard = KillOnDrop(running.clone());
+    on_blocking_thread(cx, move |runtime, tx| {
+        run(&job, program, runtime, tx, running)
+    })
+    .await
 }
 
 fn run(
@@ -46,22 +84,31 @@ fn run(
     mut program: Program,
     runtime: &tokio::runtime::Handle,
     tx: mpsc::Sender<Outgoing>,
+    running: Running,
 ) -> Result<Summary, StageError> {
     let mut child = program
         .command
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| source_err(format!("cannot start {}: {e}", program.shown)))?;
+    *running
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some(rustix::process::Pid::from_child(&child));
     let stderr = child.stderr.take().expect("piped");
     let stderr_reader = std::thread::spawn(move || vaultline_databases::stderr_tail(stderr));
     let result = read_stream(job, &mut program, &mut child, runtime, tx);
     // Whatever happened to the stream, reap the program; a failure of ours
     // (staging, bus) kills it rather than leaving it dumping into a closed pipe.
     if result.is_err() {
-        let _ = child.kill();
+        running.kill();
     }
+    // Taken before the wait, so nothing signals a pid reaped and reused.
+    running.take();
     let status = child.wait();
     let tail = stderr_reader.join().unwrap_or_default();
     drop(program.cleanup.take());

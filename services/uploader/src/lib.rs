@@ -157,7 +157,10 @@ impl Uploader {
         }
         count(
             MetricName::BytesStored,
-            &[("tenant", pack.tenant.to_string())],
+            &[
+                ("tenant", pack.tenant.to_string()),
+                ("source", pack.source.to_string()),
+            ],
             size,
         );
         Ok(Some(Outgoing::event(&PackStored {

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use vaultline_catalog::{DrillRow, SnapshotStatus};
 use vaultline_databases::{MariadbOptions, TableCount};
 use vaultline_format::keys::Kek;
-use vaultline_runtime::metrics::{MetricName, count, gauge};
+use vaultline_runtime::metrics::{MetricName, count};
 use vaultline_runtime::{Deps, StageError};
 use vaultline_types::{DrillCompleted, DrillRequested, Name, SnapshotId, SourceConfig, TableCheck};
 use zeroize::Zeroizing;
@@ -73,18 +73,8 @@ pub async fn run(
         ("tenant", request.tenant.to_string()),
         ("source", request.source.to_string()),
     ];
-    let success = if error.is_none() { 1.0 } else { 0.0 };
-    gauge(
-        MetricName::DrillDuration,
-        &labels,
-        duration_ms as f64 / 1000.0,
-    );
-    gauge(MetricName::DrillLastSuccess, &labels, success);
-    gauge(
-        MetricName::DrillLastTimestamp,
-        &labels,
-        started_at.unix_timestamp() as f64,
-    );
+    // The last drill's outcome, time and duration are exported by the
+    // auditor from the catalog, so every replica reports the same ones.
     let mut counted = labels.to_vec();
     counted.push(("outcome", outcome.to_owned()));
     count(MetricName::Drills, &counted, 1);

@@ -16,7 +16,6 @@ use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::watch;
 use vaultline_catalog::SnapshotStatus;
-use vaultline_runtime::metrics::{MetricName, gauge};
 use vaultline_runtime::{Cx, Deps, ErrorType, Inbound, Node, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
 use vaultline_types::{
@@ -362,14 +361,6 @@ impl Verifier {
                     None,
                 )
                 .await?;
-            gauge(
-                MetricName::LastVerified,
-                &[
-                    ("tenant", stored.tenant.to_string()),
-                    ("source", stored.source.to_string()),
-                ],
-                time::OffsetDateTime::now_utc().unix_timestamp() as f64,
-            );
             tracing::info!(
                 objects,
                 rehashed = finding.rehashed,

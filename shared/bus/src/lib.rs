@@ -8,12 +8,14 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use std::time::Duration;
 
+mod backlog;
 mod definitions;
 mod login;
 mod manage;
 mod staging_store;
 
 pub use async_nats::jetstream::Message as JsMessage;
+pub use backlog::Backlog;
 pub use definitions::{
     BackoffError, ConsumerOverrides, RetryPolicy, STREAM_JSON, consumer_config, consumer_json,
     parse_backoff, stream_config,

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, object_store};
 use futures::TryStreamExt;
 use std::path::Path;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The object store bucket holding staged items.
 pub const STAGING_BUCKET: &str = "VAULTLINE_STAGING";
@@ -17,8 +18,10 @@ pub const STAGING_BUCKET: &str = "VAULTLINE_STAGING";
 /// next, so larger chunks go faster (about 450 MB/s on loopback).
 const CHUNK_SIZE: usize = 512 << 10;
 
-/// The longest a staged item may take to read (items are at most a pack).
-const GET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// The longest a read may wait for the next chunk. Chunks expire (TTL)
+/// before the metadata written after them, so an item expiring while it is
+/// read leaves the reader waiting for chunks that will never come.
+const CHUNK_WAIT: Duration = Duration::from_secs(20);
 
 /// A handle on the staging bucket.
 #[derive(Clone)]
@@ -103,20 +106,36 @@ impl StagingStore {
         let mut file = tokio::fs::File::create(local)
             .await
             .map_err(|e| js_err("staging get")(format!("{}: {e}", local.display())))?;
-        // An item whose chunks expire (TTL) while it is read leaves the
-        // reader waiting for messages that will never come: bounded.
-        tokio::time::timeout(GET_TIMEOUT, tokio::io::copy(&mut object, &mut file))
-            .await
-            .map_err(|_| {
-                js_err("staging get")(format!(
-                    "{name}: not read within {GET_TIMEOUT:?} (expired while being read?)"
-                ))
-            })?
-            .map_err(|e| js_err("staging get")(format!("{name}: {e}")))?;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let read = tokio::time::timeout(CHUNK_WAIT, object.read(&mut buf)).await;
+            let n = match read {
+                Ok(read) => read.map_err(|e| js_err("staging get")(format!("{name}: {e}")))?,
+                Err(_) => return self.stalled(name, local).await,
+            };
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n])
+                .await
+                .map_err(|e| js_err("staging get")(format!("{}: {e}", local.display())))?;
+        }
         file.sync_all()
             .await
             .map_err(|e| js_err("staging get")(format!("{}: {e}", local.display())))?;
         Ok(true)
+    }
+
+    /// A read that stopped getting chunks: the item expired meanwhile (it
+    /// is absent, as if never found) or it is damaged.
+    async fn stalled(&self, name: &str, local: &Path) -> Result<bool> {
+        let _ = tokio::fs::remove_file(local).await;
+        match self.store.info(name).await {
+            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
+            _ => Err(js_err("staging get")(format!(
+                "{name}: no chunk for {CHUNK_WAIT:?} while its metadata is still there"
+            ))),
+        }
     }
 
     /// Deletes `name`; deleting an absent item succeeds.

@@ -58,6 +58,14 @@ pub struct BrokenRow {
     pub reason: String,
 }
 
+/// A run the call to [`Catalog::finish_execution`] closed.
+#[derive(Debug, Clone)]
+pub struct FinishedRun {
+    pub source: String,
+    /// From the run's start to its end.
+    pub seconds: f64,
+}
+
 impl Catalog {
     /// Recomputes every tenant's chain (or one tenant's), streaming rows in
     /// order, and stops at the first row that does not hold: a changed field
@@ -226,6 +234,8 @@ impl Catalog {
     }
 
     /// Closes an execution with its outcome and the snapshot's sizes.
+    /// Returns the run when this call closed it, `None` when it was closed
+    /// already (a redelivered event), so a run is counted once.
     ///
     /// # Errors
     /// When the query fails.
@@ -235,7 +245,7 @@ impl Catalog {
         snapshot: &SnapshotId,
         status: &str,
         error: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<Option<FinishedRun>> {
         let now = OffsetDateTime::now_utc();
         self.client()
             .await?
@@ -246,18 +256,23 @@ impl Catalog {
                 &[&tenant.as_str(), &snapshot.as_str()],
             )
             .await?;
-        self.client()
+        let finished = self
+            .client()
             .await?
-            .execute(
+            .query_opt(
                 "UPDATE executions e SET status = $3, error = $4, finished_at = $5,
                      duration_ms = (extract(epoch FROM ($5 - e.started_at)) * 1000)::bigint,
                      bytes_read = s.bytes_read, bytes_stored = s.bytes_stored
                  FROM snapshots s
                  WHERE e.tenant = $1 AND e.snapshot = $2 AND s.tenant = e.tenant AND s.id = e.snapshot
-                   AND e.status = 'running'",
+                   AND e.status = 'running'
+                 RETURNING e.source, e.duration_ms",
                 &[&tenant.as_str(), &snapshot.as_str(), &status, &error, &now],
             )
             .await?;
-        Ok(())
+        Ok(finished.map(|r| FinishedRun {
+            source: r.get(0),
+            seconds: r.get::<_, Option<i64>>(1).unwrap_or(0) as f64 / 1000.0,
+        }))
     }
 }

@@ -39,6 +39,19 @@ pub struct SourceStats {
     pub last_verified: Option<OffsetDateTime>,
     /// Snapshots not yet expired.
     pub live_snapshots: i64,
+    /// How the newest finished run ended (succeeded, failed, corrupt).
+    pub last_outcome: Option<String>,
+    /// Runs failed or found corrupt since the last success.
+    pub failure_streak: i64,
+    /// When the newest drill started, whether it passed, how long it took.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_drill_at: Option<OffsetDateTime>,
+    pub last_drill_passed: Option<bool>,
+    pub last_drill_ms: Option<i64>,
+    /// How long the newest successful run took, start to verified.
+    pub last_success_ms: Option<i64>,
+    /// Seconds between drills, when the source wants them.
+    pub drill_every_seconds: Option<i64>,
 }
 
 /// Per-tenant repository figures.
@@ -107,10 +120,22 @@ impl Catalog {
                         (SELECT count(*) FROM executions e WHERE e.tenant = so.tenant AND e.source = so.name),
                         (SELECT count(*) FROM executions e WHERE e.tenant = so.tenant AND e.source = so.name AND e.status = 'succeeded'),
                         (SELECT count(*) FROM executions e WHERE e.tenant = so.tenant AND e.source = so.name AND e.status IN ('failed', 'corrupt')),
-                        (SELECT max(e.finished_at) FROM executions e WHERE e.tenant = so.tenant AND e.source = so.name AND e.status = 'succeeded'),
+                        won.success,
                         (SELECT max(s.verified_at) FROM snapshots s WHERE s.tenant = so.tenant AND s.source = so.name),
-                        (SELECT count(*) FROM snapshots s WHERE s.tenant = so.tenant AND s.source = so.name AND s.status <> 'expired')
-                 FROM sources so ORDER BY so.tenant, so.name",
+                        (SELECT count(*) FROM snapshots s WHERE s.tenant = so.tenant AND s.source = so.name AND s.status <> 'expired'),
+                        (SELECT e.status FROM executions e WHERE e.tenant = so.tenant AND e.source = so.name
+                            AND e.finished_at IS NOT NULL ORDER BY e.finished_at DESC LIMIT 1),
+                        (SELECT count(*) FROM executions e WHERE e.tenant = so.tenant AND e.source = so.name
+                            AND e.status IN ('failed', 'corrupt') AND e.finished_at > coalesce(won.success, '-infinity')),
+                        d.started_at, d.outcome = 'passed', d.duration_ms,
+                        won.duration_ms, so.drill_every_seconds
+                 FROM sources so
+                 LEFT JOIN LATERAL (SELECT e.finished_at AS success, e.duration_ms FROM executions e
+                     WHERE e.tenant = so.tenant AND e.source = so.name AND e.status = 'succeeded'
+                     ORDER BY e.finished_at DESC LIMIT 1) won ON true
+                 LEFT JOIN LATERAL (SELECT started_at, outcome, duration_ms FROM drills d
+                     WHERE d.tenant = so.tenant AND d.source = so.name ORDER BY started_at DESC LIMIT 1) d ON true
+                 ORDER BY so.tenant, so.name",
                 &[],
             )
             .await?;
@@ -129,6 +154,13 @@ impl Catalog {
                     last_success: r.get(5),
                     last_verified: r.get(6),
                     live_snapshots: r.get(7),
+                    last_outcome: r.get(8),
+                    failure_streak: r.get(9),
+                    last_drill_at: r.get(10),
+                    last_drill_passed: r.get(11),
+                    last_drill_ms: r.get(12),
+                    last_success_ms: r.get(13),
+                    drill_every_seconds: r.get(14),
                 }
             })
             .collect())

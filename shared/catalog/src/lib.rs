@@ -8,6 +8,7 @@ mod drift;
 mod drills;
 mod gc;
 mod history;
+mod in_flight;
 mod integrity;
 mod locks;
 mod recovered;
@@ -18,11 +19,12 @@ mod snapshots;
 mod tenants;
 mod webhooks;
 
-pub use audit::{AuditCheck, AuditEvent, BrokenRow, audit_hash};
+pub use audit::{AuditCheck, AuditEvent, BrokenRow, FinishedRun, audit_hash};
 pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
 pub use drills::{DrillRow, timer_drill_id};
 pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
+pub use in_flight::{IN_FLIGHT_SQL, InFlight, StuckSnapshot};
 pub use integrity::{DuePack, IntegrityState};
 pub use locks::SnapshotLock;
 pub use recovered::{RecoveredKey, RecoveredSnapshot};
@@ -116,6 +118,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (8, include_str!("../migrations/0008_stage_roles.sql")),
     (9, include_str!("../migrations/0009_key_rotation.sql")),
+    (10, include_str!("../migrations/0010_observer.sql")),
 ];
 
 /// A pool of catalog connections.

@@ -21,13 +21,37 @@ pub enum MetricName {
     DeadLetters,
     /// Deliveries after the first, by `stage`.
     StageRedeliveries,
-    /// Bytes read from sources, by `tenant`.
+    /// Messages a stage's durable consumer still has to finish (pending
+    /// plus delivered but unacknowledged), by `stage`; the auditor reads it
+    /// from consumer info, as KEDA does.
+    StageConsumerLag,
+    /// Age of the oldest message a stage's consumer has not finished, by `stage`.
+    StageOldestPendingAge,
+    /// Bytes read from sources, by `tenant` and `source`.
     BytesRead,
-    /// Bytes of new data staged after dedup, by `tenant`.
+    /// Bytes of new data staged after dedup, by `tenant` and `source`.
     BytesNew,
-    /// Bytes written to the repository, by `tenant`.
+    /// Bytes written to the repository, by `tenant` and `source`.
     BytesStored,
-    /// Unix time of the last verified snapshot, by `tenant`.
+    /// Backups finished, by `tenant`, `source` and `outcome` (succeeded,
+    /// failed, corrupt); counted once per snapshot by the auditor.
+    BackupsFinished,
+    /// Seconds from a snapshot's start to its verification, by `tenant` and `source`.
+    BackupDuration,
+    /// Unix time the source's last backup succeeded (was verified), by
+    /// `tenant` and `source`; from the catalog, so replicas agree.
+    SourceLastSuccess,
+    /// 1 when the source's last finished backup succeeded, else 0.
+    SourceLastBackupSucceeded,
+    /// Backups failed (or found corrupt) since the source's last success.
+    SourceFailureStreak,
+    /// Seconds between the source's scheduled slots (0: no schedule).
+    SourceScheduleInterval,
+    /// How long the source's last successful backup took, start to verified.
+    SourceLastBackupDuration,
+    /// Seconds between the source's drills (0: no drills).
+    SourceDrillInterval,
+    /// Unix time of the source's newest verified snapshot, by `tenant` and `source`.
     LastVerified,
     /// Webhook delivery attempts, by `outcome` (delivered, retry, gave_up).
     WebhookAttempts,
@@ -43,11 +67,12 @@ pub enum MetricName {
     S3Requests,
     /// Drills run, by `tenant`, `source` and `outcome` (passed, failed).
     Drills,
-    /// How long the last drill took, by `tenant` and `source`.
+    /// How long the source's last drill took, by `tenant` and `source`
+    /// (this and the two below come from the catalog, via the auditor).
     DrillDuration,
-    /// 1 when the last drill passed, else 0, by `tenant` and `source`.
+    /// 1 when the source's last drill passed, else 0.
     DrillLastSuccess,
-    /// Unix time the last drill started, by `tenant` and `source`.
+    /// Unix time the source's last drill started.
     DrillLastTimestamp,
     /// Bytes of stored packs the rolling integrity check read back.
     IntegrityRehashedBytes,
@@ -60,9 +85,72 @@ pub enum MetricName {
     IntegrityLastCycle,
     /// Sampled level-2 checks of verified snapshots, by `outcome` (passed, failed).
     IntegrityLevel2Samples,
+    /// Bytes of the tenant's live packs and manifests, by `tenant`.
+    RepositoryBytes,
+    /// Bytes the tenant's live snapshots read over the bytes stored, by `tenant`.
+    RepositoryDedupRatio,
+    /// Snapshots started and not yet verified, failed or corrupt, by `tenant`.
+    SnapshotsInFlight,
+    /// Age of the tenant's oldest snapshot in flight, by `tenant` (0: none).
+    OldestInFlightAge,
+    /// Snapshots the reaper failed for running past their deadline, by `tenant`.
+    SnapshotsReaped,
+    /// Always 1, by `stage` and `version`: which build runs where.
+    BuildInfo,
+    /// 1 when the process would answer `/health/ready` with 200, else 0.
+    Ready,
+    /// 1 when a dependency answered its last check, by `dependency`
+    /// (nats, catalog, repository, staging).
+    DependencyUp,
 }
 
 impl MetricName {
+    /// Every metric, for documentation and the tests that hold dashboards
+    /// and rules to names that exist.
+    pub const ALL: [MetricName; 41] = [
+        MetricName::StageMessages,
+        MetricName::StageHandleDuration,
+        MetricName::StageErrors,
+        MetricName::DeadLetters,
+        MetricName::StageRedeliveries,
+        MetricName::StageConsumerLag,
+        MetricName::StageOldestPendingAge,
+        MetricName::BytesRead,
+        MetricName::BytesNew,
+        MetricName::BytesStored,
+        MetricName::BackupsFinished,
+        MetricName::BackupDuration,
+        MetricName::SourceLastSuccess,
+        MetricName::SourceLastBackupSucceeded,
+        MetricName::SourceFailureStreak,
+        MetricName::SourceScheduleInterval,
+        MetricName::SourceLastBackupDuration,
+        MetricName::SourceDrillInterval,
+        MetricName::LastVerified,
+        MetricName::WebhookAttempts,
+        MetricName::PacksDeleted,
+        MetricName::ObjectConflicts,
+        MetricName::UnexpectedDuplicates,
+        MetricName::S3Requests,
+        MetricName::Drills,
+        MetricName::DrillDuration,
+        MetricName::DrillLastSuccess,
+        MetricName::DrillLastTimestamp,
+        MetricName::IntegrityRehashedBytes,
+        MetricName::IntegrityDamagedPacks,
+        MetricName::IntegrityPacksOverdue,
+        MetricName::IntegrityLastCycle,
+        MetricName::IntegrityLevel2Samples,
+        MetricName::RepositoryBytes,
+        MetricName::RepositoryDedupRatio,
+        MetricName::SnapshotsInFlight,
+        MetricName::OldestInFlightAge,
+        MetricName::SnapshotsReaped,
+        MetricName::BuildInfo,
+        MetricName::Ready,
+        MetricName::DependencyUp,
+    ];
+
     /// The exported name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -71,9 +159,19 @@ impl MetricName {
             MetricName::StageErrors => "vaultline_stage_errors_total",
             MetricName::DeadLetters => "vaultline_dead_letters_total",
             MetricName::StageRedeliveries => "vaultline_stage_redeliveries_total",
+            MetricName::StageConsumerLag => "vaultline_stage_consumer_lag_messages",
+            MetricName::StageOldestPendingAge => "vaultline_stage_oldest_pending_age_seconds",
             MetricName::BytesRead => "vaultline_source_read_bytes_total",
             MetricName::BytesNew => "vaultline_source_new_bytes_total",
             MetricName::BytesStored => "vaultline_repository_stored_bytes_total",
+            MetricName::BackupsFinished => "vaultline_backups_total",
+            MetricName::BackupDuration => "vaultline_backup_duration_seconds",
+            MetricName::SourceLastSuccess => "vaultline_source_last_success_timestamp_seconds",
+            MetricName::SourceLastBackupSucceeded => "vaultline_source_last_backup_succeeded",
+            MetricName::SourceFailureStreak => "vaultline_source_failure_streak",
+            MetricName::SourceScheduleInterval => "vaultline_source_schedule_interval_seconds",
+            MetricName::SourceLastBackupDuration => "vaultline_source_last_backup_duration_seconds",
+            MetricName::SourceDrillInterval => "vaultline_source_drill_interval_seconds",
             MetricName::LastVerified => "vaultline_last_verified_timestamp_seconds",
             MetricName::WebhookAttempts => "vaultline_webhook_attempts_total",
             MetricName::PacksDeleted => "vaultline_gc_deleted_packs_total",
@@ -89,6 +187,14 @@ impl MetricName {
             MetricName::IntegrityPacksOverdue => "vaultline_integrity_packs_overdue",
             MetricName::IntegrityLastCycle => "vaultline_integrity_last_cycle_timestamp_seconds",
             MetricName::IntegrityLevel2Samples => "vaultline_integrity_level2_samples_total",
+            MetricName::RepositoryBytes => "vaultline_repository_bytes",
+            MetricName::RepositoryDedupRatio => "vaultline_repository_dedup_ratio",
+            MetricName::SnapshotsInFlight => "vaultline_snapshots_in_flight",
+            MetricName::OldestInFlightAge => "vaultline_snapshot_oldest_in_flight_age_seconds",
+            MetricName::SnapshotsReaped => "vaultline_snapshots_reaped_total",
+            MetricName::BuildInfo => "vaultline_build_info",
+            MetricName::Ready => "vaultline_ready",
+            MetricName::DependencyUp => "vaultline_dependency_up",
         }
     }
 }
@@ -113,4 +219,31 @@ fn owned(labels: &[(&'static str, String)]) -> Vec<metrics::Label> {
         .iter()
         .map(|(k, v)| metrics::Label::new(*k, v.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MetricName;
+
+    #[test]
+    fn names_are_unique_and_follow_the_convention() {
+        let mut seen = std::collections::BTreeSet::new();
+        for metric in MetricName::ALL {
+            let name = metric.as_str();
+            assert!(name.starts_with("vaultline_"), "{name}");
+            assert!(seen.insert(name), "{name} twice");
+        }
+    }
+
+    #[test]
+    fn the_metrics_page_documents_every_metric() {
+        let page = include_str!("../../../docs/metrics.md");
+        for metric in MetricName::ALL {
+            let name = metric.as_str();
+            assert!(
+                page.contains(&format!("`{name}`")),
+                "docs/metrics.md lacks {name}"
+            );
+        }
+    }
 }

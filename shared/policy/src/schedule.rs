@@ -83,6 +83,13 @@ impl Cadence {
         }
     }
 
+    /// The length of the slot running at `now` (for a cron, the gap between
+    /// the slot that began last and the next): what "missed" is measured in.
+    pub fn interval_at(&self, now: i64) -> Option<i64> {
+        let start = self.latest_at_or_before(now)?;
+        Some(self.next_after(start)? - start)
+    }
+
     /// The start (unix seconds) of the first slot after `after`.
     pub fn next_after(&self, after: i64) -> Option<i64> {
         match self {
@@ -110,6 +117,22 @@ mod tests {
 
     fn unix(text: &str) -> i64 {
         text.parse::<Timestamp>().expect("timestamp").as_second()
+    }
+
+    #[test]
+    fn the_interval_is_the_running_slot_length() {
+        let hourly = Cadence::Every { seconds: 3600 };
+        assert_eq!(hourly.interval_at(unix("2026-01-10T12:34:00Z")), Some(3600));
+        // Weekdays at 01:00: Friday's slot runs until Monday's.
+        let weekdays = cron("0 1 * * 1-5", "UTC");
+        assert_eq!(
+            weekdays.interval_at(unix("2026-01-09T12:00:00Z")),
+            Some(3 * 86_400)
+        );
+        assert_eq!(
+            weekdays.interval_at(unix("2026-01-13T12:00:00Z")),
+            Some(86_400)
+        );
     }
 
     #[test]

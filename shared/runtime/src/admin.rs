@@ -6,6 +6,7 @@
 //! `/metrics` and `/health/dependencies` can require a bearer token.
 
 use crate::Deps;
+use crate::metrics::{MetricName, gauge};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -133,17 +134,29 @@ async fn check(deps: &Deps) -> Checked {
     ]
 }
 
+/// Renders the metrics, with readiness and each dependency as of the last
+/// check, so an alert sees what `/health/ready` would answer.
 async fn metrics(state: axum::extract::State<State>, headers: HeaderMap) -> Response {
     if !state.authorized(&headers) {
         return UNAUTHORIZED.into_response();
     }
+    let checked = state.checked().await;
+    for (name, down) in &checked {
+        let up = if down.is_none() { 1.0 } else { 0.0 };
+        gauge(
+            MetricName::DependencyUp,
+            &[("dependency", (*name).to_owned())],
+            up,
+        );
+    }
+    let ready = not_ready(checked).is_empty();
+    gauge(MetricName::Ready, &[], if ready { 1.0 } else { 0.0 });
     state.metrics.render().into_response()
 }
 
-async fn ready(state: axum::extract::State<State>) -> impl IntoResponse {
-    let mut failing: Vec<String> = state
-        .checked()
-        .await
+/// Why this process cannot take work: dependencies down, stages blocked.
+fn not_ready(checked: Checked) -> Vec<String> {
+    let mut failing: Vec<String> = checked
         .into_iter()
         .filter_map(|(name, down)| down.map(|e| format!("{name}: {e}")))
         .collect();
@@ -152,6 +165,11 @@ async fn ready(state: axum::extract::State<State>) -> impl IntoResponse {
             .into_iter()
             .map(|(stage, reason)| format!("{stage}: {reason}")),
     );
+    failing
+}
+
+async fn ready(state: axum::extract::State<State>) -> impl IntoResponse {
+    let failing = not_ready(state.checked().await);
     if failing.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {

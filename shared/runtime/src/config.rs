@@ -21,6 +21,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub drills: DrillsConfig,
     pub integrity: IntegrityConfig,
+    pub observer: ObserverConfig,
     /// Per-stage knobs, keyed by stage name.
     pub stages: BTreeMap<String, StageSettings>,
 }

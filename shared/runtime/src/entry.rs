@@ -73,6 +73,14 @@ impl Node {
         }
         let deps = self.deps.for_stage(stage).await?;
         self.stage_deps.insert(stage, deps.clone());
+        crate::metrics::gauge(
+            crate::metrics::MetricName::BuildInfo,
+            &[
+                ("stage", stage.to_string()),
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ],
+            1.0,
+        );
         Ok(deps)
     }
 

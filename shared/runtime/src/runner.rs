@@ -241,7 +241,12 @@ async fn handle_one<S: Stage>(
         msg_id = %input_key,
         delivered,
     );
-    let outcome = with_progress(&message, policy.ack_wait, stage.handle(&cx, input))
+    let limit = deps
+        .config
+        .stage(S::NAME)
+        .handle_timeout
+        .unwrap_or(DEFAULT_HANDLE_TIMEOUT);
+    let outcome = with_progress(&message, policy.ack_wait, limit, stage.handle(&cx, input))
         .instrument(span.clone())
         .await;
     observe(
@@ -410,21 +415,43 @@ fn one_line(text: &str) -> String {
     line.chars().take(1000).collect()
 }
 
+/// How long one message may be handled unless `[stages.<stage>]
+/// handle-timeout` says otherwise: as long as a snapshot may be in flight.
+pub const DEFAULT_HANDLE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
 /// Extends the ack deadline while the handler works, so a long extraction is
-/// not redelivered to a second worker halfway through.
-async fn with_progress<F: std::future::Future>(
+/// not redelivered to a second worker halfway through; but only up to
+/// `limit`, so a hung source program cannot hold its message (and its
+/// snapshot) forever through progress acks. Past it the handler is dropped
+/// (the extractor kills its source program then) and the message given up.
+async fn with_progress<F>(
     message: &JsMessage,
     ack_wait: Duration,
+    limit: Duration,
     work: F,
-) -> F::Output {
+) -> F::Output
+where
+    F: std::future::Future<Output = crate::stage::Outcome>,
+{
     let mut work = std::pin::pin!(work);
     let period = (ack_wait / 2).max(Duration::from_millis(100));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let timeout = tokio::time::sleep(limit);
+    let mut timeout = std::pin::pin!(timeout);
     loop {
         tokio::select! {
             out = &mut work => return out,
             _ = ticker.tick() => {
                 reply(message, AckKind::Progress).await;
+            }
+            _ = &mut timeout => {
+                return Err(StageError::permanent(
+                    ErrorType::Timeout,
+                    format!(
+                        "the handler ran past its time limit of {} (stages.<stage>.handle-timeout)",
+                        humantime::format_duration(limit)
+                    ),
+                ));
             }
         }
     }

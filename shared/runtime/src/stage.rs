@@ -64,6 +64,8 @@ pub enum ErrorType {
     Staging,
     /// The repository.
     Storage,
+    /// A handler that ran past its time limit.
+    Timeout,
 }
 
 impl ErrorType {
@@ -86,6 +88,7 @@ impl ErrorType {
             ErrorType::Source => "source",
             ErrorType::Staging => "staging",
             ErrorType::Storage => "storage",
+            ErrorType::Timeout => "timeout",
         }
     }
 }

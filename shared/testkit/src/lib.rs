@@ -1,7 +1,7 @@
 //! vaultline-testkit: real servers for integration tests, started on free
 //! ports with temporary directories and stopped on drop. No mocks.
 //!
-//! - Garage (S3) and MariaDB: see their modules.
+//! - Garage (S3), MariaDB and Prometheus: see their modules.
 //! - nats-server: `VAULTLINE_NATS_SERVER` or `nats-server` on PATH; must be 2.10+.
 //!   It runs with the shipped users and permissions (`deploy/nats/auth.conf`).
 //! - PostgreSQL: `VAULTLINE_TEST_PG_URL` points at an existing server (a fresh
@@ -11,9 +11,11 @@
 mod garage;
 mod mariadb;
 mod nats;
+mod prometheus;
 pub use garage::{Garage, garage_binary};
 pub use mariadb::MariaDb;
 pub use nats::{NATS_ROLES, NatsServer};
+pub use prometheus::Prometheus;
 
 use anyhow::{Context, Result, bail};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -109,6 +109,8 @@ max-deliver = 3
 backoff = "200ms"
 [drills]
 check-interval = "500ms"
+[observer]
+interval = "1s"
 "#,
             nats = nats.url(),
             operator = nats_login("operator")?,

@@ -2,6 +2,7 @@
 //! nats-server with JetStream and PostgreSQL, each test with its own.
 
 mod audit;
+mod dashboards;
 mod drift;
 mod failures;
 mod fidelity;
@@ -9,6 +10,8 @@ mod harness;
 mod hostile;
 mod integrity;
 mod nats_tls;
+mod observe;
+mod operate;
 mod ops;
 mod outages;
 mod pipeline;

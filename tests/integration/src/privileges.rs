@@ -165,6 +165,14 @@ async fn catalog_attempts(env: &Env, stage: StageName) -> Result<Vec<String>> {
     if !matches!(stage, StageName::Extractor | StageName::Verifier) {
         attempts.push(("SELECT credentials", "SELECT sealed FROM credentials"));
     }
+    // Source configs are for the stages that read, drill or expire sources;
+    // the auditor's observer sees only their names and deadlines.
+    if !matches!(
+        stage,
+        StageName::Extractor | StageName::Verifier | StageName::Retention
+    ) {
+        attempts.push(("SELECT source configs", "SELECT config FROM sources"));
+    }
     // Only the verifier, which holds the KEK, reads wrapped identities.
     if stage != StageName::Verifier {
         attempts.push((

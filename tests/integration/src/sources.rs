@@ -258,18 +258,16 @@ async fn a_postgres_database_round_trips_through_garage_and_its_drill_passes() -
         "0",
         "the scratch database is dropped"
     );
-    let metrics = vaultline_testkit::http_get(node.admin, "/metrics").await?.1;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("vaultline_drill_duration_seconds")
-                && l.contains("source=\"shop\"")),
-        "{metrics}"
-    );
-    assert!(metrics.lines().any(
-        |l| l.starts_with("vaultline_last_verified_timestamp_seconds")
-            && l.contains("source=\"shop\"")
-    ));
+    // The auditor's observer exports the drill and the verification from the catalog.
+    let shop = [("tenant", "acme"), ("source", "shop")];
+    crate::observe::wait_metrics(node.admin, "drill and verification figures", |m| {
+        m.get("vaultline_drill_last_success", &shop) == Some(1.0)
+            && m.get("vaultline_drill_duration_seconds", &shop)
+                .is_some_and(|d| d > 0.0)
+            && m.get("vaultline_last_verified_timestamp_seconds", &shop)
+                .is_some_and(|t| t > 0.0)
+    })
+    .await?;
 
     // The password never left the sealed credential.
     assert_secret_nowhere(&env, PG_PASSWORD).await?;

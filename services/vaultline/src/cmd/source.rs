@@ -5,7 +5,7 @@ mod spec;
 
 use crate::cmd::retention::PolicyArgs;
 use crate::context::{catalog, parse_pair, read_secret};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,15 @@ pub enum SourceCommand {
         /// Retention rules (none: keep everything).
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+    /// How long a snapshot of the source may stay in flight before the
+    /// auditor's reaper fails it: `set-deadline acme/db 12h`, or `default`
+    /// for `[observer] snapshot-deadline` (6 h).
+    SetDeadline {
+        /// `tenant/source`
+        source: String,
+        /// A duration (`90m`, `12h`) or `default`.
+        deadline: String,
     },
     /// Replace a source's stored password or secret (rotation); the next
     /// snapshot uses it. Stored sealed with the credentials key.
@@ -88,6 +97,31 @@ pub(crate) async fn run(config: &Config, command: SourceCommand) -> Result<ExitC
                 ""
             };
             println!("added source {tenant}/{source} ({kind}: {shown}{sealed_note})");
+        }
+        SourceCommand::SetDeadline { source, deadline } => {
+            let (tenant, source) = parse_pair(&source)?;
+            let seconds = match deadline.as_str() {
+                "default" => None,
+                text => {
+                    let every = humantime::parse_duration(text).with_context(|| {
+                        format!("{text:?} is not a duration (e.g. 90m, 12h) or `default`")
+                    })?;
+                    anyhow::ensure!(every.as_secs() > 0, "a deadline must be at least 1s");
+                    Some(every.as_secs() as i64)
+                }
+            };
+            catalog(config)
+                .await?
+                .set_source_deadline(&tenant, &source, seconds)
+                .await?;
+            match seconds {
+                Some(_) => {
+                    println!("snapshots of {tenant}/{source} are failed after {deadline} in flight")
+                }
+                None => {
+                    println!("snapshots of {tenant}/{source} follow [observer] snapshot-deadline")
+                }
+            }
         }
         SourceCommand::SetCredential { source, file } => {
             let (tenant, source) = parse_pair(&source)?;

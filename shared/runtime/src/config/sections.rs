@@ -267,6 +267,29 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// The auditor's watch over the pipeline: how often it exports backlog and
+/// catalog figures, and when it gives up on a snapshot stuck in flight.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ObserverConfig {
+    /// How often consumer backlogs and catalog figures are read and exported.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A snapshot still in flight this long after it started is failed,
+    /// unless its source sets its own deadline.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_deadline: Duration,
+}
+
+impl Default for ObserverConfig {
+    fn default() -> Self {
+        ObserverConfig {
+            interval: Duration::from_secs(15),
+            snapshot_deadline: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DrillsConfig {
@@ -334,10 +357,16 @@ pub struct StageSettings {
     pub concurrency: Option<usize>,
     /// Overrides the consumer definition's max_deliver.
     pub max_deliver: Option<i64>,
-    /// Overrides the consumer definition's retry backoff, e.g. `["1s", "5s"]`.
+    /// Overrides the consumer definition's ack wait.
     #[serde(with = "humantime_serde::option")]
     pub ack_wait: Option<Duration>,
+    /// Overrides the consumer definition's retry backoff, e.g. `["1s", "5s"]`.
     pub backoff: Option<Vec<String>>,
+    /// How long one message may be handled before it is given up (default
+    /// 6 h): a hung source program cannot keep its message alive forever
+    /// through progress acks.
+    #[serde(with = "humantime_serde::option")]
+    pub handle_timeout: Option<Duration>,
     /// zstd level (packager).
     pub zstd_level: Option<i32>,
     /// Target bytes of new data per batch and pack (extractor).
