@@ -24,6 +24,8 @@ for tool in restic borg age zstd; do command -v "$tool" >/dev/null || missing+=(
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} with apt"
   pkgs=(); for t in "${missing[@]}"; do [ "$t" = borg ] && pkgs+=(borgbackup) || pkgs+=("$t"); done
+  # A fresh machine's package lists are empty: without an update, apt finds no restic.
+  as_root apt-get update -qq
   as_root apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 

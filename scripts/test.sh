@@ -10,6 +10,7 @@ ensure_postgres
 ensure_mariadb
 ensure_garage
 ensure_prometheus
+ensure_k8s_tools
 echo "==> nats-server: $VAULTLINE_NATS_SERVER ($("$VAULTLINE_NATS_SERVER" --version))"
 # Lints first: clippy.toml keeps the metrics macros inside vaultline-metrics.
 echo "==> cargo clippy (warnings are errors)"

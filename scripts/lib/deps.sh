@@ -59,6 +59,24 @@ ensure_prometheus() {
   fi
 }
 
+# The Kubernetes checks: PyYAML for scripts/k8s/generate.py, kubectl for
+# `kubectl kustomize`, and PyPI's kubernetes-validate. No cluster is needed.
+ensure_k8s_tools() {
+  if ! python3 -c 'import yaml' 2>/dev/null; then
+    echo "==> installing PyYAML from PyPI"
+    python3 -m pip install -q pyyaml
+  fi
+  if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+    echo "==> installing kubernetes-validate from PyPI"
+    python3 -m pip install -q kubernetes-validate
+  fi
+  if ! command -v kubectl >/dev/null; then
+    echo "==> installing kubectl with apt (Debian's kubernetes-client)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
+  fi
+}
+
 # Garage, a real S3 server for the tests, built from crates.io once and kept in
 # ~/.cache/vaultline/tools (about 13 minutes on 2 cores the first time).
 GARAGE_VERSION=2.5.0

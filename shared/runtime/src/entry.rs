@@ -81,6 +81,11 @@ impl Node {
             ],
             1.0,
         );
+        self.tasks.spawn(crate::micro::serve(
+            stage,
+            deps.bus.client.clone(),
+            self.stop_rx.clone(),
+        ));
         Ok(deps)
     }
 

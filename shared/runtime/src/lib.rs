@@ -8,6 +8,7 @@ pub mod config;
 pub mod deps;
 pub mod entry;
 pub mod metrics;
+pub mod micro;
 mod readiness;
 pub mod runner;
 pub mod setup;

@@ -161,11 +161,15 @@ fn stage_labels(stage: StageName) -> [(&'static str, String); 1] {
     [("stage", stage.as_str().to_owned())]
 }
 
-fn outcome_labels(stage: StageName, outcome: &'static str) -> [(&'static str, String); 2] {
-    [
+/// Counts a message `stage` finished, in the metrics and in the tally its
+/// micro service reports.
+fn finished(stage: StageName, outcome: &'static str) {
+    let labels = [
         ("stage", stage.as_str().to_owned()),
         ("outcome", outcome.to_owned()),
-    ]
+    ];
+    count(MetricName::StageMessages, &labels, 1);
+    crate::micro::tally(stage, outcome);
 }
 
 async fn handle_one<S: Stage>(
@@ -273,11 +277,7 @@ async fn handle_one<S: Stage>(
                 if let Err(error) = message.double_ack().await {
                     tracing::warn!(%error, "Ack not confirmed; the message may be redelivered.");
                 }
-                count(
-                    MetricName::StageMessages,
-                    &outcome_labels(S::NAME, "done"),
-                    1,
-                );
+                finished(S::NAME, "done");
             }
             Err(error) => {
                 retry_or_give_up(S::NAME, &cx, &message, policy, error, failure_ref).await
@@ -308,11 +308,7 @@ async fn retry_or_give_up(
         );
         tracing::warn!(error_type = error.error_type.as_str(), %error, ?delay, "Transient failure; will retry.");
         reply(message, AckKind::Nak(Some(delay))).await;
-        count(
-            MetricName::StageMessages,
-            &outcome_labels(stage, "retried"),
-            1,
-        );
+        finished(stage, "retried");
     } else {
         give_up(stage, cx, message, policy, error, failure_ref).await;
     }
@@ -400,11 +396,7 @@ async fn give_up(
         }
     }
     reply(message, AckKind::Term).await;
-    count(
-        MetricName::StageMessages,
-        &outcome_labels(stage, "dead_letter"),
-        1,
-    );
+    finished(stage, "dead_letter");
 }
 
 fn one_line(text: &str) -> String {

@@ -9,6 +9,7 @@ mod fidelity;
 mod harness;
 mod hostile;
 mod integrity;
+mod kubernetes;
 mod nats_tls;
 mod observe;
 mod operate;

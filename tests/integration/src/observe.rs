@@ -260,3 +260,59 @@ async fn a_hung_source_program_is_killed_at_the_time_limit_and_its_snapshot_fail
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_stage_answers_nats_micro_ping_info_and_stats_with_its_counts() -> Result<()> {
+    use futures::StreamExt;
+    let (env, _tree) = Env::with_small_source().await?;
+    let node = env.node().await?;
+    env.cli(&["backup", "acme/docs", "--wait", "--timeout", "120"])
+        .await?;
+    let client = env.nats_as("operator").await?;
+
+    // `nats micro ls`: every stage answers $SRV.PING.
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply("$SRV.PING", inbox, bytes::Bytes::new())
+        .await?;
+    let mut names = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(pong)) = tokio::time::timeout_at(deadline, answers.next()).await {
+        let pong: serde_json::Value = serde_json::from_slice(&pong.payload)?;
+        assert_eq!(pong["type"], "io.nats.micro.v1.ping_response", "{pong}");
+        names.insert(pong["name"].as_str().unwrap_or_default().to_owned());
+    }
+    let expected: std::collections::BTreeSet<String> = StageName::ALL
+        .iter()
+        .map(|s| format!("vaultline-{s}"))
+        .collect();
+    assert_eq!(names, expected);
+
+    // INFO names the status endpoint; STATS and the endpoint carry the counts.
+    let info = client
+        .request("$SRV.INFO.vaultline-verifier", bytes::Bytes::new())
+        .await?;
+    let info: serde_json::Value = serde_json::from_slice(&info.payload)?;
+    assert_eq!(
+        info["endpoints"][0]["subject"], "vaultline_svc.verifier.status",
+        "{info}"
+    );
+    let stats = client
+        .request("$SRV.STATS.vaultline-extractor", bytes::Bytes::new())
+        .await?;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload)?;
+    let done = &stats["endpoints"][0]["data"]["messages"]["done"];
+    assert!(done.as_u64().is_some_and(|n| n >= 1), "{stats}");
+    let status = client
+        .request("vaultline_svc.verifier.status", bytes::Bytes::new())
+        .await?;
+    let status: serde_json::Value = serde_json::from_slice(&status.payload)?;
+    assert_eq!(status["stage"], "verifier");
+    assert!(
+        status["messages"]["done"].as_u64().is_some_and(|n| n >= 1),
+        "{status}"
+    );
+    node.shutdown().await;
+    Ok(())
+}
