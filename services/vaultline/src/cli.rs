@@ -26,6 +26,25 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Where `serve` exports spans, when the configuration says (other
+    /// commands never do). A configuration that does not load is reported
+    /// when the command runs.
+    pub fn span_export(&self) -> Option<vaultline_runtime::telemetry::Export> {
+        if !matches!(self.command, Command::Serve(_)) {
+            return None;
+        }
+        let config = Config::load(self.config.as_deref()).ok()?;
+        config
+            .telemetry
+            .otlp_endpoint
+            .map(|endpoint| vaultline_runtime::telemetry::Export {
+                endpoint,
+                service: "vaultline".to_owned(),
+            })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 // Parsed once per process: the size of the variants does not matter.
 #[allow(clippy::large_enum_variant)]

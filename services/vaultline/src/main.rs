@@ -4,5 +4,6 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = vaultline::cli::Cli::parse();
     // One clear sentence, not a backtrace: run_main prints the causes in order.
-    vaultline_runtime::entry::run_main(vaultline::cli::run(cli))
+    let export = cli.span_export();
+    vaultline_runtime::entry::run_main_exporting(export, vaultline::cli::run(cli))
 }

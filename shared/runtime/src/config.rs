@@ -22,6 +22,7 @@ pub struct Config {
     pub drills: DrillsConfig,
     pub integrity: IntegrityConfig,
     pub observer: ObserverConfig,
+    pub telemetry: TelemetryConfig,
     /// Per-stage knobs, keyed by stage name.
     pub stages: BTreeMap<String, StageSettings>,
 }

@@ -134,6 +134,7 @@ impl Node {
     pub async fn shutdown(mut self) {
         let _ = self.stop_tx.send(true);
         while self.tasks.join_next().await.is_some() {}
+        crate::telemetry::flush().await;
     }
 
     /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
@@ -176,10 +177,21 @@ pub fn main_with<F>(name: StageName, setup: F) -> ExitCode
 where
     F: AsyncFnOnce(&mut Node) -> Result<(), StageError>,
 {
-    run_main(async {
-        let path = std::env::var_os("VAULTLINE_CONFIG").map(std::path::PathBuf::from);
-        let config = Config::load(path.as_deref())?.as_stage(name);
-        let mut node = Node::start(config, &format!("vaultline-{name}")).await?;
+    // The configuration is read first: whether spans are exported is
+    // decided when logging is set up.
+    let path = std::env::var_os("VAULTLINE_CONFIG").map(std::path::PathBuf::from);
+    let config = Config::load(path.as_deref()).map(|c| c.as_stage(name));
+    let export = config.as_ref().ok().and_then(|c| {
+        c.telemetry
+            .otlp_endpoint
+            .clone()
+            .map(|endpoint| crate::telemetry::Export {
+                endpoint,
+                service: format!("vaultline-{name}"),
+            })
+    });
+    run_main_exporting(export, async {
+        let mut node = Node::start(config?, &format!("vaultline-{name}")).await?;
         setup(&mut node).await?;
         node.run_until_signal().await;
         Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
@@ -194,18 +206,34 @@ where
     F: std::future::Future<Output = Result<ExitCode, E>>,
     E: std::fmt::Display,
 {
+    run_main_exporting(None, main)
+}
+
+/// [`run_main`], exporting spans as `export` says.
+pub fn run_main_exporting<F, E>(export: Option<crate::telemetry::Export>, main: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<ExitCode, E>>,
+    E: std::fmt::Display,
+{
     crate::allocator::bound();
-    crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
+            crate::telemetry::init();
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    {
+        let _inside = runtime.enter();
+        if let Err(e) = crate::telemetry::init_exporting(export.as_ref()) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match runtime.block_on(main) {
         Ok(code) => code,
         Err(e) => {

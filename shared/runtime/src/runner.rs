@@ -201,7 +201,7 @@ async fn handle_one<S: Stage>(
     let traceparent = header(&message, headers::TRACEPARENT)
         .map(str::to_owned)
         .unwrap_or_else(|| new_traceparent(&input_key));
-    let cx = Cx {
+    let mut cx = Cx {
         delivered,
         published,
         emitter: Emitter {
@@ -244,7 +244,11 @@ async fn handle_one<S: Stage>(
         snapshot = snapshot.map(|s| s.as_str()).unwrap_or("-"),
         msg_id = %input_key,
         delivered,
+        trace_id = %crate::telemetry::trace_id(&cx.emitter.traceparent),
     );
+    // This handling is a span of the snapshot's trace, and what it publishes
+    // names this span as its parent.
+    cx.emitter.traceparent = crate::telemetry::adopt(&span, &cx.emitter.traceparent);
     let limit = deps
         .config
         .stage(S::NAME)

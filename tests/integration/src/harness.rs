@@ -435,13 +435,32 @@ impl Process {
 
     /// [`Process::start`] with more variables in its environment.
     pub(crate) fn start_with(env: &Env, name: &str, vars: &[(&str, String)]) -> Result<Process> {
+        Process::spawn(env, name, vars, std::process::Stdio::null())
+    }
+
+    /// [`Process::start_with`], its log (stderr) written to `log`.
+    pub(crate) fn start_logged(
+        env: &Env,
+        name: &str,
+        vars: &[(&str, String)],
+        log: &Path,
+    ) -> Result<Process> {
+        Process::spawn(env, name, vars, std::fs::File::create(log)?.into())
+    }
+
+    fn spawn(
+        env: &Env,
+        name: &str,
+        vars: &[(&str, String)],
+        stderr: std::process::Stdio,
+    ) -> Result<Process> {
         let admin = format!("127.0.0.1:{}", vaultline_testkit::free_port());
         let child = std::process::Command::new(binary(name)?)
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .env("VAULTLINE_CONFIG", &env.config_file)
             .env("VAULTLINE_ADMIN__LISTEN", admin)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()?;
         Ok(Process(child))
     }

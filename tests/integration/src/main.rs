@@ -28,3 +28,4 @@ mod rotation;
 mod s3;
 mod schedules;
 mod sources;
+mod traces;

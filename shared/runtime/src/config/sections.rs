@@ -267,6 +267,15 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Traces (logs go to stderr, filtered by `RUST_LOG`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint spans are exported to, e.g.
+    /// `http://otel-collector:4317`; unset (the default), none are.
+    pub otlp_endpoint: Option<String>,
+}
+
 /// The auditor's watch over the pipeline: how often it exports backlog and
 /// catalog figures, and when it gives up on a snapshot stuck in flight.
 #[derive(Debug, Clone, Deserialize)]
