@@ -24,12 +24,12 @@ impl Bus {
     /// # Errors
     /// When the consumer does not exist or NATS refuses.
     pub async fn backlog(&self, stage: StageName) -> Result<Backlog> {
-        let stream = stream_config()?.name;
-        let info = self
+        let stream = self
             .js
-            .get_stream_no_info(&stream)
+            .get_stream_no_info(stream_config()?.name)
             .await
-            .map_err(|e| js_err("stream")(e.to_string()))?
+            .map_err(|e| js_err("stream")(e.to_string()))?;
+        let info = stream
             .consumer_info(stage.as_str())
             .await
             .map_err(|e| js_err("consumer info")(format!("{stage}: {e}")))?;
@@ -47,11 +47,6 @@ impl Bus {
             _ => info.config.filter_subjects.clone(),
         };
         let after = info.ack_floor.stream_sequence + 1;
-        let stream = self
-            .js
-            .get_stream_no_info(&stream)
-            .await
-            .map_err(|e| js_err("stream")(e.to_string()))?;
         let mut oldest: Option<OffsetDateTime> = None;
         for filter in filters {
             let found = stream

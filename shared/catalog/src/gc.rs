@@ -16,6 +16,7 @@
 //!   (plus [`CONDEMN_SLACK_SECONDS`]) is still in flight.
 //! - At the sweep, a pack that a live snapshot references again is revived.
 
+use crate::in_flight::IN_FLIGHT;
 use crate::{Catalog, Result};
 use std::time::Duration;
 use vaultline_types::PackId;
@@ -30,8 +31,6 @@ pub const SWEEP_BATCH: i64 = 500;
 
 /// Snapshot statuses whose packs are live.
 const LIVE: &str = "s.status NOT IN ('expired', 'failed')";
-/// Snapshot statuses still in flight.
-const IN_FLIGHT: &str = "s.status IN ('extracting', 'extracted', 'stored')";
 
 /// Counts of what a GC pass would do or did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]

@@ -6,9 +6,9 @@ use crate::{Catalog, Result};
 use time::OffsetDateTime;
 use vaultline_types::{Name, SnapshotId};
 
-/// The statuses of a snapshot in flight, as SQL (kept with
-/// `SnapshotStatus::is_in_flight`, which a test holds it to).
-pub const IN_FLIGHT_SQL: &str = "('extracting', 'extracted', 'stored')";
+/// A snapshot (aliased `s`) in flight, as SQL: what GC, the scheduler and
+/// the reaper all mean by it (a test holds it to `SnapshotStatus::is_in_flight`).
+pub(crate) const IN_FLIGHT: &str = "s.status IN ('extracting', 'extracted', 'stored')";
 
 /// A tenant's snapshots in flight (started, not yet verified or failed).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -71,7 +71,7 @@ impl Catalog {
                 &format!(
                     "SELECT t.name, count(s.id), min(s.started_at)
                      FROM tenants t LEFT JOIN snapshots s ON s.tenant = t.name
-                         AND s.status IN {IN_FLIGHT_SQL}
+                         AND {IN_FLIGHT}
                      GROUP BY t.name ORDER BY t.name"
                 ),
                 &[],
@@ -102,7 +102,7 @@ impl Catalog {
                             extract(epoch FROM now() - s.started_at)::bigint,
                             coalesce(so.deadline_seconds, $1)
                      FROM snapshots s JOIN sources so ON so.tenant = s.tenant AND so.name = s.source
-                     WHERE s.status IN {IN_FLIGHT_SQL}
+                     WHERE {IN_FLIGHT}
                        AND s.started_at < now() - make_interval(secs => coalesce(so.deadline_seconds, $1))
                      ORDER BY s.started_at"
                 ),
@@ -135,7 +135,7 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
-    use super::IN_FLIGHT_SQL;
+    use super::IN_FLIGHT;
     use vaultline_types::SnapshotStatus;
 
     #[test]
@@ -145,6 +145,6 @@ mod tests {
             .filter(|s| s.is_in_flight())
             .map(|s| format!("'{s}'"))
             .collect();
-        assert_eq!(IN_FLIGHT_SQL, format!("({})", listed.join(", ")));
+        assert_eq!(IN_FLIGHT, format!("s.status IN ({})", listed.join(", ")));
     }
 }

@@ -24,7 +24,7 @@ pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
 pub use drills::{DrillRow, timer_drill_id};
 pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
-pub use in_flight::{IN_FLIGHT_SQL, InFlight, StuckSnapshot};
+pub use in_flight::{InFlight, StuckSnapshot};
 pub use integrity::{DuePack, IntegrityState};
 pub use locks::SnapshotLock;
 pub use recovered::{RecoveredKey, RecoveredSnapshot};

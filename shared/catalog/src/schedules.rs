@@ -1,6 +1,7 @@
 //! Schedules (cron in a time zone, or an interval) and the guards that make
 //! several schedulers safe.
 
+use crate::in_flight::IN_FLIGHT;
 use crate::{Catalog, Error, Result};
 use vaultline_policy::ScheduleSpec;
 use vaultline_types::Name;
@@ -202,13 +203,13 @@ impl Catalog {
             .client()
             .await?
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM snapshots WHERE tenant = $1 AND source = $2
-                                  AND status IN ('extracting', 'extracted', 'stored'))
+                &format!("SELECT EXISTS (SELECT 1 FROM snapshots s WHERE s.tenant = $1 AND s.source = $2
+                                  AND {IN_FLIGHT})
                      OR EXISTS (SELECT 1 FROM schedules sc WHERE sc.tenant = $1 AND sc.source = $2
                                   AND sc.last_request IS NOT NULL
                                   AND sc.last_fired_at > now() - make_interval(secs => $3)
                                   AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.tenant = $1 AND s.source = $2
-                                                                    AND s.request_id = sc.last_request))",
+                                                                    AND s.request_id = sc.last_request))"),
                 &[&tenant.as_str(), &source.as_str(), &(PENDING_TRIGGER_SECONDS as f64)],
             )
             .await?

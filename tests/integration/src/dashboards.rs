@@ -8,7 +8,7 @@
 //! exist.
 
 use crate::harness::Env;
-use crate::operate::{exported, metric_names, repo_root};
+use crate::operate::{exported, metric_names, repo_root, yaml};
 use crate::sources::{PG_PASSWORD, add_postgres_source};
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
@@ -90,8 +90,7 @@ fn all(expr: &str) -> String {
 
 /// The recording rules deploy/prometheus/rules.yml defines.
 fn recorded() -> Result<BTreeSet<String>> {
-    let text = std::fs::read_to_string(repo_root().join("deploy/prometheus/rules.yml"))?;
-    let rules: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let rules = yaml(&repo_root().join("deploy/prometheus/rules.yml"))?;
     Ok(rules["groups"]
         .as_sequence()
         .into_iter()

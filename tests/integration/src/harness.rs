@@ -363,6 +363,14 @@ pub(crate) fn assert_verified(row: &SnapshotRow) {
 }
 
 /// Every stage `vaultline serve` runs consumes a subject; garbage goes there.
+/// The stages that read a durable consumer: all but the scheduler.
+pub(crate) fn consumer_stages() -> Vec<StageName> {
+    StageName::ALL
+        .into_iter()
+        .filter(|stage| vaultline_bus::consumer_json(*stage).is_some())
+        .collect()
+}
+
 pub(crate) fn input_subjects() -> Vec<(StageName, &'static str)> {
     vec![
         (StageName::Extractor, "vaultline.backup.request.acme.docs"),

@@ -130,9 +130,8 @@ fn every_consumer_stage_scales_on_its_own_consumer_and_the_scheduler_is_fixed() 
             "{stage} has two ScaledObjects"
         );
     }
-    let consumers: BTreeSet<String> = StageName::ALL
+    let consumers: BTreeSet<String> = crate::harness::consumer_stages()
         .iter()
-        .filter(|s| vaultline_bus::consumer_json(**s).is_some())
         .map(|s| s.to_string())
         .collect();
     assert_eq!(seen, consumers, "a ScaledObject per consumer stage");
@@ -240,9 +239,7 @@ fn every_stage_runs_locked_down_with_only_its_own_secret() -> Result<()> {
 #[test]
 fn the_rule_and_dashboards_in_the_cluster_are_the_shipped_ones() -> Result<()> {
     let docs = built()?;
-    let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(
-        repo_root().join("deploy/prometheus/rules.yml"),
-    )?)?;
+    let rules = crate::operate::yaml(&repo_root().join("deploy/prometheus/rules.yml"))?;
     let rule = of_kind(&docs, "PrometheusRule");
     assert_eq!(rule.len(), 1);
     assert_eq!(rule[0]["spec"]["groups"], rules["groups"]);

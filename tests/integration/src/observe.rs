@@ -130,15 +130,8 @@ async fn the_auditor_exports_backlog_and_fleet_figures_and_reaps_a_stuck_snapsho
             .get(name, labels)
             .with_context(|| format!("no {name} {labels:?}"))
     };
-    for stage in [
-        "extractor",
-        "packager",
-        "uploader",
-        "verifier",
-        "retention",
-        "auditor",
-    ] {
-        let labels = [("stage", stage)];
+    for stage in crate::harness::consumer_stages() {
+        let labels = [("stage", stage.as_str())];
         get("vaultline_stage_consumer_lag_messages", &labels)?;
         get("vaultline_stage_oldest_pending_age_seconds", &labels)?;
     }

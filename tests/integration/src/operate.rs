@@ -58,7 +58,7 @@ pub(crate) fn exported() -> BTreeSet<&'static str> {
         .collect()
 }
 
-fn yaml(path: &Path) -> Result<serde_yaml::Value> {
+pub(crate) fn yaml(path: &Path) -> Result<serde_yaml::Value> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
     serde_yaml::from_str(&text).with_context(|| path.display().to_string())
 }

@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vaultline_types::StageName;
 
 /// Spans received, with the service that sent each.
 #[derive(Clone, Default)]
@@ -77,19 +78,11 @@ async fn one_snapshot_is_one_trace_across_stage_processes() -> Result<()> {
         // Export every 200 ms rather than every 5 s.
         ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
     ];
-    let stages = [
-        "extractor",
-        "packager",
-        "uploader",
-        "verifier",
-        "retention",
-        "auditor",
-    ];
     let log = env.path("verifier.log");
     let mut processes = Vec::new();
-    for stage in stages {
+    for stage in crate::harness::consumer_stages() {
         let name = format!("vaultline-{stage}");
-        let process = if stage == "verifier" {
+        let process = if stage == StageName::Verifier {
             Process::start_logged(&env, &name, &vars, &log)?
         } else {
             Process::start_with(&env, &name, &vars)?
