@@ -67,13 +67,34 @@ fn js_err(op: &'static str) -> impl FnOnce(String) -> Error {
 }
 
 /// The URL without any `user:password@` part, for messages and logs.
+/// A comma-separated list of servers (a cluster's seeds) is redacted one by one.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}<redacted>@{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}<redacted>@{}", &one[..scheme + 3], &one[at + 1..])
+            }
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The servers of `url`: one, or a cluster's seeds separated by commas (the
+/// client learns the other members from the server it reaches, and moves to
+/// another one when that server goes).
+fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .map(|one| {
+            one.parse::<async_nats::ServerAddr>()
+                .map_err(|e| Error::Connect {
+                    url: redact_url(one),
+                    reason: format!("not a NATS server address: {e}"),
+                })
+        })
+        .collect()
 }
 
 /// What the stream said of a publish.
@@ -107,10 +128,13 @@ impl Bus {
             .await?
             .name(name)
             .connection_timeout(Duration::from_secs(5));
-        let client = options.connect(url).await.map_err(|e| Error::Connect {
-            url: redact_url(url),
-            reason: e.to_string(),
-        })?;
+        let client = options
+            .connect(server_addrs(url)?)
+            .await
+            .map_err(|e| Error::Connect {
+                url: redact_url(url),
+                reason: e.to_string(),
+            })?;
         let js = jetstream::new(client.clone());
         Ok(Bus { client, js })
     }
@@ -173,6 +197,22 @@ mod tests {
             "nats://<redacted>@10.0.0.1:4222"
         );
         assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_url("nats://a:b@n1:4222,nats://n2:4222,tls://c:d@n3:4222"),
+            "nats://<redacted>@n1:4222,nats://n2:4222,tls://<redacted>@n3:4222"
+        );
+    }
+
+    #[test]
+    fn a_cluster_is_given_as_seeds_separated_by_commas() {
+        let seeds = server_addrs("nats://n1:4222, nats://n2:4222,nats://n3:4223").unwrap();
+        let ports: Vec<u16> = seeds.iter().map(async_nats::ServerAddr::port).collect();
+        assert_eq!(ports, [4222, 4222, 4223]);
+        assert_eq!(server_addrs("nats://n1:4222").unwrap().len(), 1);
+        let bad = server_addrs("nats://n1:4222,http://x:y@n2")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("http://<redacted>@n2"), "{bad}");
     }
 
     #[test]

@@ -8,14 +8,18 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use vaultline_types::StageName;
 
 impl Bus {
-    /// Creates the stream when missing. Never deletes; on drift, adds missing
-    /// subjects and otherwise leaves the operator's changes alone with a
-    /// warning. Needs the admin's rights.
+    /// Creates the stream with `replicas` copies when missing. Never deletes;
+    /// on drift, adds missing subjects, brings the replicas to `replicas` (a
+    /// cluster scales the stream and the consumers that follow it in place),
+    /// and otherwise leaves the operator's changes alone with a warning.
+    /// Needs the admin's rights.
     ///
     /// # Errors
-    /// When JetStream is unavailable or refuses.
-    pub async fn apply_stream(&self) -> Result<()> {
-        let wanted = stream_config()?;
+    /// When JetStream is unavailable or refuses (a cluster with fewer
+    /// servers than `replicas` refuses).
+    pub async fn apply_stream(&self, replicas: usize) -> Result<()> {
+        let mut wanted = stream_config()?;
+        wanted.num_replicas = replicas;
         match self.js.get_stream(&wanted.name).await {
             Ok(mut existing) => {
                 let info = existing
@@ -29,14 +33,15 @@ impl Bus {
                     .filter(|s| !current.subjects.contains(s))
                     .cloned()
                     .collect();
-                if !missing.is_empty() {
+                if !missing.is_empty() || current.num_replicas != replicas {
                     let mut updated = current.clone();
                     updated.subjects.extend(missing.iter().cloned());
+                    updated.num_replicas = replicas;
                     self.js
                         .update_stream(updated)
                         .await
                         .map_err(|e| js_err("update stream")(e.to_string()))?;
-                    tracing::info!(stream = %wanted.name, ?missing, "Added missing subjects to the stream.");
+                    tracing::info!(stream = %wanted.name, ?missing, replicas, was = current.num_replicas, "Brought the stream's subjects and replicas to this release's.");
                 } else if current.max_age != wanted.max_age || current.storage != wanted.storage {
                     tracing::warn!(stream = %wanted.name, "Stream differs from deploy/nats; leaving it as the operator set it.");
                 }

@@ -36,24 +36,50 @@ impl std::fmt::Debug for StagingStore {
 }
 
 impl StagingStore {
-    /// Creates the bucket with `ttl` as its objects' maximum age, or leaves
-    /// an existing one alone. Needs the admin's rights (`vaultline migrate`).
+    /// Creates the bucket with `ttl` as its objects' maximum age and
+    /// `replicas` copies, or leaves an existing one's age alone. Either way its
+    /// stream is brought to `replicas` and to reads from the leader only (see
+    /// below). Needs the admin's rights (`vaultline migrate`).
     ///
     /// # Errors
     /// When JetStream is unavailable or refuses.
-    pub async fn create(js: &jetstream::Context, ttl: Duration) -> Result<()> {
-        if js.get_object_store(STAGING_BUCKET).await.is_ok() {
-            return Ok(());
+    pub async fn create(js: &jetstream::Context, ttl: Duration, replicas: usize) -> Result<()> {
+        if js.get_object_store(STAGING_BUCKET).await.is_err() {
+            js.create_object_store(object_store::Config {
+                bucket: STAGING_BUCKET.into(),
+                description: Some("vaultline claim-check staging between stages".into()),
+                max_age: ttl,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_err("create staging bucket")(e.to_string()))?;
         }
-        js.create_object_store(object_store::Config {
-            bucket: STAGING_BUCKET.into(),
-            description: Some("vaultline claim-check staging between stages".into()),
-            max_age: ttl,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| js_err("create staging bucket")(e.to_string()))?;
+        // Object stores are made with direct gets, which any replica may
+        // answer, one that is behind included: in a cluster a stage could
+        // then find an item another stage has just staged "gone" (seen on a
+        // 3-server cluster under load). Without them reads go to the
+        // stream's leader, which has every acknowledged write.
+        let stream = format!("OBJ_{STAGING_BUCKET}");
+        let mut found = js
+            .get_stream(&stream)
+            .await
+            .map_err(|e| js_err("staging bucket stream")(e.to_string()))?;
+        let current = found
+            .info()
+            .await
+            .map_err(|e| js_err("staging bucket info")(e.to_string()))?
+            .config
+            .clone();
+        if current.allow_direct || current.num_replicas != replicas {
+            let mut updated = current;
+            updated.allow_direct = false;
+            updated.num_replicas = replicas;
+            js.update_stream(updated)
+                .await
+                .map_err(|e| js_err("update staging bucket")(e.to_string()))?;
+        }
         Ok(())
     }
 

@@ -5,8 +5,7 @@
 
 use crate::Deps;
 use crate::metrics::{MetricName, count, observe};
-use crate::stage::{Cx, ErrorClass, ErrorType, Inbound, Outgoing, SnapshotRef, Stage, StageError};
-use async_nats::HeaderMap;
+use crate::stage::{Cx, ErrorType, Inbound, SnapshotRef, Stage, StageError};
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
 use std::sync::atomic::AtomicU32;
@@ -16,9 +15,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use vaultline_bus::{JsMessage, RetryPolicy};
-use vaultline_types::{SnapshotFailed, StageName, headers};
+use vaultline_types::{StageName, headers};
 
+mod give_up;
 mod publish;
+use give_up::{give_up, retry_or_give_up};
 pub(crate) use publish::Emitter;
 use publish::{digest_hex, new_traceparent};
 pub use publish::{publish, publish_first, traceparent_for};
@@ -290,125 +291,6 @@ async fn handle_one<S: Stage>(
     }
     .instrument(span)
     .await;
-}
-
-async fn retry_or_give_up(
-    stage: StageName,
-    cx: &Cx,
-    message: &JsMessage,
-    policy: &RetryPolicy,
-    error: StageError,
-    failure_ref: Option<SnapshotRef>,
-) {
-    if error.class == ErrorClass::Transient && cx.delivered < policy.max_deliver {
-        let delay = policy.delay(cx.delivered);
-        count(
-            MetricName::StageErrors,
-            &[
-                ("stage", stage.as_str().to_owned()),
-                ("error_type", error.error_type.as_str().to_owned()),
-            ],
-            1,
-        );
-        tracing::warn!(error_type = error.error_type.as_str(), %error, ?delay, "Transient failure; will retry.");
-        reply(message, AckKind::Nak(Some(delay))).await;
-        finished(stage, "retried");
-    } else {
-        give_up(stage, cx, message, policy, error, failure_ref).await;
-    }
-}
-
-/// Dead-letters the message with its error, reports the snapshot failed, then
-/// terminates it. If the dead letter cannot be published the message is nak'd
-/// instead: losing it silently is worse than seeing it again.
-async fn give_up(
-    stage: StageName,
-    cx: &Cx,
-    message: &JsMessage,
-    policy: &RetryPolicy,
-    error: StageError,
-    failure_ref: Option<SnapshotRef>,
-) {
-    count(
-        MetricName::StageErrors,
-        &[
-            ("stage", stage.as_str().to_owned()),
-            ("error_type", error.error_type.as_str().to_owned()),
-        ],
-        1,
-    );
-    let error_text = one_line(&error.message);
-    let mut dead = HeaderMap::new();
-    if let Some(original) = message.headers.as_ref() {
-        for (name, values) in original.iter() {
-            if AsRef::<str>::as_ref(name) != headers::MSG_ID {
-                for value in values {
-                    dead.append(name.clone(), value.clone());
-                }
-            }
-        }
-    }
-    dead.insert(
-        headers::MSG_ID,
-        format!("dlq-{}", digest_hex(&cx.emitter.input_key, "dlq")).as_str(),
-    );
-    dead.insert(headers::ERROR, error_text.as_str());
-    dead.insert(headers::ERROR_TYPE, error.error_type.as_str());
-    dead.insert(headers::ORIGINAL_SUBJECT, message.subject.as_str());
-    dead.insert(headers::STAGE, stage.as_str());
-    let subject = vaultline_types::dead_letter_subject(stage);
-    if let Err(publish_error) = cx
-        .emitter
-        .deps
-        .bus
-        .publish(subject, dead, message.payload.clone())
-        .await
-        .map(|_| ())
-    {
-        tracing::error!(%publish_error, %error, "Cannot dead-letter; will retry the message.");
-        reply(message, AckKind::Nak(Some(policy.delay(cx.delivered)))).await;
-        return;
-    }
-    count(MetricName::DeadLetters, &stage_labels(stage), 1);
-    tracing::error!(error_type = error.error_type.as_str(), %error, "Gave up; message dead-lettered.");
-
-    let failure_ref = cx
-        .snapshot
-        .lock()
-        .expect("snapshot lock")
-        .clone()
-        .or(failure_ref)
-        .filter(|_| error.class.fails_snapshot());
-    if let Some(SnapshotRef {
-        tenant,
-        source,
-        snapshot,
-    }) = failure_ref
-    {
-        let failed = SnapshotFailed {
-            tenant,
-            source,
-            snapshot,
-            stage,
-            error_type: error.error_type.as_str().to_owned(),
-            error: error_text,
-        };
-        let out = Outgoing::event(&failed);
-        let id = format!("failed-{}", digest_hex(&cx.emitter.input_key, "failed"));
-        if let Err(publish_error) = cx.emitter.publish_with_id(out, id).await {
-            tracing::error!(%publish_error, "Cannot publish the snapshot failure.");
-        }
-    }
-    reply(message, AckKind::Term).await;
-    finished(stage, "dead_letter");
-}
-
-fn one_line(text: &str) -> String {
-    let line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    line.chars().take(1000).collect()
 }
 
 /// How long one message may be handled unless `[stages.<stage>]

@@ -19,8 +19,14 @@ pub async fn apply_bus(config: &Config) -> Result<Vec<String>, StartError> {
         &config.nats.admin_login(),
     )
     .await?;
-    bus.apply_stream().await?;
-    let mut applied = vec!["stream VAULTLINE".to_owned()];
+    let replicas = config.nats.replicas;
+    if !(1..=5).contains(&replicas) {
+        return Err(StartError::Other(format!(
+            "nats.replicas is {replicas}; JetStream keeps 1 to 5 copies (3 in a 3-server cluster)"
+        )));
+    }
+    bus.apply_stream(replicas).await?;
+    let mut applied = vec![format!("stream VAULTLINE ({replicas} replicas)")];
     for stage in StageName::ALL {
         if vaultline_bus::consumer_json(stage).is_none() {
             continue;
@@ -30,7 +36,7 @@ pub async fn apply_bus(config: &Config) -> Result<Vec<String>, StartError> {
         applied.push(format!("consumer {stage}"));
     }
     if config.staging.backend == crate::config::StagingBackend::Jetstream {
-        StagingStore::create(&bus.js, config.staging.ttl).await?;
+        StagingStore::create(&bus.js, config.staging.ttl, replicas).await?;
         applied.push(format!("object store {}", vaultline_bus::STAGING_BUCKET));
     }
     Ok(applied)

@@ -3,7 +3,8 @@
 //!
 //! - Garage (S3), MariaDB and Prometheus: see their modules.
 //! - nats-server: `VAULTLINE_NATS_SERVER` or `nats-server` on PATH; must be 2.10+.
-//!   It runs with the shipped users and permissions (`deploy/nats/auth.conf`).
+//!   It runs with the shipped users and permissions (`deploy/nats/auth.conf`),
+//!   alone or as the 3-server cluster of `deploy/nats/cluster`.
 //! - PostgreSQL: `VAULTLINE_TEST_PG_URL` points at an existing server (a fresh
 //!   database is created per test), else a private cluster is made with
 //!   `initdb` from /usr/lib/postgresql/*/bin (as the `postgres` user when root).
@@ -11,10 +12,12 @@
 mod garage;
 mod mariadb;
 mod nats;
+mod nats_cluster;
 mod prometheus;
 pub use garage::{Garage, garage_binary};
 pub use mariadb::MariaDb;
 pub use nats::{NATS_ROLES, NatsServer};
+pub use nats_cluster::NatsCluster;
 pub use prometheus::Prometheus;
 
 use anyhow::{Context, Result, bail};

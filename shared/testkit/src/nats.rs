@@ -33,6 +33,10 @@ pub struct NatsServer {
     pub monitor_port: u16,
     /// Settings appended to the generated config (TLS).
     extra: String,
+    /// A cluster member's whole config, written instead of the generated one.
+    conf: Option<String>,
+    /// The `server_name` of a cluster member (what JetStream names leaders by).
+    pub name: Option<String>,
     child: Option<Child>,
 }
 
@@ -62,6 +66,15 @@ impl NatsServer {
     }
 
     fn start_with(extra: &str) -> Result<NatsServer> {
+        let mut server = NatsServer::prepare(new_passwords())?;
+        server.extra = extra.to_owned();
+        server.restart()?;
+        Ok(server)
+    }
+
+    /// A server not yet started: the binary checked, a directory with the
+    /// shipped auth.conf, the users' passwords.
+    fn prepare(passwords: BTreeMap<&'static str, String>) -> Result<NatsServer> {
         let binary = std::env::var_os("VAULTLINE_NATS_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| "nats-server".into());
@@ -91,23 +104,32 @@ impl NatsServer {
         }
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("auth.conf"), AUTH_CONF)?;
-        let passwords = NATS_ROLES
-            .iter()
-            .map(|role| {
-                let mut bytes = [0u8; 18];
-                getrandom::fill(&mut bytes).expect("random bytes");
-                (*role, hex::encode(bytes))
-            })
-            .collect();
-        let mut server = NatsServer {
+        Ok(NatsServer {
             binary,
             dir,
             passwords,
             port: 0,
             monitor_port: 0,
-            extra: extra.to_owned(),
+            extra: String::new(),
+            conf: None,
+            name: None,
             child: None,
-        };
+        })
+    }
+
+    /// A member of a cluster: `conf` is its whole config (from
+    /// `deploy/nats/cluster`) with ports already set; `{dir}` in it stands
+    /// for the member's own directory (its store, beside auth.conf).
+    pub(crate) fn member(
+        name: &str,
+        conf: &str,
+        ports: (u16, u16),
+        passwords: BTreeMap<&'static str, String>,
+    ) -> Result<NatsServer> {
+        let mut server = NatsServer::prepare(passwords)?;
+        server.conf = Some(conf.replace("{dir}", &server.dir.path().display().to_string()));
+        server.name = Some(name.to_owned());
+        (server.port, server.monitor_port) = ports;
         server.restart()?;
         Ok(server)
     }
@@ -162,8 +184,7 @@ impl NatsServer {
                 p.to_string()
             }
         };
-        std::fs::write(
-            self.dir.path().join("server.conf"),
+        let conf = self.conf.clone().unwrap_or_else(|| {
             format!(
                 "listen: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\nports_file_dir: \"{}\"\njetstream {{\n  store_dir: \"{}\"\n}}\n{}include auth.conf\n",
                 port(self.port),
@@ -171,8 +192,9 @@ impl NatsServer {
                 self.dir.path().display(),
                 self.dir.path().join("store").display(),
                 self.extra,
-            ),
-        )?;
+            )
+        });
+        std::fs::write(self.dir.path().join("server.conf"), conf)?;
         let mut command = Command::new(&self.binary);
         command
             .arg("-c")
@@ -233,6 +255,18 @@ impl NatsServer {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+/// Each user of auth.conf with a fresh random password.
+pub(crate) fn new_passwords() -> BTreeMap<&'static str, String> {
+    NATS_ROLES
+        .iter()
+        .map(|role| {
+            let mut bytes = [0u8; 18];
+            getrandom::fill(&mut bytes).expect("random bytes");
+            (*role, hex::encode(bytes))
+        })
+        .collect()
 }
 
 impl Drop for NatsServer {

@@ -187,3 +187,80 @@ async fn a_vanished_source_fails_the_snapshot_with_a_clear_error() -> Result<()>
     node.shutdown().await;
     Ok(())
 }
+
+/// A packager that fails every delivery, and tells the test when the last
+/// one (the test config's max_deliver, 3) begins.
+struct FailsToTheEnd {
+    last_begun: Arc<tokio::sync::Notify>,
+}
+
+impl Stage for FailsToTheEnd {
+    const NAME: StageName = StageName::Packager;
+    type Input = DataExtracted;
+
+    async fn new(_deps: Arc<Deps>) -> Result<Self, StageError> {
+        Ok(FailsToTheEnd {
+            last_begun: Arc::default(),
+        })
+    }
+
+    async fn handle(&self, cx: &Cx, _input: DataExtracted) -> Outcome {
+        if cx.delivered >= 3 {
+            self.last_begun.notify_one();
+            // Time for the test to take NATS away before the stage gives up.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(StageError::transient(
+            vaultline_runtime::ErrorType::Storage,
+            "injected: the disk is gone for good",
+        ))
+    }
+}
+
+/// The server never delivers a message again after its last delivery, so a
+/// stage giving up on it while NATS is away must not count on a nak: it
+/// keeps trying to publish the dead letter and the snapshot's failure until
+/// NATS is back (a leader election, a restart), instead of leaving the
+/// snapshot in flight until the reaper's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_given_up_while_nats_is_away_is_dead_lettered_when_it_is_back() -> Result<()> {
+    let (mut env, _tree) = Env::with_small_source().await?;
+    let mut node = vaultline_runtime::Node::start(env.config(), "test").await?;
+    let failing = FailsToTheEnd::new(node.deps_for(StageName::Packager).await?).await?;
+    let last_begun = failing.last_begun.clone();
+    node.spawn_stage(failing).await?;
+    node.spawn::<vaultline_extractor::Extractor>().await?;
+    node.spawn::<vaultline_auditor::Auditor>().await?;
+
+    env.cli(&["backup", "acme/docs"]).await?;
+    tokio::time::timeout(Duration::from_secs(60), last_begun.notified()).await?;
+    env.nats.stop();
+    // Longer than a publish waits for its ack, so the first tries fail.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    env.nats.restart()?;
+
+    let row = env.wait_final(1).await?;
+    assert_eq!(row.status, SnapshotStatus::Failed);
+    assert!(
+        row.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("the disk is gone for good"),
+        "{:?}",
+        row.error
+    );
+    let js = async_nats::jetstream::new(env.nats_as("admin").await?);
+    let letter = js
+        .get_stream("VAULTLINE")
+        .await?
+        .get_last_raw_message_by_subject("vaultline.dlq.packager")
+        .await?;
+    let kept = letter.headers;
+    assert!(
+        kept.get(headers::ERROR)
+            .is_some_and(|e| e.as_str().contains("the disk is gone for good")),
+        "{kept:?}"
+    );
+    node.shutdown().await;
+    Ok(())
+}

@@ -7,17 +7,36 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vaultline_catalog::{Catalog, SnapshotRow, SnapshotStatus};
 use vaultline_runtime::Config;
-use vaultline_testkit::{Garage, NatsServer, Postgres};
+use vaultline_testkit::{Garage, NatsCluster, NatsServer, Postgres};
 use vaultline_types::{Name, SnapshotId, StageName};
 
 pub(crate) struct Env {
     pub(crate) nats: NatsServer,
+    /// The other members when NATS is the 3-server cluster (n2 and n3).
+    pub(crate) nats_peers: Vec<NatsServer>,
     pub(crate) _pg: Postgres,
     /// The S3 server, when the repository is on S3.
     pub(crate) garage: Option<Garage>,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) config_file: PathBuf,
     pub(crate) catalog: Catalog,
+}
+
+/// What `vaultline migrate` does on the bus. A cluster that has just formed
+/// may refuse a 3-replica stream for a moment while its members learn of each
+/// other, so that refusal is retried for a while.
+async fn apply_bus(config: &Config) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match vaultline_runtime::setup::apply_bus(config).await {
+            Ok(_) => return Ok(()),
+            Err(e) if config.nats.replicas > 1 && std::time::Instant::now() < deadline => {
+                eprintln!("migrate on a new cluster: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 impl Env {
@@ -31,9 +50,30 @@ impl Env {
         Env::build(true).await
     }
 
+    /// Servers and a config with NATS as the 3-server cluster of
+    /// `deploy/nats/cluster`, the stream and consumers at 3 replicas.
+    pub(crate) async fn with_nats_cluster() -> Result<Env> {
+        Env::build_with(false, true).await
+    }
+
     async fn build(s3: bool) -> Result<Env> {
+        Env::build_with(s3, false).await
+    }
+
+    async fn build_with(s3: bool, cluster: bool) -> Result<Env> {
         vaultline_runtime::telemetry::init();
-        let nats = NatsServer::start()?;
+        let (nats, nats_peers) = if cluster {
+            let mut members = NatsCluster::start().await?.members;
+            let first = members.remove(0);
+            (first, members)
+        } else {
+            (NatsServer::start()?, Vec::new())
+        };
+        let nats_url = std::iter::once(&nats)
+            .chain(&nats_peers)
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",");
         let pg = Postgres::start()?;
         let dir = tempfile::tempdir()?;
         let garage = if s3 { Some(Garage::start()?) } else { None };
@@ -80,6 +120,7 @@ impl Env {
         let toml = format!(
             r#"[nats]
 url = "{nats}"
+replicas = {replicas}
 {operator}{logins}[catalog]
 url = "{pg}"
 [repository]
@@ -112,7 +153,8 @@ check-interval = "500ms"
 [observer]
 interval = "1s"
 "#,
-            nats = nats.url(),
+            nats = nats_url,
+            replicas = if cluster { 3 } else { 1 },
             operator = nats_login("operator")?,
             pg = pg.url(),
             root = dir.path().display(),
@@ -125,9 +167,10 @@ interval = "1s"
         let catalog = Catalog::connect(pg.url())?;
         catalog.migrate().await?;
         let config = Config::load(Some(&config_file))?;
-        vaultline_runtime::setup::apply_bus(&config).await?;
+        apply_bus(&config).await?;
         Ok(Env {
             nats,
+            nats_peers,
             _pg: pg,
             garage,
             dir,
@@ -287,7 +330,24 @@ interval = "1s"
     /// A raw NATS client logged in as `role` (a stage, `operator` or
     /// `admin`), replying on that user's own inbox prefix.
     pub(crate) async fn nats_as(&self, role: &str) -> Result<async_nats::Client> {
-        Ok(self.nats_options(role).connect(self.nats.url()).await?)
+        let seeds: Vec<async_nats::ServerAddr> = self
+            .nats_members()
+            .map(|m| m.url().parse())
+            .collect::<Result<_, _>>()?;
+        Ok(self.nats_options(role).connect(seeds).await?)
+    }
+
+    /// Every NATS server of the test: one, or the cluster's three.
+    pub(crate) fn nats_members(&self) -> impl Iterator<Item = &NatsServer> {
+        std::iter::once(&self.nats).chain(&self.nats_peers)
+    }
+
+    /// The cluster member named `name` (`n1`, `n2`, `n3`).
+    pub(crate) fn nats_member(&mut self, name: &str) -> Result<&mut NatsServer> {
+        std::iter::once(&mut self.nats)
+            .chain(&mut self.nats_peers)
+            .find(|m| m.name.as_deref() == Some(name))
+            .with_context(|| format!("no NATS server named {name}"))
     }
 
     /// Connect options logged in as `role`, for clients that need more settings.
@@ -416,162 +476,7 @@ pub(crate) fn offline_vars(garage: &vaultline_testkit::Garage) -> Vec<(String, S
     .collect()
 }
 
-pub(crate) fn binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary has no target dir")?;
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is not built (scripts/test.sh builds every binary first)",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// A vaultline binary running as its own process; killed when dropped.
-pub(crate) struct Process(pub(crate) std::process::Child);
-
-impl Process {
-    /// Starts `vaultline-<stage>` (or any built binary) with the env's config
-    /// and an admin port of its own.
-    pub(crate) fn start(env: &Env, name: &str) -> Result<Process> {
-        Process::start_with(env, name, &[])
-    }
-
-    /// [`Process::start`] with more variables in its environment.
-    pub(crate) fn start_with(env: &Env, name: &str, vars: &[(&str, String)]) -> Result<Process> {
-        Process::spawn(env, name, vars, std::process::Stdio::null())
-    }
-
-    /// [`Process::start_with`], its log (stderr) written to `log`.
-    pub(crate) fn start_logged(
-        env: &Env,
-        name: &str,
-        vars: &[(&str, String)],
-        log: &Path,
-    ) -> Result<Process> {
-        Process::spawn(env, name, vars, std::fs::File::create(log)?.into())
-    }
-
-    fn spawn(
-        env: &Env,
-        name: &str,
-        vars: &[(&str, String)],
-        stderr: std::process::Stdio,
-    ) -> Result<Process> {
-        let admin = format!("127.0.0.1:{}", vaultline_testkit::free_port());
-        let child = std::process::Command::new(binary(name)?)
-            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("VAULTLINE_CONFIG", &env.config_file)
-            .env("VAULTLINE_ADMIN__LISTEN", admin)
-            .stdout(std::process::Stdio::null())
-            .stderr(stderr)
-            .spawn()?;
-        Ok(Process(child))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Deterministic pseudo-random bytes: half compressible text, half noise.
-pub(crate) fn mixed_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        if (out.len() / 65536) % 2 == 0 {
-            out.extend_from_slice(format!("line {seed} of a compressible stretch\n").as_bytes());
-        } else {
-            out.extend_from_slice(&seed.to_le_bytes());
-        }
-    }
-    out.truncate(len);
-    out
-}
-
-/// A real stage, slowed: each message waits `before` and, once handled,
-/// `after` before its outcome is returned.
-pub(crate) struct Slow<S> {
-    inner: S,
-    before: Duration,
-    after: Duration,
-}
-
-impl<S: vaultline_runtime::Stage> Slow<S> {
-    pub(crate) async fn new(
-        deps: std::sync::Arc<vaultline_runtime::Deps>,
-        before: Duration,
-        after: Duration,
-    ) -> Result<Slow<S>> {
-        Ok(Slow {
-            inner: S::new(deps).await?,
-            before,
-            after,
-        })
-    }
-}
-
-impl<S: vaultline_runtime::Stage> vaultline_runtime::Stage for Slow<S> {
-    const NAME: StageName = S::NAME;
-    type Input = S::Input;
-
-    async fn new(
-        deps: std::sync::Arc<vaultline_runtime::Deps>,
-    ) -> Result<Self, vaultline_runtime::StageError> {
-        Ok(Slow {
-            inner: S::new(deps).await?,
-            before: Duration::ZERO,
-            after: Duration::ZERO,
-        })
-    }
-
-    async fn handle(
-        &self,
-        cx: &vaultline_runtime::Cx,
-        input: S::Input,
-    ) -> vaultline_runtime::Outcome {
-        tokio::time::sleep(self.before).await;
-        let outcome = self.inner.handle(cx, input).await;
-        tokio::time::sleep(self.after).await;
-        outcome
-    }
-}
-
-/// Every stage `vaultline serve` runs except `left_out`.
-pub(crate) fn all_but(left_out: &[StageName]) -> Vec<StageName> {
-    vaultline::SERVED
-        .iter()
-        .copied()
-        .filter(|s| !left_out.contains(s))
-        .collect()
-}
-
-/// A node with every stage (the scheduler if asked), stage `S` slowed.
-pub(crate) async fn node_with_slow<S: vaultline_runtime::Stage>(
-    env: &Env,
-    before: Duration,
-    after: Duration,
-    with_scheduler: bool,
-) -> Result<vaultline_runtime::Node> {
-    let mut left_out = vec![S::NAME];
-    if !with_scheduler {
-        left_out.push(StageName::Scheduler);
-    }
-    let mut node = vaultline::start_node(env.config(), &all_but(&left_out)).await?;
-    let deps = node.deps_for(S::NAME).await?;
-    node.spawn_stage(Slow::<S>::new(deps, before, after).await?)
-        .await?;
-    Ok(node)
-}
+pub(crate) use crate::fixtures::{Process, all_but, binary, mixed_bytes, node_with_slow};
 
 /// How far the newest snapshot has got: the number of snapshots, and the
 /// newest one's status, batch count (once extracted) and packs stored so far.

@@ -2,10 +2,12 @@
 //! nats-server with JetStream and PostgreSQL, each test with its own.
 
 mod audit;
+mod cluster;
 mod dashboards;
 mod drift;
 mod failures;
 mod fidelity;
+mod fixtures;
 mod harness;
 mod hostile;
 mod integrity;

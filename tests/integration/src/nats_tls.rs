@@ -110,7 +110,7 @@ async fn a_stage_reaches_a_tls_only_server_with_its_client_certificate() -> Resu
 
     // `vaultline migrate` as the admin, then the stage's own check, both over TLS.
     let admin = Bus::connect(&nats.url(), "test-admin", &login("admin", &tls)?).await?;
-    admin.apply_stream().await?;
+    admin.apply_stream(1).await?;
     let extractor = Bus::connect(&nats.url(), "test", &login("extractor", &tls)?).await?;
     extractor.check_stream().await?;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use vaultline_catalog::SnapshotStatus;
 
 /// Waits until snapshot number `nth` exists, has at least one pack stored and is not final.
-async fn wait_mid_upload(env: &Env, nth: i64) -> Result<()> {
+pub(crate) async fn wait_mid_upload(env: &Env, nth: i64) -> Result<()> {
     let sql = env.sql().await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -123,7 +123,7 @@ async fn shared_staging_items_expire_after_the_ttl() -> Result<()> {
     let env = Env::new().await?;
     // The admin creates the bucket (`vaultline migrate`); a stage only opens it.
     let admin = async_nats::jetstream::new(env.nats_as("admin").await?);
-    vaultline_bus::StagingStore::create(&admin, Duration::from_secs(2)).await?;
+    vaultline_bus::StagingStore::create(&admin, Duration::from_secs(2), 1).await?;
     let js = async_nats::jetstream::new(env.nats_as("extractor").await?);
     let store = vaultline_bus::StagingStore::open(&js).await?;
     let item = env.path("item");

@@ -13,24 +13,43 @@ use std::time::Duration;
 use vaultline_testkit::{free_port, http_get, wait_for_status};
 use vaultline_types::StageName;
 
-struct Stages(Vec<(StageName, Child, std::net::SocketAddr)>);
+pub(crate) struct Stages(pub(crate) Vec<(StageName, Child, std::net::SocketAddr)>);
 
 /// Starts `vaultline-<stage>` as if on a host of its own: its own scratch
 /// directory, staging through NATS, short ack waits so a killed process's
 /// messages come back quickly.
 fn start_stage(env: &Env, stage: StageName) -> Result<(Child, std::net::SocketAddr)> {
+    start_in(env, stage, &format!("scratch-{stage}"), &[])
+}
+
+/// Replica `replica` of `stage`, with a scratch directory of its own and
+/// `vars` for its configuration besides the test's.
+pub(crate) fn start_replica(
+    env: &Env,
+    stage: StageName,
+    replica: usize,
+    vars: &[(&str, &str)],
+) -> Result<(Child, std::net::SocketAddr)> {
+    start_in(env, stage, &format!("scratch-{stage}-{replica}"), vars)
+}
+
+fn start_in(
+    env: &Env,
+    stage: StageName,
+    scratch: &str,
+    vars: &[(&str, &str)],
+) -> Result<(Child, std::net::SocketAddr)> {
     let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let mut command = Command::new(binary(&format!("vaultline-{stage}"))?);
     command
         .env("VAULTLINE_CONFIG", &env.config_file)
         .env("VAULTLINE_ADMIN__LISTEN", admin.to_string())
-        .env(
-            "VAULTLINE_STAGING__PATH",
-            env.path(&format!("scratch-{stage}")),
-        )
+        .env("VAULTLINE_STAGING__PATH", env.path(scratch))
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        // Kept with the test's files, for a failure to be read.
+        .stderr(std::fs::File::create(env.path(&format!("{scratch}.log")))?);
     command.envs(consumer_settings());
+    command.envs(vars.iter().copied());
     Ok((command.spawn()?, admin))
 }
 
@@ -56,7 +75,7 @@ fn consumer_settings() -> Vec<(String, String)> {
 
 /// `vaultline migrate` with those settings: the consumers take them, and the
 /// staging bucket is created, before any stage starts.
-async fn migrate(env: &Env) -> Result<()> {
+pub(crate) async fn migrate(env: &Env) -> Result<()> {
     let vars = consumer_settings();
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let (ok, out, err) = env.run_cli(&["migrate"], &vars).await?;
@@ -66,7 +85,7 @@ async fn migrate(env: &Env) -> Result<()> {
 }
 
 /// Names of the items in the shared staging bucket.
-async fn staged_objects(env: &Env) -> Result<Vec<String>> {
+pub(crate) async fn staged_objects(env: &Env) -> Result<Vec<String>> {
     use futures::TryStreamExt;
     let js = async_nats::jetstream::new(env.nats_as("admin").await?);
     let store = js.get_object_store(vaultline_bus::STAGING_BUCKET).await?;

@@ -28,6 +28,10 @@ pub struct NatsConfig {
     pub stages: BTreeMap<String, NatsLogin>,
     /// The login `vaultline migrate` applies streams and consumers with.
     pub admin: Option<NatsLogin>,
+    /// Copies JetStream keeps of the stream, its consumers and the staging
+    /// bucket (`vaultline migrate` applies it): 1 on a single server, 3 on a
+    /// 3-server cluster, so losing one server loses nothing.
+    pub replicas: usize,
 }
 
 /// A NATS login other than the process's own.
@@ -401,6 +405,7 @@ impl Default for NatsConfig {
             tls_key_file: None,
             stages: BTreeMap::new(),
             admin: None,
+            replicas: 1,
         }
     }
 }
