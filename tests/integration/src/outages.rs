@@ -104,6 +104,8 @@ async fn a_nats_restart_mid_snapshot_is_ridden_out() -> Result<()> {
         settings.max_deliver = Some(8);
         settings.backoff = Some(vec!["1s".into(), "2s".into(), "5s".into()]);
     }
+    // The server holds max_deliver: `vaultline migrate` gives it the budget.
+    vaultline_runtime::setup::apply_bus(&config).await?;
     let node = vaultline::start_node(config, &vaultline::SERVED).await?;
     env.cli(&["backup", "acme/docs"]).await?;
     wait_mid_upload(&env, 1).await?;
