@@ -20,29 +20,21 @@ use vaultline_runtime::config::StagingBackend;
 use vaultline_testkit::wait_for_status;
 use vaultline_types::StageName;
 
-/// The RAFT group of a stream (`consumer: None`) or of a stage's consumer.
+/// The RAFT group of a stream, or (`stage`) of that stage's consumer on VAULTLINE.
 async fn group_of(
     js: &jetstream::Context,
     stream: &str,
-    consumer: Option<&str>,
+    stage: Option<StageName>,
 ) -> Result<ClusterInfo> {
-    let mut stream = js.get_stream(stream).await?;
-    let cluster = match consumer {
-        None => stream.info().await?.cluster.clone(),
-        Some(name) => {
-            let mut consumer: jetstream::consumer::PullConsumer =
-                stream
-                    .get_consumer(name)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
-            consumer.info().await?.cluster.clone()
-        }
+    let cluster = match stage {
+        None => js.get_stream(stream).await?.info().await?.cluster.clone(),
+        Some(stage) => consumer_info(js, stage).await?.cluster,
     };
     cluster.context("no cluster info: is NATS clustered?")
 }
 
 /// A stage's consumer as the server holds it.
-async fn group_info(
+async fn consumer_info(
     js: &jetstream::Context,
     stage: StageName,
 ) -> Result<jetstream::consumer::Info> {
@@ -55,35 +47,28 @@ async fn group_info(
 /// Asserts that the stream, every consumer and the staging bucket keep three
 /// copies: a leader and two current followers.
 async fn assert_three_copies(js: &jetstream::Context) -> Result<()> {
-    let mut groups = vec![
-        ("VAULTLINE".to_owned(), None),
-        (format!("OBJ_{}", vaultline_bus::STAGING_BUCKET), None),
-    ];
-    for stage in consumer_stages() {
-        groups.push(("VAULTLINE".to_owned(), Some(stage.to_string())));
-    }
-    for (stream, consumer) in &groups {
-        let group = group_of(js, stream, consumer.as_deref()).await?;
-        let what = format!("{stream} {}", consumer.as_deref().unwrap_or(""));
+    let three = |what: &str, group: Option<ClusterInfo>| {
+        let group = group.unwrap_or_default();
         assert!(group.leader.is_some(), "{what} has no leader: {group:?}");
         assert_eq!(group.replicas.len(), 2, "{what}: {group:?}");
-    }
-    let config = js
-        .get_stream("VAULTLINE")
-        .await?
-        .info()
-        .await?
-        .config
-        .clone();
-    assert_eq!(config.num_replicas, 3);
-    // Staged items are read from the leader: a follower behind would call
-    // an item just staged gone.
+    };
     let staging = format!("OBJ_{}", vaultline_bus::STAGING_BUCKET);
-    let staging = js.get_stream(&staging).await?.info().await?.config.clone();
-    assert!(
-        !staging.allow_direct && staging.num_replicas == 3,
-        "{staging:?}"
-    );
+    for stream in ["VAULTLINE", &staging] {
+        let mut found = js.get_stream(stream).await?;
+        let info = found.info().await?;
+        three(stream, info.cluster.clone());
+        assert_eq!(info.config.num_replicas, 3, "{stream}");
+        // Staged items are read from the leader: a follower behind would
+        // call an item just staged gone.
+        assert!(
+            stream != staging || !info.config.allow_direct,
+            "{:?}",
+            info.config
+        );
+    }
+    for stage in consumer_stages() {
+        three(stage.as_str(), consumer_info(js, stage).await?.cluster);
+    }
     Ok(())
 }
 
@@ -275,7 +260,7 @@ async fn two_replicas_of_every_stage_back_up_ten_sources_at_once() -> Result<()>
     loop {
         let mut backlog = 0;
         for stage in consumer_stages() {
-            let info = group_info(&js, stage).await?;
+            let info = consumer_info(&js, stage).await?;
             backlog += info.num_pending + info.num_ack_pending as u64;
         }
         if backlog == 0 {
