@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, after clippy. Starts its own nats-server, PostgreSQL, MariaDB,
-# Garage (S3) and Prometheus per test (on free ports, in temp dirs); installs them first
+# Garage (S3), moto (object lock only) and Prometheus per test (on free ports, in temp dirs); installs them first
 # when missing. The Prometheus rules' checks and unit tests (promtool) run in the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,7 @@ ensure_nats_server
 ensure_postgres
 ensure_mariadb
 ensure_garage
+ensure_moto
 ensure_prometheus
 ensure_k8s_tools
 echo "==> nats-server: $VAULTLINE_NATS_SERVER ($("$VAULTLINE_NATS_SERVER" --version))"

@@ -36,6 +36,10 @@ STAGES = {
                      scale=dict(lag=4, max=8)),
     "verifier": dict(keys=["credentials-key.txt", "kek.txt"], s3=True, cpu=("500m", "2"),
                      mem=("256Mi", "512Mi"), scale=dict(lag=2, max=4), sources=True),
+    # Network-bound like the uploader; a copy that is down leaves work
+    # pending in the catalog, not in the consumer, so lag stays small.
+    "copier": dict(keys=[], s3=True, cpu=("100m", "1"), mem=("128Mi", "256Mi"),
+                   scale=dict(lag=2, max=4)),
     "retention": dict(keys=[], s3=True, cpu=("100m", "500m"), mem=("128Mi", "256Mi"),
                       scale=dict(lag=10, max=2)),
     "auditor": dict(keys=[], s3=False, cpu=("100m", "1"), mem=("128Mi", "256Mi"),

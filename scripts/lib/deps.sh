@@ -77,6 +77,15 @@ ensure_k8s_tools() {
   fi
 }
 
+# moto's S3 server (PyPI moto[server]) for the object-lock protocol test only:
+# no S3 server with object lock installs here otherwise (Garage answers 501).
+ensure_moto() {
+  if ! command -v moto_server >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
+    echo "==> installing moto[server] from PyPI"
+    python3 -m pip install -q --disable-pip-version-check 'moto[server]'
+  fi
+}
+
 # Garage, a real S3 server for the tests, built from crates.io once and kept in
 # ~/.cache/vaultline/tools (about 13 minutes on 2 cores the first time).
 GARAGE_VERSION=2.5.0

@@ -28,6 +28,7 @@ pub async fn collect(
         revived: 0,
         deleted: 0,
         deleted_bytes: 0,
+        locked: 0,
     };
     // Leftovers of a pass that died between the object and the row go first.
     finish_deleting(catalog, repository, tenant, &mut report).await?;
@@ -41,6 +42,7 @@ pub async fn collect(
         }
         finish_deleting(catalog, repository, tenant, &mut report).await?;
     }
+    report.locked = catalog.gc_plan(tenant.as_str(), grace).await?.locked;
     if report.deleted > 0 || report.condemned > 0 || report.revived > 0 {
         tracing::info!(
             %tenant,
@@ -48,6 +50,7 @@ pub async fn collect(
             revived = report.revived,
             deleted = report.deleted,
             deleted_bytes = report.deleted_bytes,
+            locked = report.locked,
             "Garbage collection pass."
         );
     }

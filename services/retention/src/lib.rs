@@ -43,8 +43,11 @@ pub async fn preview(
     tenant: &Name,
     source: &Name,
     now: OffsetDateTime,
+    lock: Option<std::time::Duration>,
 ) -> Result<Vec<Decision>, StageError> {
-    let policy = policy_of(catalog, tenant, source).await?;
+    // Under an object lock a snapshot is kept at least as long as its objects
+    // are locked, whatever the policy was set to before the lock.
+    let policy = policy_of(catalog, tenant, source).await?.under_lock(lock);
     let candidates: Vec<Candidate> = catalog
         .snapshots(Some(tenant), Some(source))
         .await?
@@ -69,7 +72,8 @@ pub async fn apply(
     now: OffsetDateTime,
 ) -> Result<Vec<SnapshotExpired>, StageError> {
     let mut expired = Vec::new();
-    for decision in preview(&deps.catalog, tenant, source, now).await? {
+    let lock = deps.config.repository.longest_lock();
+    for decision in preview(&deps.catalog, tenant, source, now, lock).await? {
         if decision.verdict == Verdict::Keep {
             continue;
         }

@@ -128,6 +128,8 @@ impl Uploader {
         })
         .await?
         .map_err(|e| StageError::rejected(ErrorType::Forged, format!("staged pack {id}: {e}")))?;
+        // Recorded a little after the put, so never earlier than the date
+        // the server holds (set when the request was made).
         let size = match self.deps.repository.put_file(&key, local.path()).await {
             Ok(size) => size,
             Err(vaultline_storage::Error::Conflict { key, found }) => {
@@ -135,6 +137,11 @@ impl Uploader {
             }
             Err(other) => return Err(other.into()),
         };
+        let locked_until = self
+            .deps
+            .repository
+            .lock()
+            .map(|lock| time::OffsetDateTime::from(lock.until(std::time::SystemTime::now())));
         let chunks: Vec<StoredChunk> = entries
             .iter()
             .map(|e| StoredChunk {
@@ -146,7 +153,14 @@ impl Uploader {
             .collect();
         self.deps
             .catalog
-            .record_pack(&pack.tenant, batch_key(pack), &pack.pack, size, &chunks)
+            .record_pack(
+                &pack.tenant,
+                batch_key(pack),
+                &pack.pack,
+                size,
+                &chunks,
+                locked_until,
+            )
             .await?;
         for done in [
             &pack.staged,

@@ -3,8 +3,8 @@
 //! `--config FILE` (or `VAULTLINE_CONFIG`), then `VAULTLINE_*` variables.
 
 use crate::cmd::{
-    audit, backup, catalog, check, drill, gc, history, keys, ls, restore, retention, schedule,
-    serve, setup, snapshots, source, stats, tenant, verify, webhook,
+    audit, backup, catalog, check, copy, drill, gc, history, keys, ls, restore, retention,
+    schedule, serve, setup, snapshots, source, stats, tenant, verify, webhook,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -92,6 +92,10 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// List snapshots, newest first (with --repo, from the repository alone).
     Snapshots(snapshots::SnapshotsArgs),
+    /// Copy stored snapshots into another repository (`--to-repo URL` or a
+    /// configured copy's name), moving only the objects it lacks; with
+    /// --to-kek the key records are wrapped to the target's own KEK.
+    Copy(copy::CopyArgs),
     /// List the entries of a snapshot (`ls SNAPSHOT [PATH] [--long|--json]`).
     Ls(ls::LsArgs),
     /// Restore a snapshot into a directory.
@@ -137,6 +141,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Webhook(command) => webhook::run(&config, command).await,
         Command::Backup(args) => backup::run(&config, args).await,
         Command::Snapshots(args) => snapshots::run(&config, args).await,
+        Command::Copy(args) => copy::run(&config, args).await,
         Command::Ls(args) => ls::run(&config, args).await,
         Command::Restore(args) => restore::run(&config, args).await,
         Command::Verify(args) => verify::run(&config, args).await,

@@ -12,7 +12,7 @@ use vaultline_runtime::{Config, Node, StageError};
 use vaultline_types::StageName;
 
 /// Starts a node running `stages` (the explicit list of the pipeline's stages;
-/// no plugin magic: there are seven and they are known).
+/// no plugin magic: there are eight and they are known).
 ///
 /// # Errors
 /// When a dependency is unreachable or a stage cannot be built.
@@ -25,7 +25,7 @@ pub async fn start_node(config: Config, stages: &[StageName]) -> anyhow::Result<
 }
 
 /// Stages `vaultline serve` runs by default: all of them.
-pub const SERVED: [StageName; 7] = StageName::ALL;
+pub const SERVED: [StageName; 8] = StageName::ALL;
 
 async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError> {
     match stage {
@@ -33,6 +33,7 @@ async fn spawn_stage(node: &mut Node, stage: StageName) -> Result<(), StageError
         StageName::Packager => node.spawn::<vaultline_packager::Packager>().await,
         StageName::Uploader => node.spawn::<vaultline_uploader::Uploader>().await,
         StageName::Verifier => vaultline_verifier::install(node).await,
+        StageName::Copier => vaultline_copier::install(node).await,
         StageName::Retention => vaultline_retention::install(node).await,
         StageName::Auditor => vaultline_auditor::install(node).await,
         StageName::Scheduler => vaultline_scheduler::install(node).await,

@@ -16,6 +16,7 @@ pub fn consumer_json(stage: StageName) -> Option<&'static str> {
         StageName::Packager => include_str!("../../../deploy/nats/consumers/packager.json"),
         StageName::Uploader => include_str!("../../../deploy/nats/consumers/uploader.json"),
         StageName::Verifier => include_str!("../../../deploy/nats/consumers/verifier.json"),
+        StageName::Copier => include_str!("../../../deploy/nats/consumers/copier.json"),
         StageName::Retention => include_str!("../../../deploy/nats/consumers/retention.json"),
         StageName::Auditor => include_str!("../../../deploy/nats/consumers/auditor.json"),
         StageName::Scheduler => return None,

@@ -173,6 +173,7 @@ impl Catalog {
         pack: &PackId,
         size: u64,
         chunks: &[StoredChunk],
+        locked_until: Option<time::OffsetDateTime>,
     ) -> Result<()> {
         let BatchKey {
             snapshot,
@@ -184,8 +185,15 @@ impl Catalog {
         let t = tenant.as_str();
         let p = pack.0.as_slice();
         tx.execute(
-            "INSERT INTO packs (tenant, id, size, blobs) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            &[&t, &p, &(size as i64), &(chunks.len() as i32)],
+            "INSERT INTO packs (tenant, id, size, blobs, locked_until) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            &[
+                &t,
+                &p,
+                &(size as i64),
+                &(chunks.len() as i32),
+                &locked_until,
+            ],
         )
         .await?;
         insert_chunks(&tx, tenant, pack, chunks).await?;

@@ -47,7 +47,24 @@ pub struct GcPlan {
     pub waiting: u64,
     /// Up to 100 ids of the packs to delete, for people.
     pub sample: Vec<String>,
+    /// Condemned packs past the grace period whose object lock has not
+    /// expired: deferred until their date, never deleted before.
+    pub locked: u64,
+    pub locked_bytes: u64,
+    /// Up to 100 of them, soonest free first, with the date each is locked until.
+    pub locked_sample: Vec<LockedPack>,
 }
+
+/// A pack GC defers because its object lock still holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LockedPack {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub locked_until: time::OffsetDateTime,
+}
+
+/// A pack whose object lock still holds.
+const LOCKED: &str = "(p.locked_until IS NOT NULL AND p.locked_until > now())";
 
 /// A pack taken for deletion.
 #[derive(Debug, Clone, Copy)]
@@ -100,10 +117,12 @@ impl Catalog {
             "SELECT
                count(*) FILTER (WHERE p.condemned_at IS NULL AND {unref}),
                coalesce(sum(p.size) FILTER (WHERE p.condemned_at IS NULL AND {unref}), 0)::bigint,
-               count(*) FILTER (WHERE p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND NOT {held}),
-               coalesce(sum(p.size) FILTER (WHERE p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND NOT {held}), 0)::bigint,
+               count(*) FILTER (WHERE p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND NOT {held} AND NOT {LOCKED}),
+               coalesce(sum(p.size) FILTER (WHERE p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND NOT {held} AND NOT {LOCKED}), 0)::bigint,
                count(*) FILTER (WHERE p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND {held}),
-               count(*) FILTER (WHERE p.condemned_at >= now() - make_interval(secs => $2))
+               count(*) FILTER (WHERE p.condemned_at >= now() - make_interval(secs => $2)),
+               count(*) FILTER (WHERE p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND NOT {held} AND {LOCKED}),
+               coalesce(sum(p.size) FILTER (WHERE p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND NOT {held} AND {LOCKED}), 0)::bigint
              FROM packs p WHERE p.tenant = $1 AND NOT p.deleting",
             unref = unreferenced(),
             held = held_back()
@@ -113,7 +132,7 @@ impl Catalog {
             .await?;
         let sample_sql = format!(
             "SELECT p.id FROM packs p WHERE p.tenant = $1 AND NOT p.deleting
-               AND p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND NOT {held}
+               AND p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND NOT {held} AND NOT {LOCKED}
              ORDER BY p.condemned_at LIMIT 100",
             unref = unreferenced(),
             held = held_back()
@@ -124,6 +143,21 @@ impl Catalog {
             .iter()
             .map(|r| hex::encode(r.get::<_, Vec<u8>>(0)))
             .collect();
+        let locked_sql = format!(
+            "SELECT p.id, p.locked_until FROM packs p WHERE p.tenant = $1 AND NOT p.deleting
+               AND p.condemned_at < now() - make_interval(secs => $2) AND {unref} AND {LOCKED}
+             ORDER BY p.locked_until LIMIT 100",
+            unref = unreferenced(),
+        );
+        let locked_sample = client
+            .query(&locked_sql, &[&tenant, &grace_secs(grace)])
+            .await?
+            .iter()
+            .map(|r| LockedPack {
+                id: hex::encode(r.get::<_, Vec<u8>>(0)),
+                locked_until: r.get(1),
+            })
+            .collect();
         let n = |i: usize| r.get::<_, i64>(i) as u64;
         Ok(GcPlan {
             to_condemn: n(0),
@@ -133,6 +167,9 @@ impl Catalog {
             held: n(4),
             waiting: n(5),
             sample,
+            locked: n(6),
+            locked_bytes: n(7),
+            locked_sample,
         })
     }
 
@@ -172,7 +209,7 @@ impl Catalog {
         let sql = format!(
             "SELECT p.id FROM packs p
              WHERE p.tenant = $1 AND NOT p.deleting
-               AND p.condemned_at < now() - make_interval(secs => $2) AND NOT {}
+               AND p.condemned_at < now() - make_interval(secs => $2) AND NOT {} AND NOT {LOCKED}
              ORDER BY p.condemned_at LIMIT $3 FOR UPDATE OF p SKIP LOCKED",
             held_back()
         );

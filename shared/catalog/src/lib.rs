@@ -4,6 +4,7 @@
 
 mod audit;
 mod chunks;
+mod copies;
 mod drift;
 mod drills;
 mod gc;
@@ -21,8 +22,9 @@ mod webhooks;
 
 pub use audit::{AuditCheck, AuditEvent, BrokenRow, FinishedRun, audit_hash};
 pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
+pub use copies::{CopyDue, CopyLag, CopyState};
 pub use drills::{DrillRow, timer_drill_id};
-pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, SWEEP_BATCH};
+pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, LockedPack, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};
 pub use in_flight::{InFlight, StuckSnapshot};
 pub use integrity::{DuePack, IntegrityState};
@@ -119,6 +121,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (8, include_str!("../migrations/0008_stage_roles.sql")),
     (9, include_str!("../migrations/0009_key_rotation.sql")),
     (10, include_str!("../migrations/0010_observer.sql")),
+    (11, include_str!("../migrations/0011_copies.sql")),
+    (12, include_str!("../migrations/0012_object_lock.sql")),
 ];
 
 /// A pool of catalog connections.

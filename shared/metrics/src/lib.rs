@@ -102,12 +102,21 @@ pub enum MetricName {
     /// 1 when a dependency answered its last check, by `dependency`
     /// (nats, catalog, repository, staging).
     DependencyUp,
+    /// Snapshots stored in the primary and not yet verified in a copy, by `target`.
+    CopyLagSnapshots,
+    /// Seconds since the oldest snapshot a copy lacks was stored in the
+    /// primary, by `target` (0: the copy is up to date).
+    CopyLagSeconds,
+    /// Bytes the copier put into a copy, by `target`.
+    CopyBytes,
+    /// Snapshot copies attempted, by `target` and `outcome` (verified, failed).
+    Copies,
 }
 
 impl MetricName {
     /// Every metric, for documentation and the tests that hold dashboards
     /// and rules to names that exist.
-    pub const ALL: [MetricName; 41] = [
+    pub const ALL: [MetricName; 45] = [
         MetricName::StageMessages,
         MetricName::StageHandleDuration,
         MetricName::StageErrors,
@@ -149,6 +158,10 @@ impl MetricName {
         MetricName::BuildInfo,
         MetricName::Ready,
         MetricName::DependencyUp,
+        MetricName::CopyLagSnapshots,
+        MetricName::CopyLagSeconds,
+        MetricName::CopyBytes,
+        MetricName::Copies,
     ];
 
     /// The exported name.
@@ -195,6 +208,10 @@ impl MetricName {
             MetricName::BuildInfo => "vaultline_build_info",
             MetricName::Ready => "vaultline_ready",
             MetricName::DependencyUp => "vaultline_dependency_up",
+            MetricName::CopyLagSnapshots => "vaultline_copy_lag_snapshots",
+            MetricName::CopyLagSeconds => "vaultline_copy_lag_seconds",
+            MetricName::CopyBytes => "vaultline_copy_bytes_total",
+            MetricName::Copies => "vaultline_copies_total",
         }
     }
 }

@@ -70,6 +70,46 @@ impl Policy {
             || self.keep_yearly.is_some()
             || self.keep_within.is_some()
     }
+
+    /// Refuses a policy that could forget a snapshot while the object lock
+    /// (`lock`, e.g. 30 days) still holds its objects: GC could not delete
+    /// them, and on S3 a delete would only hide them behind a marker.
+    ///
+    /// # Errors
+    /// One sentence saying which rule forgets too early and what to set.
+    pub fn check_lock(&self, lock: Duration) -> Result<(), String> {
+        let days =
+            |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
+        if let Some(max_age) = self.max_age
+            && max_age < lock
+        {
+            return Err(format!(
+                "max-age {} would forget snapshots the object lock keeps for {}: set max-age to at least {}",
+                days(max_age),
+                days(lock),
+                days(lock)
+            ));
+        }
+        if self.has_keep_rules() && self.min_age.unwrap_or_default() < lock {
+            return Err(format!(
+                "the keep rules may forget snapshots younger than the object lock's {}: add --min-age {} (a snapshot younger than min-age is always kept)",
+                days(lock),
+                days(lock)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The policy as applied under an object lock of `lock`: never forgets
+    /// a snapshot younger than the lock, whatever was set before the lock was.
+    #[must_use]
+    pub fn under_lock(mut self, lock: Option<Duration>) -> Policy {
+        if let Some(lock) = lock {
+            self.min_age = Some(self.min_age.unwrap_or_default().max(lock));
+            self.max_age = self.max_age.map(|max| max.max(lock));
+        }
+        self
+    }
 }
 
 /// A verified snapshot the policy is evaluated on.
@@ -209,6 +249,43 @@ pub fn evaluate(policy: &Policy, candidates: &[Candidate], now: OffsetDateTime) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_that_forgets_inside_the_object_lock_is_refused() {
+        let lock = Duration::from_secs(30 * 86_400);
+        let days = |n: u64| Some(Duration::from_secs(n * 86_400));
+        let last3 = Policy {
+            keep_last: Some(3),
+            ..Policy::default()
+        };
+        let refused = last3.check_lock(lock).unwrap_err();
+        assert!(refused.contains("--min-age 30days"), "{refused}");
+        let short_max = Policy {
+            max_age: days(7),
+            ..Policy::default()
+        };
+        assert!(
+            short_max
+                .check_lock(lock)
+                .unwrap_err()
+                .contains("max-age 7days")
+        );
+        let safe = Policy {
+            keep_last: Some(3),
+            min_age: days(30),
+            max_age: days(365),
+            ..Policy::default()
+        };
+        assert_eq!(safe.check_lock(lock), Ok(()));
+        assert_eq!(
+            Policy::default().check_lock(lock),
+            Ok(()),
+            "no rule forgets nothing"
+        );
+        let applied = last3.under_lock(Some(lock));
+        assert_eq!(applied.min_age, Some(lock));
+        assert_eq!(applied.check_lock(lock), Ok(()));
+    }
 
     fn at(text: &str) -> OffsetDateTime {
         OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("time")

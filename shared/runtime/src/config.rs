@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+mod copies;
 mod sections;
+pub use copies::*;
 pub use sections::*;
 
 /// The whole configuration of a vaultline process.
@@ -22,6 +24,7 @@ pub struct Config {
     pub drills: DrillsConfig,
     pub integrity: IntegrityConfig,
     pub observer: ObserverConfig,
+    pub copier: CopierConfig,
     pub telemetry: TelemetryConfig,
     /// Per-stage knobs, keyed by stage name.
     pub stages: BTreeMap<String, StageSettings>,
@@ -67,7 +70,9 @@ impl Config {
                 .contains("__")
                 .then(|| key.as_str().replace("__", ".").replace('_', "-").into())
         }));
-        figment.extract().map_err(|e| ConfigError(e.to_string()))
+        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        check_copies(&config.repository.copies).map_err(ConfigError)?;
+        Ok(config)
     }
 
     /// The config of a process that runs only `stage`: its own NATS login,

@@ -24,6 +24,17 @@ pub enum StartError {
     Other(String),
 }
 
+impl StartError {
+    /// Whether waiting cannot help: the configuration asks for what the
+    /// dependency cannot do (object lock on a server without it).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StartError::Storage(vaultline_storage::Error::Config(_))
+        )
+    }
+}
+
 /// Shared handles of a vaultline process.
 #[derive(Debug)]
 pub struct Deps {
@@ -47,6 +58,7 @@ impl Deps {
         let catalog = open_catalog(&config.catalog)?;
         catalog.check_schema().await?;
         let repository = open_repository(&config.repository, None).await?;
+        repository.check_lock().await?;
         // With stage logins of their own, the stages open the shared staging
         // store; this process's own user (the operator's, say) may not reach it.
         let shared = config.nats.stages.is_empty().then_some(&bus);
@@ -289,10 +301,22 @@ pub async fn open_repository(
     config: &RepositoryConfig,
     url: Option<&str>,
 ) -> Result<Repository, StartError> {
+    let lock = config.object_lock.map(|l| l.lock());
+    let dir_with_lock = |path: &str| {
+        StartError::Other(format!(
+            "object-lock is configured for the directory repository {path}: only an S3 bucket with object lock can lock objects"
+        ))
+    };
     let Some(url) = url.or(config.url.as_deref()) else {
+        if lock.is_some() {
+            return Err(dir_with_lock(&config.path.display().to_string()));
+        }
         return Ok(Repository::open_dir(&config.path).await?);
     };
     if let Some(path) = url.strip_prefix("file://") {
+        if lock.is_some() {
+            return Err(dir_with_lock(path));
+        }
         return Ok(Repository::open_dir(path).await?);
     }
     let Some(rest) = url.strip_prefix("s3://") else {
@@ -300,6 +324,9 @@ pub async fn open_repository(
             return Err(StartError::Other(format!(
                 "repository url {url:?}: the scheme must be s3:// or file://"
             )));
+        }
+        if lock.is_some() {
+            return Err(dir_with_lock(url));
         }
         return Ok(Repository::open_dir(url).await?);
     };
@@ -342,6 +369,7 @@ pub async fn open_repository(
             .unwrap_or(S3Options::DEFAULT_MULTIPART_THRESHOLD),
         part_size: s3.part_size.unwrap_or(S3Options::DEFAULT_PART_SIZE),
         max_attempts: s3.max_attempts.unwrap_or(S3Options::DEFAULT_MAX_ATTEMPTS),
+        object_lock: lock,
     };
     Ok(Repository::S3(vaultline_storage::S3Repository::new(
         options,

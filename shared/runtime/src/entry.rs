@@ -39,7 +39,7 @@ impl Node {
         let deps = loop {
             match Deps::open(config.clone(), client_name).await {
                 Ok(deps) => break deps,
-                Err(error) if std::time::Instant::now() < deadline => {
+                Err(error) if !error.is_permanent() && std::time::Instant::now() < deadline => {
                     tracing::warn!(%error, "Dependencies not ready; retrying in 2s.");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }

@@ -2,11 +2,13 @@
 //! long-lived) and staging (claim-check data between stages, with a TTL).
 
 mod listing;
+mod lock;
 mod reader;
 mod repository;
 mod s3;
 mod staging;
 
+pub use lock::{LockMode, ObjectLock};
 pub use reader::{ObjectReader, RangeReader};
 pub use repository::{ObjectKey, Repository};
 pub use s3::{S3Options, S3Repository};

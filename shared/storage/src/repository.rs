@@ -198,6 +198,25 @@ impl Repository {
         }
     }
 
+    /// Copies an object into the local file `dest` (created or truncated),
+    /// returning the SHA-256 and size of what was read. Streams: memory does
+    /// not grow with the object.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] when absent; I/O errors writing `dest`.
+    pub async fn download(&self, key: &str, dest: &Path) -> Result<([u8; 32], u64)> {
+        check_key(key)?;
+        match self {
+            Repository::S3(s3) => s3.download(key, dest).await,
+            Repository::Fs(fs) => {
+                let (path, key, dest) = (fs.root.join(key), key.to_owned(), dest.to_owned());
+                tokio::task::spawn_blocking(move || copy_hashing(&path, &dest, &key))
+                    .await
+                    .map_err(join_err("copy", &fs.root))?
+            }
+        }
+    }
+
     /// Size of an object, or `None` when absent.
     ///
     /// # Errors
@@ -267,6 +286,29 @@ async fn same_file_or_conflict(key: &str, target: &Path, local: &Path) -> Result
     .await
     .map_err(join_err("compare", target))??;
     crate::same_or_conflict(key, digests.0, digests.1)
+}
+
+/// Copies `path` to `dest` through one buffer, hashing what passes.
+fn copy_hashing(path: &Path, dest: &Path, key: &str) -> Result<([u8; 32], u64)> {
+    use sha2::Digest;
+    use std::io::{Read, Write};
+    let mut from = std::fs::File::open(path).map_err(|e| not_found_or(e, "object", key, path))?;
+    let mut to = std::fs::File::create(dest).map_err(io_err("create", dest))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(io_err("write", dest))?;
+        size += n as u64;
+    }
+    Ok((hasher.finalize().into(), size))
 }
 
 pub(crate) fn not_found_or(
@@ -394,6 +436,13 @@ mod tests {
             (hex::encode(digest), size),
             (hex::encode(sha2::Sha256::digest(b"0123456789")), 10)
         );
+        let copied = dir.path().join("copied");
+        assert_eq!(repo.download("a/b/c", &copied).await.unwrap(), (digest, 10));
+        assert_eq!(std::fs::read(&copied).unwrap(), b"0123456789");
+        assert!(matches!(
+            repo.download("a/b/none", &copied).await,
+            Err(crate::Error::NotFound { .. })
+        ));
         assert!(repo.get_range("a/b/c", 8, 4).await.is_err());
         repo.delete("a/b/c").await.unwrap();
         assert!(matches!(

@@ -11,11 +11,13 @@
 
 mod garage;
 mod mariadb;
+mod moto;
 mod nats;
 mod nats_cluster;
 mod prometheus;
 pub use garage::{Garage, garage_binary};
 pub use mariadb::MariaDb;
+pub use moto::{Moto, ObjectRetention};
 pub use nats::{NATS_ROLES, NatsServer};
 pub use nats_cluster::NatsCluster;
 pub use prometheus::Prometheus;

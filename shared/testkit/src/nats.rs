@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// Every user of `deploy/nats/auth.conf`, by role (`vaultline-<role>`).
-pub const NATS_ROLES: [&str; 9] = [
+pub const NATS_ROLES: [&str; 10] = [
     "scheduler",
     "extractor",
     "packager",
     "uploader",
     "verifier",
+    "copier",
     "retention",
     "auditor",
     "operator",

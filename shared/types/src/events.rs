@@ -338,6 +338,26 @@ impl Message for SnapshotVerified {
     ids!(SnapshotVerified);
 }
 
+/// `vaultline.snapshot.copied.<tenant>`: a copy target holds every object of
+/// the snapshot (key records, packs, manifest), each read back and matching
+/// its digest (level 1 on that target).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotCopied {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    /// The copy's name (`[[repository.copies]] name`).
+    pub target: String,
+    /// Objects the snapshot needs, and how many of them this copy moved.
+    pub objects: u32,
+    pub objects_moved: u32,
+    pub bytes_moved: u64,
+}
+impl Message for SnapshotCopied {
+    const KIND: &'static str = "snapshot.copied";
+    ids!(SnapshotCopied);
+}
+
 /// `vaultline.snapshot.corrupt.<tenant>`: verification found damage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotCorrupt {
@@ -402,6 +422,10 @@ pub struct PacksDeleted {
     /// Packs deleted, and their bytes.
     pub deleted: u64,
     pub deleted_bytes: u64,
+    /// Condemned packs past the grace period kept because their object
+    /// lock has not expired (deleted by a later pass).
+    #[serde(default)]
+    pub locked: u64,
 }
 impl Message for PacksDeleted {
     const KIND: &'static str = "packs.deleted";

@@ -59,6 +59,8 @@ pub enum StageName {
     Uploader,
     /// Checks stored bytes against recorded digests.
     Verifier,
+    /// Copies stored snapshots to the repository's copies.
+    Copier,
     /// Applies retention policies.
     Retention,
     /// Records every event.
@@ -67,17 +69,25 @@ pub enum StageName {
 
 impl StageName {
     /// Every stage, in pipeline order.
-    pub const ALL: [StageName; 7] = [
+    pub const ALL: [StageName; 8] = [
         StageName::Scheduler,
         StageName::Extractor,
         StageName::Packager,
         StageName::Uploader,
         StageName::Verifier,
+        StageName::Copier,
         StageName::Retention,
         StageName::Auditor,
     ];
 
     /// Lower-case name: metric label, durable consumer suffix, config section.
+    /// Whether this stage's failures fail the snapshot it works on. The
+    /// copier's do not: a copy that cannot be made says nothing about the
+    /// snapshot, which stays verified in the primary; the copy stays pending.
+    pub fn fails_snapshots(self) -> bool {
+        self != StageName::Copier
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StageName::Scheduler => "scheduler",
@@ -85,6 +95,7 @@ impl StageName {
             StageName::Packager => "packager",
             StageName::Uploader => "uploader",
             StageName::Verifier => "verifier",
+            StageName::Copier => "copier",
             StageName::Retention => "retention",
             StageName::Auditor => "auditor",
         }
@@ -103,6 +114,6 @@ impl std::str::FromStr for StageName {
         StageName::ALL
             .into_iter()
             .find(|stage| stage.as_str() == s)
-            .ok_or_else(|| format!("unknown stage {s:?} (expected one of scheduler, extractor, packager, uploader, verifier, retention, auditor)"))
+            .ok_or_else(|| format!("unknown stage {s:?} (expected one of scheduler, extractor, packager, uploader, verifier, copier, retention, auditor)"))
     }
 }

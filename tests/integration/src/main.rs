@@ -3,6 +3,8 @@
 
 mod audit;
 mod cluster;
+mod copies;
+mod copy_cli;
 mod dashboards;
 mod drift;
 mod failures;
@@ -13,6 +15,7 @@ mod hostile;
 mod integrity;
 mod kubernetes;
 mod nats_tls;
+mod object_lock;
 mod observe;
 mod operate;
 mod ops;

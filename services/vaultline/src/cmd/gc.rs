@@ -2,7 +2,7 @@
 //! they have waited out the grace period as condemned.
 
 use crate::context::catalog;
-use crate::output::{human_bytes, print_json};
+use crate::output::{human_bytes, print_json, short_time};
 use anyhow::{Context, Result};
 use std::process::ExitCode;
 use vaultline_runtime::Config;
@@ -58,22 +58,38 @@ pub(crate) async fn run(config: &Config, args: GcArgs) -> Result<ExitCode> {
             for id in &plan.sample {
                 println!("  delete pack {id}");
             }
+            if plan.locked > 0 {
+                println!(
+                    "{tenant}: {} pack(s) ({}) held by their object lock, deleted once it expires",
+                    plan.locked,
+                    human_bytes(plan.locked_bytes as i64)
+                );
+            }
+            for held in &plan.locked_sample {
+                println!(
+                    "  held pack {} locked until {}",
+                    held.id,
+                    short_time(held.locked_until)
+                );
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
     let repository = vaultline_runtime::deps::open_repository(&config.repository, None).await?;
+    repository.check_lock().await?;
     let reports = vaultline_retention::gc::collect_all(catalog, &repository, grace).await?;
     if json {
         print_json(&reports)?;
     } else {
         for r in &reports {
             println!(
-                "{}: deleted {} pack(s) ({}), condemned {}, revived {}",
+                "{}: deleted {} pack(s) ({}), condemned {}, revived {}, {} held by their object lock",
                 r.tenant,
                 r.deleted,
                 human_bytes(r.deleted_bytes as i64),
                 r.condemned,
-                r.revived
+                r.revived,
+                r.locked
             );
         }
     }

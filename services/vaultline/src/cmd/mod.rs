@@ -6,6 +6,7 @@ pub mod audit;
 pub mod backup;
 pub mod catalog;
 pub mod check;
+pub mod copy;
 pub mod drill;
 pub mod gc;
 pub mod history;

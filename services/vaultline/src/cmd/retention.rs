@@ -72,6 +72,16 @@ impl PolicyArgs {
     }
 }
 
+/// Refuses a policy that would forget snapshots the object lock still holds.
+pub(crate) fn check_lock(config: &Config, policy: &Policy) -> Result<()> {
+    if let Some(lock) = config.repository.longest_lock() {
+        policy
+            .check_lock(lock)
+            .map_err(|why| anyhow::anyhow!("retention policy refused: {why}"))?;
+    }
+    Ok(())
+}
+
 #[derive(Subcommand, Debug)]
 pub enum RetentionCommand {
     /// Replace a source's policy: `vaultline retention set acme/docs --keep-daily 7 --keep-weekly 4`.
@@ -97,6 +107,7 @@ pub(crate) async fn run(config: &Config, command: RetentionCommand) -> Result<Ex
         RetentionCommand::Set { source, policy } => {
             let (tenant, source) = parse_pair(&source)?;
             let policy = policy.policy()?;
+            check_lock(config, &policy)?;
             catalog
                 .set_retention(&tenant, &source, &serde_json::to_value(&policy)?)
                 .await?;
@@ -107,9 +118,14 @@ pub(crate) async fn run(config: &Config, command: RetentionCommand) -> Result<Ex
         }
         RetentionCommand::Preview { source, json } => {
             let (tenant, source) = parse_pair(&source)?;
-            let decisions =
-                vaultline_retention::preview(catalog, &tenant, &source, OffsetDateTime::now_utc())
-                    .await?;
+            let decisions = vaultline_retention::preview(
+                catalog,
+                &tenant,
+                &source,
+                OffsetDateTime::now_utc(),
+                config.repository.longest_lock(),
+            )
+            .await?;
             if json {
                 print_json(&decisions)?;
             } else {

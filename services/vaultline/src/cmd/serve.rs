@@ -8,7 +8,7 @@ use vaultline_types::StageName;
 /// Flags of `serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// A stage to run (repeatable): extractor, packager, uploader, verifier, retention, auditor.
+    /// A stage to run (repeatable): scheduler, extractor, packager, uploader, verifier, copier, retention, auditor.
     #[arg(long = "stage")]
     stages: Vec<StageName>,
 }

@@ -5,8 +5,9 @@ use crate::access::KeyFlags;
 use crate::context::catalog;
 use crate::output::{human_bytes, print_json, short_time};
 use anyhow::Result;
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
-use vaultline_catalog::SnapshotRow;
+use vaultline_catalog::{CopyState, SnapshotRow, SnapshotStatus};
 use vaultline_runtime::Config;
 use vaultline_storage::ObjectKey;
 use vaultline_types::{Name, SnapshotId};
@@ -30,26 +31,94 @@ pub(crate) async fn run(config: &Config, args: SnapshotsArgs) -> Result<ExitCode
     }
     let tenant = args.keys.tenant.clone().map(Name::new).transpose()?;
     let source = args.source.map(Name::new).transpose()?;
-    let rows = catalog(config)
-        .await?
-        .snapshots(tenant.as_ref(), source.as_ref())
-        .await?;
+    let catalog = catalog(config).await?;
+    let rows = catalog.snapshots(tenant.as_ref(), source.as_ref()).await?;
+    let rows = with_copies(config, &catalog, rows).await?;
     if args.json {
         print_json(&rows)?;
     } else {
-        print_table(&rows);
+        print_table(&rows, !config.repository.copies.is_empty());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[SnapshotRow]) {
+/// A snapshot with the state of each of its copies.
+#[derive(serde::Serialize)]
+struct WithCopies {
+    #[serde(flatten)]
+    row: SnapshotRow,
+    copies: Vec<CopyState>,
+}
+
+/// Adds each snapshot's copies: the catalog's record, and `pending` for a
+/// configured copy that has not tried a snapshot it will copy yet.
+async fn with_copies(
+    config: &Config,
+    catalog: &vaultline_catalog::Catalog,
+    rows: Vec<SnapshotRow>,
+) -> Result<Vec<WithCopies>> {
+    let mut by_tenant: BTreeMap<Name, Vec<SnapshotId>> = BTreeMap::new();
+    for r in &rows {
+        by_tenant
+            .entry(r.tenant.clone())
+            .or_default()
+            .push(r.id.clone());
+    }
+    let mut states = HashMap::new();
+    for (tenant, ids) in by_tenant {
+        for (id, copies) in catalog.copy_states(&tenant, &ids).await? {
+            states.insert((tenant.clone(), id), copies);
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut copies = states
+                .remove(&(row.tenant.clone(), row.id.clone()))
+                .unwrap_or_default();
+            let copyable = matches!(
+                row.status,
+                SnapshotStatus::Stored | SnapshotStatus::Verified
+            );
+            for target in &config.repository.copies {
+                if copyable && !copies.iter().any(|c| c.target == target.name) {
+                    copies.push(CopyState {
+                        target: target.name.clone(),
+                        status: "pending".into(),
+                        attempts: 0,
+                        error: None,
+                        verified_at: None,
+                    });
+                }
+            }
+            WithCopies { row, copies }
+        })
+        .collect())
+}
+
+fn print_table(rows: &[WithCopies], copies_configured: bool) {
+    let show_copies = copies_configured || rows.iter().any(|r| !r.copies.is_empty());
+    let copies_header = if show_copies {
+        format!(" {:<24}", "COPIES")
+    } else {
+        String::new()
+    };
     println!(
-        "{:<26} {:<24} {:<10} {:<20} {:>7} {:>10} {:>10} {:>10}  ERROR",
+        "{:<26} {:<24} {:<10} {:<20} {:>7} {:>10} {:>10} {:>10}{copies_header}  ERROR",
         "SNAPSHOT", "SOURCE", "STATUS", "STARTED", "FILES", "READ", "NEW", "STORED"
     );
-    for r in rows {
+    for WithCopies { row: r, copies } in rows {
+        let copies = if show_copies {
+            let listed: Vec<String> = copies
+                .iter()
+                .map(|c| format!("{}:{}", c.target, c.status))
+                .collect();
+            format!(" {:<24}", listed.join(","))
+        } else {
+            String::new()
+        };
         println!(
-            "{:<26} {:<24} {:<10} {:<20} {:>7} {:>10} {:>10} {:>10}  {}",
+            "{:<26} {:<24} {:<10} {:<20} {:>7} {:>10} {:>10} {:>10}{copies}  {}",
             r.id.as_str(),
             format!("{}/{}", r.tenant, r.source),
             r.status.as_str(),

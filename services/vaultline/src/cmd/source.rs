@@ -78,7 +78,9 @@ pub(crate) async fn run(config: &Config, command: SourceCommand) -> Result<ExitC
                 Some(secret) => Some(load_credentials_key(config)?.seal(secret.as_bytes())),
                 None => None,
             };
-            let retention = serde_json::to_value(policy.policy()?)?;
+            let policy = policy.policy()?;
+            crate::cmd::retention::check_lock(config, &policy)?;
+            let retention = serde_json::to_value(policy)?;
             catalog(config)
                 .await?
                 .add_source(&vaultline_catalog::NewSource {

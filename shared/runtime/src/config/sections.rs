@@ -129,6 +129,10 @@ pub struct RepositoryConfig {
     pub path: PathBuf,
     /// How to reach the S3 server of an `s3://` url.
     pub s3: S3Config,
+    /// Repositories every stored snapshot is copied to (`[[repository.copies]]`).
+    pub copies: Vec<super::CopyConfig>,
+    /// Object lock on every pack, manifest and key record written (S3 only).
+    pub object_lock: Option<super::ObjectLockConfig>,
 }
 
 /// S3 connection settings. Each falls back to the standard AWS variable
@@ -427,6 +431,8 @@ impl Default for RepositoryConfig {
             url: None,
             path: "/var/lib/vaultline/repository".into(),
             s3: S3Config::default(),
+            copies: Vec::new(),
+            object_lock: None,
         }
     }
 }

@@ -130,7 +130,7 @@ pub(super) async fn give_up(
         .expect("snapshot lock")
         .clone()
         .or(failure_ref)
-        .filter(|_| error.class.fails_snapshot());
+        .filter(|_| error.class.fails_snapshot() && stage.fails_snapshots());
     if let Some(SnapshotRef {
         tenant,
         source,

@@ -120,10 +120,12 @@ impl Emitter {
         &self.input_key
     }
 
-    /// A handler's returned outputs: the n-th of input X always has the same id.
+    /// A handler's returned outputs: the n-th of input X always has the same
+    /// id. The stage is part of it: two stages consume *snapshot stored*
+    /// (the verifier and the copier), and their outputs must not share ids.
     pub(crate) async fn publish_next(&self, out: Outgoing) -> Result<(), StageError> {
         let index = self.next.fetch_add(1, Ordering::SeqCst);
-        let id = digest_hex(&self.input_key, &format!("out/{index}"));
+        let id = digest_hex(&self.input_key, &format!("{}/out/{index}", self.stage));
         self.publish_with_id(out, id).await
     }
 
@@ -155,7 +157,10 @@ impl Emitter {
         delivered: i64,
     ) -> Result<(), StageError> {
         let index = self.next_streamed.fetch_add(1, Ordering::SeqCst);
-        let id = digest_hex(&self.input_key, &format!("emit/{delivered}/{index}"));
+        let id = digest_hex(
+            &self.input_key,
+            &format!("{}/emit/{delivered}/{index}", self.stage),
+        );
         self.publish_with_id(out, id).await
     }
 }

@@ -16,11 +16,15 @@ impl S3Repository {
         exclusive: bool,
     ) -> Result<Stored> {
         let full = self.full_key(key);
+        let (lock_mode, retain_until) = self.lock_for_write();
         let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&full)
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(retain_until)
+            .set_checksum_algorithm(self.lock_checksum())
             .send()
             .await;
         count("CreateMultipartUpload", created.is_ok());
@@ -103,6 +107,7 @@ impl S3Repository {
                 .upload_id(upload_id)
                 .part_number(number)
                 .content_length(length as i64)
+                .set_checksum_algorithm(self.lock_checksum())
                 .body(body)
                 .send()
                 .await;
@@ -112,6 +117,7 @@ impl S3Repository {
                 CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(part.e_tag)
+                    .set_checksum_sha256(part.checksum_sha256)
                     .build(),
             );
             offset += length;
