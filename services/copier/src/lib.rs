@@ -40,9 +40,22 @@ pub async fn open_targets(deps: &Deps) -> Result<Vec<Target>, StageError> {
             .map_err(|e| {
                 StageError::permanent(ErrorType::Config, format!("copy {:?}: {e}", copy.name))
             })?;
-        repository.check_lock().await.map_err(|e| {
-            StageError::permanent(ErrorType::Config, format!("copy {:?}: {e}", copy.name))
-        })?;
+        // A copy that cannot lock is a configuration to fix: refuse to start.
+        // One that does not answer now must not stop the stage (nor, in
+        // `vaultline serve`, the primary's pipeline): its puts carry the lock
+        // anyway, and a server that cannot lock refuses them.
+        match repository.check_lock().await {
+            Ok(()) => {}
+            Err(e @ vaultline_storage::Error::Config(_)) => {
+                return Err(StageError::permanent(
+                    ErrorType::Config,
+                    format!("copy {:?}: {e}", copy.name),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(target = %copy.name, error = %e, "Cannot ask the copy whether it locks; going on.");
+            }
+        }
         targets.push(Target {
             name: copy.name.clone(),
             repository,
