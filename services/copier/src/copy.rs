@@ -4,7 +4,7 @@
 //! every object not yet read back in that target is read back and hashed.
 
 use crate::Target;
-use vaultline_catalog::CopyDue;
+use vaultline_catalog::{CopiedObject, CopyDue};
 use vaultline_runtime::metrics::{MetricName, count};
 use vaultline_runtime::{Deps, ErrorClass, ErrorType, StageError};
 use vaultline_storage::{ObjectKey, Repository};
@@ -106,11 +106,14 @@ pub async fn copy_snapshot(
 ) -> Result<SnapshotCopied, StageError> {
     let needed = needed(deps, due).await?;
     let keys: Vec<String> = needed.iter().map(|n| n.key.clone()).collect();
-    let known = deps.catalog.copied_objects(&target.name, &keys).await?;
+    let mut held = deps.catalog.copied_objects(&target.name, &keys).await?;
     let scratch = scratch_dir(&deps.config.staging.path).await?;
     let mut moved = Moved::default();
-    for object in needed.iter().filter(|n| !known.contains_key(&n.key)) {
-        put_one(deps, target, object, &scratch, &mut moved).await?;
+    for object in &needed {
+        if !held.contains_key(&object.key) {
+            let put = put_one(deps, target, object, &scratch, &mut moved).await?;
+            held.insert(object.key.clone(), put);
+        }
     }
     deps.catalog
         .copy_reached(
@@ -122,8 +125,10 @@ pub async fn copy_snapshot(
             moved.bytes,
         )
         .await?;
-    for object in needed.iter().filter(|n| known.get(&n.key) != Some(&true)) {
-        read_back(deps, target, &object.key).await?;
+    for (key, object) in &held {
+        if !object.verified {
+            read_back(deps, target, key, (object.sha256, object.size)).await?;
+        }
     }
     deps.catalog
         .copy_reached(&due.tenant, &due.snapshot, &target.name, true, 0, 0)
@@ -162,15 +167,12 @@ async fn needed(deps: &Deps, due: &CopyDue) -> Result<Vec<Needed>, StageError> {
             digest: Some(pack.0),
         });
     }
-    let manifest = hex::decode(&due.manifest_digest)
-        .ok()
-        .and_then(|d| <[u8; 32]>::try_from(d).ok())
-        .ok_or_else(|| {
-            StageError::permanent(
-                ErrorType::Manifest,
-                format!("snapshot {} has no manifest digest", due.snapshot),
-            )
-        })?;
+    let manifest = digest_from_hex(&due.manifest_digest).ok_or_else(|| {
+        StageError::permanent(
+            ErrorType::Manifest,
+            format!("snapshot {} has no manifest digest", due.snapshot),
+        )
+    })?;
     needed.push(Needed {
         key: ObjectKey::manifest(&due.tenant, &due.snapshot),
         digest: Some(manifest),
@@ -186,7 +188,7 @@ async fn put_one(
     object: &Needed,
     scratch: &std::path::Path,
     moved: &mut Moved,
-) -> Result<(), StageError> {
+) -> Result<CopiedObject, StageError> {
     let (digest, size) = transfer(
         &deps.repository,
         &target.repository,
@@ -206,7 +208,11 @@ async fn put_one(
     );
     moved.objects += 1;
     moved.bytes += size;
-    Ok(())
+    Ok(CopiedObject {
+        sha256: digest,
+        size,
+        verified: false,
+    })
 }
 
 /// Copies the object `key` from `from` to `to` through a scratch file in
@@ -256,14 +262,13 @@ pub async fn transfer(
 /// Level 1 on the target: the object read back must hash to the digest it
 /// was copied with. One found missing or different is forgotten, so the
 /// next try puts it again.
-async fn read_back(deps: &Deps, target: &Target, key: &str) -> Result<(), StageError> {
+async fn read_back(
+    deps: &Deps,
+    target: &Target,
+    key: &str,
+    wanted: ([u8; 32], u64),
+) -> Result<(), StageError> {
     let catalog = &deps.catalog;
-    let Some(wanted) = catalog.copied_digest(&target.name, key).await? else {
-        return Err(StageError::transient(
-            ErrorType::Storage,
-            format!("copy {}: {key} is not recorded as put", target.name),
-        ));
-    };
     let found = match target.repository.digest(key).await {
         Ok(found) => Some(found),
         Err(vaultline_storage::Error::NotFound { .. }) => None,
@@ -288,6 +293,11 @@ async fn read_back(deps: &Deps, target: &Target, key: &str) -> Result<(), StageE
         .mark_copied_object_verified(&target.name, key)
         .await?;
     Ok(())
+}
+
+/// A SHA-256 recorded as hex in the catalog (manifest digests).
+pub fn digest_from_hex(hex: &str) -> Option<[u8; 32]> {
+    hex::decode(hex).ok()?.try_into().ok()
 }
 
 fn tenant_of(key: &str) -> String {

@@ -20,7 +20,7 @@ use vaultline_runtime::{Cx, Deps, ErrorType, Node, Outcome, Outgoing, Stage, Sta
 use vaultline_storage::Repository;
 use vaultline_types::{SnapshotCopied, SnapshotStored, StageName};
 
-pub use copy::{copy_snapshot, scratch_dir, transfer};
+pub use copy::{copy_snapshot, digest_from_hex, scratch_dir, transfer};
 
 /// One copy of the repository, opened.
 pub struct Target {
@@ -166,12 +166,18 @@ async fn say_copied(deps: &Deps, copied: &SnapshotCopied) -> Result<(), StageErr
 /// # Errors
 /// When a copy cannot be opened.
 pub async fn install(node: &mut Node) -> Result<(), StageError> {
-    node.spawn::<Copier>().await?;
     let deps = node
         .deps_for(StageName::Copier)
         .await
         .map_err(|e| StageError::permanent(ErrorType::Config, e.to_string()))?;
+    // The copies are opened (and asked whether they lock) once, for the
+    // stage and its pass alike.
     let targets = Arc::new(open_targets(&deps).await?);
+    node.spawn_stage(Copier {
+        deps,
+        targets: targets.clone(),
+    })
+    .await?;
     node.spawn_service(StageName::Copier, move |deps, stop| {
         periodic(deps, targets, stop)
     })

@@ -42,7 +42,7 @@ pub async fn collect(
         }
         finish_deleting(catalog, repository, tenant, &mut report).await?;
     }
-    report.locked = catalog.gc_plan(tenant.as_str(), grace).await?.locked;
+    report.locked = catalog.locked_condemned(tenant.as_str(), grace).await?;
     if report.deleted > 0 || report.condemned > 0 || report.revived > 0 {
         tracing::info!(
             %tenant,

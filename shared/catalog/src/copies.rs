@@ -30,6 +30,15 @@ pub struct CopyState {
     pub verified_at: Option<OffsetDateTime>,
 }
 
+/// An object a copy holds, as the copier put it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopiedObject {
+    pub sha256: [u8; 32],
+    pub size: u64,
+    /// Read back from the copy and found matching.
+    pub verified: bool,
+}
+
 /// How far a copy is behind the primary.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CopyLag {
@@ -141,7 +150,8 @@ impl Catalog {
             .collect()
     }
 
-    /// Of `keys`, those `target` holds: key → verified (read back) or not.
+    /// Of `keys`, those `target` holds, each with the digest and size it
+    /// was copied with and whether it was read back since.
     ///
     /// # Errors
     /// When the query fails.
@@ -149,17 +159,32 @@ impl Catalog {
         &self,
         target: &str,
         keys: &[String],
-    ) -> Result<HashMap<String, bool>> {
+    ) -> Result<HashMap<String, CopiedObject>> {
         let rows = self
             .client()
             .await?
             .query(
-                "SELECT key, verified_at IS NOT NULL FROM copied_objects
+                "SELECT key, sha256, size, verified_at IS NOT NULL FROM copied_objects
                  WHERE target = $1 AND key = ANY($2)",
                 &[&target, &keys],
             )
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter()
+            .map(|r| {
+                let sha256: Vec<u8> = r.get(1);
+                let sha256 = sha256.try_into().map_err(|_| {
+                    crate::Error::Conflict("copied object digest is not 32 bytes".into())
+                })?;
+                Ok((
+                    r.get(0),
+                    CopiedObject {
+                        sha256,
+                        size: r.get::<_, i64>(2) as u64,
+                        verified: r.get(3),
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Records an object put into `target` (not yet read back).
@@ -182,25 +207,6 @@ impl Catalog {
             )
             .await?;
         Ok(())
-    }
-
-    /// The digest `target`'s object was copied with, to read it back against.
-    ///
-    /// # Errors
-    /// When the query fails.
-    pub async fn copied_digest(&self, target: &str, key: &str) -> Result<Option<([u8; 32], u64)>> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT sha256, size FROM copied_objects WHERE target = $1 AND key = $2",
-                &[&target, &key],
-            )
-            .await?;
-        Ok(row.and_then(|r| {
-            let digest: Vec<u8> = r.get(0);
-            Some((digest.try_into().ok()?, r.get::<_, i64>(1) as u64))
-        }))
     }
 
     /// Marks `target`'s object read back and matching.

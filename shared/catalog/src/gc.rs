@@ -173,6 +173,27 @@ impl Catalog {
         })
     }
 
+    /// Condemned packs past the grace period that their object lock keeps:
+    /// what a pass deferred (the `locked` of [`GcPlan`], without the rest).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn locked_condemned(&self, tenant: &str, grace: Duration) -> Result<u64> {
+        let sql = format!(
+            "SELECT count(*) FROM packs p WHERE p.tenant = $1 AND NOT p.deleting
+               AND p.condemned_at < now() - make_interval(secs => $2) AND {LOCKED}
+               AND {unref} AND NOT {held}",
+            unref = unreferenced(),
+            held = held_back()
+        );
+        let r = self
+            .client()
+            .await?
+            .query_one(&sql, &[&tenant, &grace_secs(grace)])
+            .await?;
+        Ok(r.get::<_, i64>(0) as u64)
+    }
+
     /// Phase 1: condemns the tenant's packs that no live snapshot references.
     /// Returns how many. One statement, bounded by a statement timeout.
     ///

@@ -22,7 +22,7 @@ mod webhooks;
 
 pub use audit::{AuditCheck, AuditEvent, BrokenRow, FinishedRun, audit_hash};
 pub use chunks::{BatchKey, ChunkLocation, StoredChunk};
-pub use copies::{CopyDue, CopyLag, CopyState};
+pub use copies::{CopiedObject, CopyDue, CopyLag, CopyState};
 pub use drills::{DrillRow, timer_drill_id};
 pub use gc::{CONDEMN_SLACK_SECONDS, DoomedPack, GcPlan, LockedPack, SWEEP_BATCH};
 pub use history::{ExecutionRow, RepositoryStats, SourceStats};

@@ -91,23 +91,43 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// # Errors
 /// When the file cannot be opened or read.
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<([u8; 32], u64)> {
+    sha256_copy(&mut std::fs::File::open(path)?, std::io::sink())
+}
+
+/// Copies `from` into `to` through one 1 MiB buffer, returning the SHA-256
+/// and size of what passed.
+///
+/// # Errors
+/// When reading or writing fails.
+pub(crate) fn sha256_copy(
+    from: &mut impl std::io::Read,
+    to: impl std::io::Write,
+) -> std::io::Result<([u8; 32], u64)> {
     use sha2::Digest;
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
+    /// Hashes what is written through it.
+    struct Hashing<W> {
+        to: W,
+        hasher: sha2::Sha256,
     }
-    Ok((hasher.finalize().into(), size))
+    impl<W: std::io::Write> std::io::Write for Hashing<W> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let n = self.to.write(bytes)?;
+            self.hasher.update(&bytes[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.to.flush()
+        }
+    }
+    let mut hashing = Hashing {
+        to,
+        hasher: sha2::Sha256::new(),
+    };
+    let size = std::io::copy(
+        &mut std::io::BufReader::with_capacity(1 << 20, from),
+        &mut hashing,
+    )?;
+    Ok((hashing.hasher.finalize().into(), size))
 }
 
 /// `Ok(size)` when the stored digest and size equal the ones about to be

@@ -288,27 +288,11 @@ async fn same_file_or_conflict(key: &str, target: &Path, local: &Path) -> Result
     crate::same_or_conflict(key, digests.0, digests.1)
 }
 
-/// Copies `path` to `dest` through one buffer, hashing what passes.
+/// Copies `path` to `dest`, hashing what passes.
 fn copy_hashing(path: &Path, dest: &Path, key: &str) -> Result<([u8; 32], u64)> {
-    use sha2::Digest;
-    use std::io::{Read, Write};
     let mut from = std::fs::File::open(path).map_err(|e| not_found_or(e, "object", key, path))?;
-    let mut to = std::fs::File::create(dest).map_err(io_err("create", dest))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err("read", path)(e)),
-        };
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n]).map_err(io_err("write", dest))?;
-        size += n as u64;
-    }
-    Ok((hasher.finalize().into(), size))
+    let to = std::fs::File::create(dest).map_err(io_err("create", dest))?;
+    crate::sha256_copy(&mut from, to).map_err(io_err("copy to", dest))
 }
 
 pub(crate) fn not_found_or(

@@ -62,8 +62,9 @@ pub(crate) async fn run(config: &Config, args: CopyArgs) -> Result<ExitCode> {
     let target = open_target(config, &args.to_repo).await?;
     target.check_lock().await?;
     let source = open_repository(&config.repository, None).await?;
-    let to_kek = match &args.to_kek {
-        Some(file) => Some(read_kek(file)?),
+    // Ours to unwrap the key records, theirs to wrap them again.
+    let keks = match &args.to_kek {
+        Some(file) => Some((load_kek(config)?, read_kek(file)?)),
         None => None,
     };
     let chosen = choose(&catalog, &args).await?;
@@ -88,13 +89,9 @@ pub(crate) async fn run(config: &Config, args: CopyArgs) -> Result<ExitCode> {
             tenant: &tenant,
             scratch: &scratch,
         };
-        let kek = match &to_kek {
-            Some(new) => Some((load_kek(config)?, new)),
-            None => None,
-        };
         copy.run(
             &rows,
-            kek.as_ref().map(|(old, new)| (old, *new)),
+            keks.as_ref().map(|(ours, theirs)| (ours, theirs)),
             &mut summary,
         )
         .await?;
@@ -131,9 +128,7 @@ async fn open_target(config: &Config, to: &str) -> Result<Repository> {
     if !to.contains("://") && !to.starts_with('/') {
         bail!("--to-repo {to:?} is neither a configured copy nor a repository URL");
     }
-    let mut settings = config.repository.clone();
-    settings.copies.clear();
-    Ok(open_repository(&settings, Some(to)).await?)
+    Ok(open_repository(&config.repository, Some(to)).await?)
 }
 
 fn read_kek(file: &std::path::Path) -> Result<Kek> {
@@ -249,8 +244,7 @@ impl TenantCopy<'_> {
             let digest = row
                 .manifest_digest
                 .as_deref()
-                .and_then(|d| hex::decode(d).ok())
-                .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                .and_then(vaultline_copier::digest_from_hex)
                 .with_context(|| format!("snapshot {} has no manifest digest", row.id))?;
             let size = self
                 .from
