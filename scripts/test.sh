@@ -11,6 +11,7 @@ ensure_mariadb
 ensure_garage
 ensure_moto
 ensure_prometheus
+ensure_sshd
 ensure_k8s_tools
 echo "==> nats-server: $VAULTLINE_NATS_SERVER ($("$VAULTLINE_NATS_SERVER" --version))"
 # Lints first: clippy.toml keeps the metrics macros inside vaultline-metrics.

@@ -243,6 +243,14 @@ def network_policies():
                "policyTypes": ["Egress"],
                "egress": [{"ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 3306}]}],
            }}
+    # sftp sources: SSH from the extractor alone (another port: patch it in an overlay).
+    yield {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": "vaultline-sftp-sources", "labels": {NAME: "vaultline"}},
+           "spec": {
+               "podSelector": {"matchLabels": {NAME: "vaultline", COMPONENT: "extractor"}},
+               "policyTypes": ["Egress"],
+               "egress": [{"ports": [{"protocol": "TCP", "port": 22}]}],
+           }}
 
 
 def migrate_job():

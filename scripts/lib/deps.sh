@@ -59,6 +59,17 @@ ensure_prometheus() {
   fi
 }
 
+# OpenSSH's server for the sftp source's tests: the harness runs its own
+# sshd as an ordinary user on a loopback port; the system's is never started.
+ensure_sshd() {
+  if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then
+    echo "==> installing OpenSSH's server with apt"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
+    as_root systemctl disable --now ssh >/dev/null 2>&1 || true
+  fi
+}
+
 # The Kubernetes checks: PyYAML for scripts/k8s/generate.py, kubectl for
 # `kubectl kustomize`, and PyPI's kubernetes-validate. No cluster is needed.
 ensure_k8s_tools() {

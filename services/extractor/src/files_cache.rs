@@ -55,6 +55,16 @@ impl Stat {
         }
     }
 
+    /// A file on a host that gives only its size and whole-second mtime
+    /// (SFTP): no ctime or inode to compare.
+    pub(crate) fn remote(size: u64, mtime: i64) -> Stat {
+        Stat {
+            size,
+            mtime,
+            ..Stat::default()
+        }
+    }
+
     /// The same stat with the size actually read (a file growing while it
     /// is read then never matches its cached record).
     pub(crate) fn with_size(self, size: u64) -> Stat {

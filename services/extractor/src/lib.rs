@@ -130,6 +130,10 @@ impl Stage for Extractor {
                 let credential = self.credential(&tenant, &source).await?;
                 stream::extract(job, stream::command_program(&config, credential)?, cx).await?
             }
+            SourceConfig::Sftp(config) => {
+                let credential = self.credential(&tenant, &source).await?;
+                files::remote::extract(job, config, credential, cx).await?
+            }
         };
         let tables = (!summary.tables.is_empty())
             .then(|| serde_json::to_value(&summary.tables))

@@ -363,6 +363,32 @@ impl Catalog {
         Ok(())
     }
 
+    /// Replaces a source's settings with others of the same kind (an SFTP
+    /// source's pinned host key).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown source or one of another kind.
+    pub async fn set_source_config(
+        &self,
+        tenant: &Name,
+        name: &Name,
+        config: &SourceConfig,
+    ) -> Result<()> {
+        let (kind, config) = config.to_parts();
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE sources SET config = $3 WHERE tenant = $1 AND name = $2 AND kind = $4",
+                &[&tenant.as_str(), &name.as_str(), &config, &kind],
+            )
+            .await?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("no {kind} source {tenant}/{name}")));
+        }
+        Ok(())
+    }
+
     /// Whether drills of the source may use its own server (see [`NewSource`]).
     ///
     /// # Errors

@@ -1,7 +1,7 @@
 //! vaultline-testkit: real servers for integration tests, started on free
 //! ports with temporary directories and stopped on drop. No mocks.
 //!
-//! - Garage (S3), MariaDB and Prometheus: see their modules.
+//! - Garage (S3), MariaDB, Prometheus, moto and OpenSSH's sshd: see their modules.
 //! - nats-server: `VAULTLINE_NATS_SERVER` or `nats-server` on PATH; must be 2.10+.
 //!   It runs with the shipped users and permissions (`deploy/nats/auth.conf`),
 //!   alone or as the 3-server cluster of `deploy/nats/cluster`.
@@ -15,12 +15,14 @@ mod moto;
 mod nats;
 mod nats_cluster;
 mod prometheus;
+mod sshd;
 pub use garage::{Garage, garage_binary};
 pub use mariadb::MariaDb;
 pub use moto::{Moto, ObjectRetention};
 pub use nats::{NATS_ROLES, NatsServer};
 pub use nats_cluster::NatsCluster;
 pub use prometheus::Prometheus;
+pub use sshd::{SFTP_USER, Sshd};
 
 use anyhow::{Context, Result, bail};
 use std::net::{SocketAddr, TcpListener, TcpStream};

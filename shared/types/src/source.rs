@@ -20,6 +20,8 @@ pub enum SourceConfig {
     Mariadb(MariadbSource),
     /// A shell command whose standard output is the backup.
     Command(CommandSource),
+    /// A directory tree on a host reached over SSH (SFTP).
+    Sftp(SftpSource),
 }
 
 /// `files`: the root of the tree.
@@ -69,6 +71,37 @@ pub struct CommandSource {
     pub name: Option<String>,
 }
 
+/// `sftp`: a remote tree read over SFTP. The password or private key is the
+/// source's sealed credential, never part of this config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SftpSource {
+    /// Host name or address.
+    pub host: String,
+    /// SSH port (22).
+    pub port: u16,
+    /// The user to log in as.
+    pub user: String,
+    /// Absolute path of the tree's root on the host.
+    pub path: String,
+    /// How the credential logs in.
+    pub auth: SftpAuth,
+    /// The pinned host key, as OpenSSH shows it (`SHA256:…`); no connection
+    /// is made without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+}
+
+/// What an SFTP source's sealed credential holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SftpAuth {
+    /// A password.
+    Password,
+    /// A private key (OpenSSH or PEM), with its passphrase if it has one.
+    Key,
+}
+
 /// A stored `kind` and `config` that do not make a source this build knows.
 #[derive(Debug, thiserror::Error)]
 #[error("a {kind:?} source with this config: {reason}")]
@@ -100,6 +133,7 @@ impl SourceConfig {
             SourceConfig::Postgres(c) => serde_json::to_value(c),
             SourceConfig::Mariadb(c) => serde_json::to_value(c),
             SourceConfig::Command(c) => serde_json::to_value(c),
+            SourceConfig::Sftp(c) => serde_json::to_value(c),
         };
         (self.kind(), config.expect("source configs serialise"))
     }
@@ -111,6 +145,7 @@ impl SourceConfig {
             SourceConfig::Postgres(_) => "postgres",
             SourceConfig::Mariadb(_) => "mariadb",
             SourceConfig::Command(_) => "command",
+            SourceConfig::Sftp(_) => "sftp",
         }
     }
 
@@ -119,7 +154,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Postgres(c) => Some(&c.url),
             SourceConfig::Mariadb(c) => Some(&c.url),
-            SourceConfig::Files(_) | SourceConfig::Command(_) => None,
+            SourceConfig::Files(_) | SourceConfig::Command(_) | SourceConfig::Sftp(_) => None,
         }
     }
 
@@ -156,6 +191,14 @@ mod tests {
                 restore_command: Some("cat > /tmp/hosts".into()),
                 secret_env: Some("TOKEN".into()),
                 name: None,
+            }),
+            SourceConfig::Sftp(SftpSource {
+                host: "files.example".into(),
+                port: 22,
+                user: "backup".into(),
+                path: "/srv/www".into(),
+                auth: SftpAuth::Key,
+                host_key: Some("SHA256:abc".into()),
             }),
         ];
         for source in sources {

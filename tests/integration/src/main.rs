@@ -32,5 +32,6 @@ mod rolling;
 mod rotation;
 mod s3;
 mod schedules;
+mod sftp;
 mod sources;
 mod traces;

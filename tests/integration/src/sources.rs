@@ -116,7 +116,7 @@ async fn recorded_tables(env: &Env, snapshot: &str) -> Result<BTreeMap<String, u
 
 /// Nothing in the catalog's source rows, the credential rows or the NATS
 /// stream holds `secret` in clear.
-async fn assert_secret_nowhere(env: &Env, secret: &str) -> Result<()> {
+pub(crate) async fn assert_secret_nowhere(env: &Env, secret: &str) -> Result<()> {
     let client = env.sql().await?;
     for row in client
         .query("SELECT config::text FROM sources", &[])

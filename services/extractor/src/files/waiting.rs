@@ -3,8 +3,7 @@
 //! and large files being read on reader threads. Each goes into the draft,
 //! the digest and the next cache once everything before it has.
 
-use super::{HELD_BYTES, HELD_CHUNKS, ReadJob, ReadResult, Recorded, Walker, read_file};
-use crate::draft::PARALLEL_FROM;
+use super::{HELD_BYTES, HELD_CHUNKS, ReadJob, ReadResult, Recorded, Tree, Walker, read_file};
 use crate::files_cache::{CachedFile, Stat};
 use std::path::{Path, PathBuf};
 use vaultline_format::manifest::{ChunkRef, Entry, EntryKind, Record};
@@ -59,7 +58,7 @@ impl Slot {
     }
 }
 
-impl Walker<'_, '_> {
+impl<T: Tree> Walker<'_, '_, T> {
     /// Queues an entry behind the others and records what is ready.
     pub(super) fn wait(&mut self, slot: Slot) -> Result<(), StageError> {
         self.held_bytes += slot.weight();
@@ -83,8 +82,9 @@ impl Walker<'_, '_> {
         path: &Path,
         stat: Stat,
     ) -> Result<Option<Slot>, StageError> {
-        if stat.size < PARALLEL_FROM {
+        if stat.size < T::PARALLEL_FROM {
             let read = read_file(
+                self.tree,
                 path,
                 &mut entry,
                 stat.size,

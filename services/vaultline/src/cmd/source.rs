@@ -1,6 +1,7 @@
 //! `vaultline source`: adding a source (what it is, its credential, its
 //! verification and retention) and rotating its credential.
 
+mod sftp;
 mod spec;
 
 use crate::cmd::retention::PolicyArgs;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vaultline_runtime::Config;
 use vaultline_runtime::deps::load_credentials_key;
+use vaultline_types::SourceConfig;
 
 pub use spec::{SourceKind, SourceSpec};
 
@@ -20,7 +22,8 @@ pub use spec::{SourceKind, SourceSpec};
 pub enum SourceCommand {
     /// Add a source: `vaultline source add acme/docs --type files --path /srv/docs`,
     /// `… acme/db --type postgres --url postgres://backup@db:5432/shop --password-file F`,
-    /// `… acme/vault --type command --command 'vault operator raft snapshot save -'`.
+    /// `… acme/vault --type command --command 'vault operator raft snapshot save -'`,
+    /// `… acme/web --type sftp --host H --user U --path /srv/www --key-file F`.
     Add {
         /// `tenant/source`
         source: String,
@@ -51,13 +54,30 @@ pub enum SourceCommand {
         deadline: String,
     },
     /// Replace a source's stored password or secret (rotation); the next
-    /// snapshot uses it. Stored sealed with the credentials key.
+    /// snapshot uses it. Stored sealed with the credentials key. For an
+    /// sftp source the file is its new password or private key, as it logs in.
     SetCredential {
         /// `tenant/source`
         source: String,
-        /// File holding the new password or secret.
+        /// File holding the new password or secret (sftp: or key).
         #[arg(long = "from-file")]
         file: PathBuf,
+        /// File holding the new key's passphrase (sftp key login).
+        #[arg(long)]
+        key_passphrase_file: Option<PathBuf>,
+    },
+    /// Pin the host key an sftp source's host offers now (trust on first
+    /// use, said explicitly). Shows the fingerprint; `--expect` checks it
+    /// first, `--replace` pins a key that differs from the pinned one.
+    TrustHostKey {
+        /// `tenant/source`
+        source: String,
+        /// The fingerprint the host must offer (`SHA256:…`), checked out of band.
+        #[arg(long)]
+        expect: Option<String>,
+        /// Replace a pinned key that differs.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -125,16 +145,35 @@ pub(crate) async fn run(config: &Config, command: SourceCommand) -> Result<ExitC
                 }
             }
         }
-        SourceCommand::SetCredential { source, file } => {
+        SourceCommand::SetCredential {
+            source,
+            file,
+            key_passphrase_file,
+        } => {
             let (tenant, source) = parse_pair(&source)?;
-            let secret = read_secret(&file)?;
-            let sealed = load_credentials_key(config)?.seal(secret.as_bytes());
-            catalog(config)
-                .await?
-                .set_credential(&tenant, &source, &sealed)
-                .await?;
+            let catalog = catalog(config).await?;
+            let row = catalog.source(&tenant, &source).await?;
+            let secret = match row.config()? {
+                SourceConfig::Sftp(sftp) => {
+                    sftp::credential(sftp.auth, &file, key_passphrase_file)?
+                }
+                _ => {
+                    anyhow::ensure!(
+                        key_passphrase_file.is_none(),
+                        "--key-passphrase-file is for sftp sources that log in with a key"
+                    );
+                    read_secret(&file)?.into_bytes()
+                }
+            };
+            let sealed = load_credentials_key(config)?.seal(&secret);
+            catalog.set_credential(&tenant, &source, &sealed).await?;
             println!("stored a new credential for {tenant}/{source} (sealed)");
         }
+        SourceCommand::TrustHostKey {
+            source,
+            expect,
+            replace,
+        } => sftp::trust_host_key(config, &source, expect, replace).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

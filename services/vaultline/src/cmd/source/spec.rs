@@ -4,7 +4,9 @@
 use crate::context::read_secret;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
-use vaultline_types::{CommandSource, FilesSource, MariadbSource, PostgresSource, SourceConfig};
+use vaultline_types::{
+    CommandSource, FilesSource, MariadbSource, PostgresSource, SftpAuth, SftpSource, SourceConfig,
+};
 
 /// `--type` of `source add`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -15,6 +17,8 @@ pub enum SourceKind {
     /// Stored as mariadb.
     Mysql,
     Command,
+    /// A tree on another host, over SSH.
+    Sftp,
 }
 
 impl std::fmt::Display for SourceKind {
@@ -32,13 +36,14 @@ pub struct SourceSpec {
     /// Source type (mysql is stored as mariadb).
     #[arg(long = "type", value_enum, default_value_t = SourceKind::Files)]
     pub kind: SourceKind,
-    /// Directory to back up (files).
+    /// Directory to back up (files; sftp: on the host).
     #[arg(long)]
     pub path: Option<PathBuf>,
     /// Database URL without a password (postgres://…, mariadb://…).
     #[arg(long)]
     pub url: Option<String>,
-    /// File holding the database password; stored sealed with the credentials key.
+    /// File holding the database or SSH password; stored sealed with the
+    /// credentials key.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
     /// Shell command whose stdout is the backup (command).
@@ -53,6 +58,63 @@ pub struct SourceSpec {
     /// Environment variable the command receives the secret in (command).
     #[arg(long)]
     pub secret_env: Option<String>,
+    #[command(flatten)]
+    pub sftp: SftpFlags,
+}
+
+/// The flags only an sftp source takes.
+#[derive(clap::Args, Debug, Default)]
+pub struct SftpFlags {
+    /// The SSH host (sftp).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The SSH port (sftp; default 22).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The user to log in as (sftp).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Private key to log in with (sftp); stored sealed.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// File holding the private key's passphrase (sftp); stored sealed.
+    #[arg(long)]
+    pub key_passphrase_file: Option<PathBuf>,
+    /// The host key to accept, as `ssh-keygen -lf` shows it (`SHA256:…`);
+    /// without it, pin it with `vaultline source trust-host-key`.
+    #[arg(long)]
+    pub host_key_fingerprint: Option<String>,
+}
+
+impl SftpFlags {
+    /// The first flag given, for `--X does not apply`.
+    fn given(&self) -> Option<&'static str> {
+        [
+            ("host", self.host.is_some()),
+            ("port", self.port.is_some()),
+            ("user", self.user.is_some()),
+            ("key-file", self.key_file.is_some()),
+            ("key-passphrase-file", self.key_passphrase_file.is_some()),
+            ("host-key-fingerprint", self.host_key_fingerprint.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+}
+
+/// Whether `text` looks like an OpenSSH SHA-256 fingerprint.
+pub(super) fn check_fingerprint(text: &str) -> Result<()> {
+    let digest = text.strip_prefix("SHA256:").unwrap_or_default();
+    if digest.len() != 43
+        || !digest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    {
+        bail!(
+            "{text:?} is not a host key fingerprint as ssh-keygen -lf shows it (SHA256: and 43 characters)"
+        );
+    }
+    Ok(())
 }
 
 impl SourceSpec {
@@ -68,6 +130,7 @@ impl SourceSpec {
             restore_command,
             secret_file,
             secret_env,
+            sftp,
         } = self;
         let refuse = |flag: &str, given: bool| -> Result<()> {
             if given {
@@ -75,6 +138,11 @@ impl SourceSpec {
             }
             Ok(())
         };
+        if kind != SourceKind::Sftp
+            && let Some(flag) = sftp.given()
+        {
+            refuse(flag, true)?;
+        }
         match kind {
             SourceKind::Files => {
                 refuse("url", url.is_some())?;
@@ -147,8 +215,63 @@ impl SourceSpec {
                 });
                 Ok((config, secret, command))
             }
+            SourceKind::Sftp => {
+                refuse("url", url.is_some())?;
+                refuse("command", command.is_some())?;
+                refuse("restore-command", restore_command.is_some())?;
+                refuse("secret-file", secret_file.is_some())?;
+                refuse("secret-env", secret_env.is_some())?;
+                let path = path.context("an sftp source needs --path (the tree on the host)")?;
+                sftp_source(sftp, path, password_file)
+            }
         }
     }
+}
+
+/// An sftp source and its credential (a password, or a key checked to open
+/// with its passphrase).
+fn sftp_source(
+    flags: SftpFlags,
+    path: PathBuf,
+    password_file: Option<PathBuf>,
+) -> Result<(SourceConfig, Option<String>, String)> {
+    let host = flags.host.context("an sftp source needs --host")?;
+    let user = flags.user.context("an sftp source needs --user")?;
+    let path = path
+        .to_str()
+        .filter(|p| p.starts_with('/'))
+        .context("--path of an sftp source is an absolute path on the host")?
+        .to_owned();
+    if let Some(fingerprint) = &flags.host_key_fingerprint {
+        check_fingerprint(fingerprint)?;
+    }
+    let credential = super::sftp::read_credential(
+        password_file.as_deref(),
+        flags.key_file.as_deref(),
+        flags.key_passphrase_file.as_deref(),
+    )?;
+    let auth = match credential {
+        vaultline_sftp::Credential::Password(_) => SftpAuth::Password,
+        vaultline_sftp::Credential::Key { .. } => SftpAuth::Key,
+    };
+    let config = SftpSource {
+        port: flags.port.unwrap_or(22),
+        host,
+        user,
+        path,
+        auth,
+        host_key: flags.host_key_fingerprint,
+    };
+    let pin = match &config.host_key {
+        Some(pin) => format!("host key {pin}"),
+        None => "no host key pinned yet: run `vaultline source trust-host-key`".into(),
+    };
+    let shown = format!(
+        "sftp://{}@{}:{}{}, {pin}",
+        config.user, config.host, config.port, config.path
+    );
+    let secret = String::from_utf8(credential.to_bytes()).expect("a credential is JSON");
+    Ok((SourceConfig::Sftp(config), Some(secret), shown))
 }
 
 #[cfg(test)]
@@ -165,6 +288,7 @@ mod tests {
             restore_command: None,
             secret_file: None,
             secret_env: None,
+            sftp: SftpFlags::default(),
         }
     }
 
@@ -215,6 +339,55 @@ mod tests {
         let (config, _, shown) = command.resolve().unwrap();
         assert_eq!(config.restore_command(), Some("psql"));
         assert_eq!(shown, "pg_dumpall");
+    }
+
+    #[test]
+    fn an_sftp_source_takes_its_own_flags_and_a_real_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("pw");
+        std::fs::write(&password, "hunter2\n").unwrap();
+        let sftp = |fingerprint: Option<&str>| SourceSpec {
+            path: Some("/srv/www".into()),
+            password_file: Some(password.clone()),
+            sftp: SftpFlags {
+                host: Some("files.example".into()),
+                user: Some("backup".into()),
+                host_key_fingerprint: fingerprint.map(Into::into),
+                ..SftpFlags::default()
+            },
+            ..spec(SourceKind::Sftp)
+        };
+        let pin = format!("SHA256:{}", "A".repeat(43));
+        let (config, secret, shown) = sftp(Some(&pin)).resolve().unwrap();
+        let SourceConfig::Sftp(config) = config else {
+            panic!("{config:?}")
+        };
+        assert_eq!((config.port, config.auth), (22, SftpAuth::Password));
+        assert_eq!(config.host_key.as_deref(), Some(pin.as_str()));
+        let secret = secret.unwrap();
+        assert_eq!(
+            vaultline_sftp::Credential::from_bytes(secret.as_bytes(), SftpAuth::Password).unwrap(),
+            vaultline_sftp::Credential::Password("hunter2".into())
+        );
+        assert!(
+            !shown.contains("hunter2") && shown.contains(&pin),
+            "{shown}"
+        );
+        assert!(refused(sftp(Some("SHA256:short"))).contains("fingerprint"));
+        let no_login = SourceSpec {
+            password_file: None,
+            ..sftp(None)
+        };
+        assert!(refused(no_login).contains("--password-file or --key-file"));
+        let files_with_host = SourceSpec {
+            path: Some("/".into()),
+            sftp: SftpFlags {
+                host: Some("h".into()),
+                ..SftpFlags::default()
+            },
+            ..spec(SourceKind::Files)
+        };
+        assert!(refused(files_with_host).contains("--host does not apply to a files source"));
     }
 
     #[test]
