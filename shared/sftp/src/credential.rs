@@ -29,6 +29,14 @@ impl std::fmt::Debug for Credential {
 }
 
 impl Credential {
+    /// How this credential logs in, as the source's config records it.
+    pub fn auth(&self) -> SftpAuth {
+        match self {
+            Credential::Password(_) => SftpAuth::Password,
+            Credential::Key { .. } => SftpAuth::Key,
+        }
+    }
+
     /// The bytes to seal.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a credential serialises")
@@ -43,11 +51,10 @@ impl Credential {
         let credential: Credential = serde_json::from_slice(bytes).map_err(|_| {
             Error::Credential("an sftp credential (set it again with source set-credential)".into())
         })?;
-        match (&credential, auth) {
-            (Credential::Password(_), SftpAuth::Password)
-            | (Credential::Key { .. }, SftpAuth::Key) => Ok(credential),
-            (_, SftpAuth::Password) => Err(Error::Credential("a password".into())),
-            (_, SftpAuth::Key) => Err(Error::Credential("a private key".into())),
+        match auth {
+            _ if credential.auth() == auth => Ok(credential),
+            SftpAuth::Password => Err(Error::Credential("a password".into())),
+            SftpAuth::Key => Err(Error::Credential("a private key".into())),
         }
     }
 

@@ -114,14 +114,7 @@ impl Sshd {
     /// Kills every session process (the connections drop; the server
     /// keeps listening); returns how many there were.
     pub fn kill_sessions(&self) -> Result<usize> {
-        let listener = self.child.as_ref().context("sshd is not running")?.id();
-        let sessions = descendants(listener)?;
-        for pid in &sessions {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-        Ok(sessions.len())
+        kill_below(self.child.as_ref().context("sshd is not running")?.id())
     }
 
     /// Everything sshd and its sftp-servers logged so far.
@@ -203,14 +196,8 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        if let Some(child) = &self.child
-            && let Ok(sessions) = descendants(child.id())
-        {
-            for pid in sessions {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
+        if let Some(child) = &self.child {
+            let _ = kill_below(child.id());
         }
         kill(self.child.take());
     }
@@ -282,6 +269,17 @@ fn output(command: &mut Command) -> Result<String> {
     let out = command.output()?;
     anyhow::ensure!(out.status.success(), "{command:?} failed");
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// SIGKILLs every process below `pid`; returns how many there were.
+fn kill_below(pid: u32) -> Result<usize> {
+    let below = descendants(pid)?;
+    for pid in &below {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    Ok(below.len())
 }
 
 /// Every process below `pid` (from /proc).

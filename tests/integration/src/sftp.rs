@@ -127,6 +127,37 @@ async fn add_pinned_source(env: &Env, sshd: &Sshd, name: &str, tree: &Path) -> R
     Ok(pin)
 }
 
+/// Source `acme/<name>` over `tree`, logging in with the server's client
+/// key and its passphrase, the host key pinned when added; returns the pin
+/// and the CLI's words.
+async fn add_key_source(
+    env: &Env,
+    sshd: &Sshd,
+    name: &str,
+    tree: &Path,
+) -> Result<(String, String)> {
+    let passphrase = env.path("key-passphrase");
+    std::fs::write(&passphrase, Sshd::CLIENT_KEY_PASSPHRASE)?;
+    let pin = sshd.host_key_fingerprint()?;
+    let key = sshd.client_key();
+    let added = add_source(
+        env,
+        sshd,
+        &format!("acme/{name}"),
+        tree,
+        &[
+            "--key-file",
+            key.to_str().context("utf-8 path")?,
+            "--key-passphrase-file",
+            passphrase.to_str().context("utf-8 path")?,
+            "--host-key-fingerprint",
+            &pin,
+        ],
+    )
+    .await?;
+    Ok((pin, added))
+}
+
 async fn backup(env: &Env, source: &str) -> Result<()> {
     env.cli(&["backup", &format!("acme/{source}"), "--timeout", "300"])
         .await
@@ -215,24 +246,8 @@ async fn a_remote_tree_round_trips_with_a_password_and_with_a_key() -> Result<()
     println!("second backup read {read_again} of {tree_bytes} bytes over the link");
 
     // A key with a passphrase, the fingerprint pinned when added.
-    let passphrase = env.path("key-passphrase");
-    std::fs::write(&passphrase, Sshd::CLIENT_KEY_PASSPHRASE)?;
-    let key = sshd.client_key();
-    let added = add_source(
-        &env,
-        &sshd,
-        "acme/web-key",
-        &tree,
-        &[
-            "--key-file",
-            key.to_str().unwrap(),
-            "--key-passphrase-file",
-            passphrase.to_str().unwrap(),
-            "--host-key-fingerprint",
-            &fingerprint,
-        ],
-    )
-    .await?;
+    let (pinned, added) = add_key_source(&env, &sshd, "web-key", &tree).await?;
+    assert_eq!(pinned, fingerprint);
     assert!(added.contains(&fingerprint), "{added}");
     backup(&env, "web-key").await?;
     let keyed = env.wait_final_of("web-key", 1).await?;
@@ -389,25 +404,7 @@ async fn sftp_throughput() -> Result<()> {
     }
     sshd.share(&tree)?;
     env.cli(&["tenant", "create", "acme"]).await?;
-    let key_passphrase = env.path("passphrase");
-    std::fs::write(&key_passphrase, Sshd::CLIENT_KEY_PASSPHRASE)?;
-    let pin = sshd.host_key_fingerprint()?;
-    let key = sshd.client_key();
-    add_source(
-        &env,
-        &sshd,
-        "acme/remote",
-        &tree,
-        &[
-            "--key-file",
-            key.to_str().unwrap(),
-            "--key-passphrase-file",
-            key_passphrase.to_str().unwrap(),
-            "--host-key-fingerprint",
-            &pin,
-        ],
-    )
-    .await?;
+    add_key_source(&env, &sshd, "remote", &tree).await?;
     // Another tenant, so the local read finds none of the remote one's chunks.
     env.cli(&["tenant", "create", "other"]).await?;
     env.cli(&[
@@ -443,7 +440,7 @@ async fn sftp_throughput() -> Result<()> {
     node.shutdown().await;
     // scp with the same key: an unencrypted copy, for ssh-agent-less batch use.
     let plain_key = env.path("plain_key");
-    std::fs::copy(&key, &plain_key)?;
+    std::fs::copy(sshd.client_key(), &plain_key)?;
     let status = std::process::Command::new("ssh-keygen")
         .args([
             "-q",

@@ -5,7 +5,7 @@ use crate::context::read_secret;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use vaultline_types::{
-    CommandSource, FilesSource, MariadbSource, PostgresSource, SftpAuth, SftpSource, SourceConfig,
+    CommandSource, FilesSource, MariadbSource, PostgresSource, SftpSource, SourceConfig,
 };
 
 /// `--type` of `source add`.
@@ -250,16 +250,12 @@ fn sftp_source(
         flags.key_file.as_deref(),
         flags.key_passphrase_file.as_deref(),
     )?;
-    let auth = match credential {
-        vaultline_sftp::Credential::Password(_) => SftpAuth::Password,
-        vaultline_sftp::Credential::Key { .. } => SftpAuth::Key,
-    };
     let config = SftpSource {
         port: flags.port.unwrap_or(22),
         host,
         user,
         path,
-        auth,
+        auth: credential.auth(),
         host_key: flags.host_key_fingerprint,
     };
     let pin = match &config.host_key {
@@ -277,6 +273,7 @@ fn sftp_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vaultline_types::SftpAuth;
 
     fn spec(kind: SourceKind) -> SourceSpec {
         SourceSpec {
