@@ -36,9 +36,10 @@ pub async fn run(deps: Arc<Deps>, mut stop: watch::Receiver<bool>) {
 pub async fn observe_once(deps: &Deps) -> Result<(), StageError> {
     export_backlogs(deps).await;
     let sources = export_sources(deps).await;
+    let wal = export_wal(deps).await;
     let tenants = export_tenants(deps).await;
     let reaped = reap(deps).await;
-    sources.and(tenants).and(reaped)
+    sources.and(wal).and(tenants).and(reaped)
 }
 
 async fn export_backlogs(deps: &Deps) {
@@ -125,6 +126,26 @@ async fn export_sources(deps: &Deps) -> Result<(), StageError> {
             let seconds = source.last_drill_ms.unwrap_or(0) as f64 / 1000.0;
             gauge(MetricName::DrillDuration, &labels, seconds);
         }
+    }
+    Ok(())
+}
+
+/// Archived WAL of physical postgres sources: the RPO, the lag, the gaps.
+async fn export_wal(deps: &Deps) -> Result<(), StageError> {
+    for wal in deps.catalog.wal_stats().await? {
+        let labels = [("tenant", wal.tenant), ("source", wal.source)];
+        gauge(
+            MetricName::WalLastArchived,
+            &labels,
+            unix(Some(wal.last_closed_at)),
+        );
+        gauge(
+            MetricName::WalArchiveLag,
+            &labels,
+            wal.last_lag_seconds.max(0.0),
+        );
+        gauge(MetricName::WalGaps, &labels, wal.gaps as f64);
+        gauge(MetricName::WalStoredBytes, &labels, wal.stored_bytes as f64);
     }
     Ok(())
 }

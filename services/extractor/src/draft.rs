@@ -43,6 +43,8 @@ pub(crate) struct Summary {
     pub(crate) source_digest: String,
     /// Database sources: rows per table at dump time.
     pub(crate) tables: Vec<vaultline_format::manifest::TableRows>,
+    /// Physical postgres sources: where the base sits in the WAL.
+    pub(crate) base: Option<crate::basebackup::BaseBackup>,
 }
 
 pub(crate) fn batch_key(job: &Job, batch: u32) -> String {

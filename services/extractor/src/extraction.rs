@@ -67,5 +67,6 @@ pub(crate) fn finish(
         bytes_new,
         source_digest,
         tables,
+        base: None,
     })
 }

@@ -2,6 +2,7 @@
 //! content-defined chunking, keyed chunk ids and the dedup lookup; stages only
 //! new data; emits *data extracted* per batch and *snapshot extracted*.
 
+mod basebackup;
 mod draft;
 mod extraction;
 mod files;
@@ -15,8 +16,8 @@ use std::sync::Arc;
 use vaultline_catalog::SnapshotStatus;
 use vaultline_runtime::{Cx, Deps, ErrorType, Outcome, Outgoing, Stage, StageError};
 use vaultline_types::{
-    BackupRequested, DataExtracted, Name, SCHEDULED_REQUEST_PREFIX, SnapshotExtracted, SnapshotId,
-    SnapshotStarted, SourceConfig, StageName, TriggerKind,
+    BackupRequested, DataExtracted, Name, PostgresMode, SCHEDULED_REQUEST_PREFIX,
+    SnapshotExtracted, SnapshotId, SnapshotStarted, SourceConfig, StageName, TriggerKind,
 };
 
 /// Default bytes of new data per batch (and so per pack).
@@ -84,6 +85,7 @@ impl Stage for Extractor {
                     bytes_new: row.bytes_new as u64,
                     source_digest: row.source_digest.clone().unwrap_or_default(),
                     tables: vec![],
+                    base: None,
                 };
                 let attempt = row.attempt.unwrap_or(1) as u32;
                 return Ok(vec![extracted(tenant, source, snapshot, attempt, &summary)]);
@@ -117,6 +119,12 @@ impl Stage for Extractor {
         };
         let summary = match config {
             SourceConfig::Files(config) => files::extract(job, config, cx).await?,
+            SourceConfig::Postgres(config) if config.mode == PostgresMode::Physical => {
+                let credential = self.credential(&tenant, &source).await?;
+                let label = format!("vaultline {tenant}/{source} {snapshot}");
+                let program = basebackup::program(&config, credential, &label).await?;
+                stream::extract(job, program, cx).await?
+            }
             SourceConfig::Postgres(config) => {
                 let credential = self.credential(&tenant, &source).await?;
                 let program = postgres::program(&config, credential).await?;
@@ -135,6 +143,22 @@ impl Stage for Extractor {
                 files::remote::extract(job, config, credential, cx).await?
             }
         };
+        if let Some(base) = &summary.base {
+            let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            catalog
+                .record_base_backup(
+                    &tenant,
+                    &source,
+                    &snapshot,
+                    i32::try_from(base.timeline).unwrap_or(i32::MAX),
+                    signed(base.start.0),
+                    signed(base.end.0),
+                    signed(base.segment_size),
+                    signed(base.next_xid),
+                    i32::try_from(base.server_version).unwrap_or(i32::MAX),
+                )
+                .await?;
+        }
         let tables = (!summary.tables.is_empty())
             .then(|| serde_json::to_value(&summary.tables))
             .transpose()

@@ -38,14 +38,13 @@ fn pg_err(what: &str, e: &tokio_postgres::Error) -> StageError {
     )
 }
 
-/// Connects, exports a snapshot, counts every table in it, and builds the
-/// pg_dump command that reads the same snapshot.
-pub(crate) async fn program(
-    config: &PostgresSource,
+/// The source URL, refused when it holds a password, and the stored
+/// password (the sealed credential, opened).
+pub(crate) fn url_and_password(
+    url: &str,
     credential: Option<Vec<u8>>,
-) -> Result<Program, StageError> {
-    let mut pg: tokio_postgres::Config = config
-        .url
+) -> Result<(tokio_postgres::Config, Option<String>), StageError> {
+    let pg: tokio_postgres::Config = url
         .parse()
         .map_err(|e| source_err(format!("source url: {e}")))?;
     if pg.get_password().is_some() {
@@ -53,16 +52,20 @@ pub(crate) async fn program(
             "the source url holds a password; store it with --password-file instead",
         ));
     }
-    let password = match credential {
-        Some(secret) => Some(
-            String::from_utf8(secret)
-                .map_err(|_| source_err("the stored credential is not UTF-8 text"))?,
-        ),
-        None => None,
-    };
-    if let Some(password) = &password {
-        pg.password(password);
-    }
+    let password = credential
+        .map(String::from_utf8)
+        .transpose()
+        .map_err(|_| source_err("the stored credential is not UTF-8 text"))?;
+    Ok((pg, password))
+}
+
+/// Connects, exports a snapshot, counts every table in it, and builds the
+/// pg_dump command that reads the same snapshot.
+pub(crate) async fn program(
+    config: &PostgresSource,
+    credential: Option<Vec<u8>>,
+) -> Result<Program, StageError> {
+    let (pg, password) = url_and_password(&config.url, credential)?;
     let database = pg.get_dbname().unwrap_or("postgres").to_owned();
     let client = vaultline_databases::pg_connect(&config.url, password.as_deref())
         .await
@@ -103,6 +106,7 @@ pub(crate) async fn program(
         entry: format!("{database}.pgdump"),
         count_sql_rows: false,
         pg_snapshot: Some(ExportedSnapshot { client, tables }),
+        base: None,
         cleanup: None,
     })
 }

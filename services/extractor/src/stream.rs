@@ -34,6 +34,8 @@ pub(crate) struct Program {
     /// PostgreSQL: row counts taken in the dump's own snapshot, and the
     /// transaction that keeps that snapshot alive until pg_dump is done.
     pub(crate) pg_snapshot: Option<crate::postgres::ExportedSnapshot>,
+    /// PostgreSQL base backups: asks where the base sits in the WAL.
+    pub(crate) base: Option<crate::basebackup::Probe>,
     /// Deleted after the program exits (a MariaDB option file).
     pub(crate) cleanup: Option<vaultline_databases::MariadbOptions>,
 }
@@ -132,6 +134,10 @@ fn run(
         Some(snapshot) => runtime.block_on(snapshot.finish())?,
         None => summary_parts.sql_tables,
     };
+    let base = match program.base.take() {
+        Some(probe) => Some(runtime.block_on(probe.finish(&tail))?),
+        None => None,
+    };
     let (entry, content, batches) = (
         summary_parts.entry,
         summary_parts.content,
@@ -164,7 +170,7 @@ fn run(
     };
     let summary = finish(job, draft, batches, totals)?;
     cache.commit();
-    Ok(summary)
+    Ok(Summary { base, ..summary })
 }
 
 struct StreamParts<'a> {
@@ -296,6 +302,7 @@ pub(crate) fn command_program(
         entry: config.name.clone().unwrap_or_else(|| "stdout".into()),
         count_sql_rows: false,
         pg_snapshot: None,
+        base: None,
         cleanup: None,
     })
 }
@@ -353,6 +360,7 @@ pub(crate) fn mariadb_program(
         entry: format!("{database}.sql"),
         count_sql_rows: true,
         pg_snapshot: None,
+        base: None,
         cleanup: Some(options),
     })
 }

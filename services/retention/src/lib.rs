@@ -5,6 +5,7 @@
 //! deleted*.
 
 pub mod gc;
+pub mod wal;
 
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -14,7 +15,9 @@ pub use vaultline_policy::{Candidate, Decision, Policy, Verdict, evaluate};
 use vaultline_runtime::runner::{publish, traceparent_for};
 use vaultline_runtime::{Cx, Deps, ErrorType, Node, Outcome, Outgoing, Stage, StageError};
 use vaultline_storage::ObjectKey;
-use vaultline_types::{Name, SnapshotExpired, SnapshotVerified, StageName};
+use vaultline_types::{
+    Name, PostgresMode, SnapshotExpired, SnapshotVerified, SourceConfig, StageName,
+};
 
 /// Reads a source's policy.
 ///
@@ -95,6 +98,15 @@ pub async fn apply(
             snapshot: decision.snapshot,
             rule: decision.rule,
         });
+    }
+    if deps
+        .catalog
+        .source(tenant, source)
+        .await?
+        .config()
+        .is_ok_and(|c| matches!(c, SourceConfig::Postgres(p) if p.mode == PostgresMode::Physical))
+    {
+        wal::expire(&deps.catalog, &deps.repository, tenant, source).await?;
     }
     Ok(expired)
 }

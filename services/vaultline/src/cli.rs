@@ -3,8 +3,8 @@
 //! `--config FILE` (or `VAULTLINE_CONFIG`), then `VAULTLINE_*` variables.
 
 use crate::cmd::{
-    audit, backup, catalog, check, copy, drill, gc, history, keys, ls, restore, retention,
-    schedule, serve, setup, snapshots, source, stats, tenant, verify, webhook,
+    audit, backup, catalog, check, copy, drill, gc, history, keys, ls, pitr, restore, retention,
+    schedule, serve, setup, snapshots, source, stats, tenant, verify, wal, webhook,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -116,6 +116,19 @@ pub enum Command {
     Drill(drill::DrillArgs),
     /// Run stages: all of them, or those named with --stage.
     Serve(serve::ServeArgs),
+    /// PostgreSQL's archive_command for a physical postgres source:
+    /// `vaultline wal-push %p --source T/S`. Exits 0 once the file is
+    /// stored and recorded; a file of the same name with other bytes
+    /// fails loudly and replaces nothing.
+    WalPush(wal::WalPushArgs),
+    /// PostgreSQL's restore_command during point-in-time recovery (restore
+    /// --pitr writes it): `vaultline wal-fetch %f %p --source T/S`.
+    /// Exit code 1: not archived (the end of recovery); 126: it could not
+    /// be fetched, and recovery stops rather than end short.
+    WalFetch(wal::WalFetchArgs),
+    /// Point-in-time recovery of physical postgres sources.
+    #[command(subcommand)]
+    Pitr(pitr::PitrCommand),
 }
 
 /// Runs one command.
@@ -143,7 +156,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshots(args) => snapshots::run(&config, args).await,
         Command::Copy(args) => copy::run(&config, args).await,
         Command::Ls(args) => ls::run(&config, args).await,
-        Command::Restore(args) => restore::run(&config, args).await,
+        Command::Restore(args) => restore::run(&config, cli.config.as_deref(), args).await,
+        Command::WalPush(args) => wal::push(&config, args).await,
+        Command::WalFetch(args) => wal::fetch(&config, args).await,
+        Command::Pitr(command) => pitr::run(&config, command).await,
         Command::Verify(args) => verify::run(&config, args).await,
         Command::Check(args) => check::run(&config, args).await,
         Command::Drill(args) => drill::run(&config, args).await,

@@ -18,6 +18,7 @@ mod schedules;
 mod snapshot_packs;
 mod snapshots;
 mod tenants;
+mod wal;
 mod webhooks;
 
 pub use audit::{AuditCheck, AuditEvent, BrokenRow, FinishedRun, audit_hash};
@@ -37,6 +38,7 @@ pub use snapshots::SnapshotRow;
 pub use tenants::{ChunkKeyRow, NewSource, SourceRow, TenantKeyRow};
 pub use vaultline_policy::ScheduleSpec;
 pub use vaultline_types::SnapshotStatus;
+pub use wal::{BaseBackupRow, WalFileRow, WalPush, WalStats};
 pub use webhooks::{AttemptOutcome, DueDelivery, WebhookRow};
 
 use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};
@@ -123,6 +125,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("../migrations/0010_observer.sql")),
     (11, include_str!("../migrations/0011_copies.sql")),
     (12, include_str!("../migrations/0012_object_lock.sql")),
+    (13, include_str!("../migrations/0013_pitr.sql")),
 ];
 
 /// A pool of catalog connections.

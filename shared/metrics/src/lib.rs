@@ -111,12 +111,24 @@ pub enum MetricName {
     CopyBytes,
     /// Snapshot copies attempted, by `target` and `outcome` (verified, failed).
     Copies,
+    /// Unix time PostgreSQL closed the newest archived WAL segment of a
+    /// physical source, by `tenant` and `source`: `time() - this` is the
+    /// recovery point objective, what a lost cluster takes with it.
+    WalLastArchived,
+    /// Seconds from PostgreSQL closing the newest archived segment to
+    /// vaultline having stored it, by `tenant` and `source`.
+    WalArchiveLag,
+    /// Runs of missing segments in a source's archived WAL, by `tenant`
+    /// and `source`: no recovery crosses one.
+    WalGaps,
+    /// Bytes of a source's archived WAL as stored, by `tenant` and `source`.
+    WalStoredBytes,
 }
 
 impl MetricName {
     /// Every metric, for documentation and the tests that hold dashboards
     /// and rules to names that exist.
-    pub const ALL: [MetricName; 45] = [
+    pub const ALL: [MetricName; 49] = [
         MetricName::StageMessages,
         MetricName::StageHandleDuration,
         MetricName::StageErrors,
@@ -162,6 +174,10 @@ impl MetricName {
         MetricName::CopyLagSeconds,
         MetricName::CopyBytes,
         MetricName::Copies,
+        MetricName::WalLastArchived,
+        MetricName::WalArchiveLag,
+        MetricName::WalGaps,
+        MetricName::WalStoredBytes,
     ];
 
     /// The exported name.
@@ -212,6 +228,10 @@ impl MetricName {
             MetricName::CopyLagSeconds => "vaultline_copy_lag_seconds",
             MetricName::CopyBytes => "vaultline_copy_bytes_total",
             MetricName::Copies => "vaultline_copies_total",
+            MetricName::WalLastArchived => "vaultline_wal_last_archived_timestamp_seconds",
+            MetricName::WalArchiveLag => "vaultline_wal_archive_lag_seconds",
+            MetricName::WalGaps => "vaultline_wal_gaps",
+            MetricName::WalStoredBytes => "vaultline_wal_stored_bytes",
         }
     }
 }

@@ -38,6 +38,20 @@ impl ObjectKey {
     pub fn key_records(tenant: &Name) -> String {
         format!("tenants/{tenant}/keys/")
     }
+    /// `tenants/<tenant>/wal/<source>/<file name>.<sealed sha256, 16 hex>`:
+    /// an archived WAL file. The digest in the name makes every sealing of
+    /// a file its own object, so a push retried after a crash never meets
+    /// its own earlier, differently encrypted, object.
+    pub fn wal(tenant: &Name, source: &Name, file: &str, sealed_sha256: &[u8; 32]) -> String {
+        format!(
+            "tenants/{tenant}/wal/{source}/{file}.{}",
+            hex::encode(&sealed_sha256[..8])
+        )
+    }
+    /// `tenants/<tenant>/wal/<source>/`: every archived WAL file of a source.
+    pub fn wal_files(tenant: &Name, source: &Name) -> String {
+        format!("tenants/{tenant}/wal/{source}/")
+    }
     /// `tenants/`: one directory per tenant below it.
     pub const TENANTS: &'static str = "tenants/";
 }

@@ -114,6 +114,15 @@ impl Postgres {
         Postgres::start_cluster(Some(password))
     }
 
+    /// Starts a private cluster (never the shared server) with more
+    /// server settings, `name=value` each: archiving for PITR tests.
+    ///
+    /// # Errors
+    /// As [`Postgres::start`].
+    pub fn start_with_settings(settings: &[String]) -> Result<Postgres> {
+        Postgres::start_private(None, settings)
+    }
+
     fn start_cluster(password: Option<&str>) -> Result<Postgres> {
         if let Some(base) = std::env::var("VAULTLINE_TEST_PG_URL")
             .ok()
@@ -137,24 +146,14 @@ impl Postgres {
                 port: 0,
             });
         }
+        Postgres::start_private(password, &[])
+    }
+
+    fn start_private(password: Option<&str>, settings: &[String]) -> Result<Postgres> {
         let bin = postgres_bin()?;
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
-        let as_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false);
-        let run_as = |program: &Path| -> Command {
-            if as_root {
-                let mut cmd = Command::new("runuser");
-                cmd.args(["-u", "postgres", "--"]).arg(program);
-                cmd
-            } else {
-                Command::new(program)
-            }
-        };
-        if as_root {
+        if as_root() {
             // PostgreSQL refuses to run as root; the cluster belongs to `postgres`.
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -164,7 +163,7 @@ impl Postgres {
                 bail!("cannot hand {} to the postgres user", dir.path().display());
             }
         }
-        let mut initdb = run_as(&bin.join("initdb"));
+        let mut initdb = run_as_postgres(&bin.join("initdb"));
         initdb.args(["-U", "postgres", "-E", "UTF8", "--no-sync"]);
         match password {
             None => {
@@ -173,7 +172,7 @@ impl Postgres {
             Some(password) => {
                 let pwfile = dir.path().join("pwfile");
                 std::fs::write(&pwfile, password)?;
-                if as_root {
+                if as_root() {
                     let _ = Command::new("chown").arg("postgres").arg(&pwfile).status();
                 }
                 initdb
@@ -185,10 +184,28 @@ impl Postgres {
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
+        Postgres::serve(dir, &data, settings)
+    }
+
+    /// Starts PostgreSQL on an existing data directory (a restored one,
+    /// which may first replay WAL) that the `postgres` user owns when
+    /// root runs the tests; its socket goes into `dir`, which is removed
+    /// when the server is dropped.
+    ///
+    /// # Errors
+    /// When it does not start or accept connections within 30 s (a
+    /// cluster in recovery accepts them once it is consistent).
+    pub fn start_on(dir: tempfile::TempDir, data: &Path) -> Result<Postgres> {
+        Postgres::serve(dir, data, &[])
+    }
+
+    fn serve(dir: tempfile::TempDir, data: &Path, settings: &[String]) -> Result<Postgres> {
+        let bin = postgres_bin()?;
         let (port, child) = spawn_on_free_port("postgres", |port| {
-            Ok(run_as(&bin.join("postgres"))
+            let mut command = run_as_postgres(&bin.join("postgres"));
+            command
                 .arg("-D")
-                .arg(&data)
+                .arg(data)
                 .args([
                     "-p",
                     &port.to_string(),
@@ -204,10 +221,13 @@ impl Postgres {
                     "full_page_writes=off",
                     "-k",
                 ])
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?)
+                .arg(dir.path());
+            // Given last, so they win over the defaults above.
+            for setting in settings {
+                command.arg("-c").arg(setting);
+            }
+            let log = std::fs::File::create(dir.path().join("server.log"))?;
+            Ok(command.stdout(Stdio::null()).stderr(log).spawn()?)
         })?;
         // The port opens before recovery ends ("the database system is starting up").
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -237,6 +257,12 @@ impl Postgres {
             _dir: Some(dir),
             port,
         })
+    }
+
+    /// The private cluster's directory: its socket, its log
+    /// (`server.log`), and `data` when the harness ran initdb.
+    pub fn dir(&self) -> Option<&Path> {
+        self._dir.as_ref().map(tempfile::TempDir::path)
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/<database>` (no password in it).
@@ -280,6 +306,25 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGINT-free fast stop: killing the postmaster is fine for a throwaway cluster.
         kill(self.child.take());
+    }
+}
+
+/// Whether the tests run as root (then PostgreSQL runs as `postgres`).
+pub fn as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
+fn run_as_postgres(program: &Path) -> Command {
+    if as_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
     }
 }
 

@@ -14,8 +14,8 @@ pub use codec::{CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, DecodeError, decode, en
 pub use events::*;
 pub use ids::{ChunkId, IdError, Name, PackId, SnapshotId};
 pub use source::{
-    CommandSource, FilesSource, MariadbSource, PostgresSource, SftpAuth, SftpSource, SourceConfig,
-    SourceConfigError,
+    CommandSource, FilesSource, MariadbSource, PostgresMode, PostgresSource, SftpAuth, SftpSource,
+    SourceConfig, SourceConfigError,
 };
 pub use status::{SnapshotStatus, UnknownStatus};
 

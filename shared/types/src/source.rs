@@ -41,6 +41,29 @@ pub struct PostgresSource {
     /// The pg_dump to run (default: `pg_dump` on PATH).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pg_dump: Option<String>,
+    /// A logical dump (the default) or a physical base backup for
+    /// point-in-time recovery.
+    #[serde(default, skip_serializing_if = "PostgresMode::is_dump")]
+    pub mode: PostgresMode,
+}
+
+/// How a `postgres` source is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresMode {
+    /// One database with pg_dump, restored with pg_restore.
+    #[default]
+    Dump,
+    /// The whole cluster with pg_basebackup: a base backup that archived
+    /// WAL (`vaultline wal-push`) rolls forward to any point in time.
+    Physical,
+}
+
+impl PostgresMode {
+    /// Whether this is the default, logical mode (not written to configs).
+    pub fn is_dump(&self) -> bool {
+        *self == PostgresMode::Dump
+    }
 }
 
 /// `mariadb` (or `mysql`): a database reached by URL, never with a password in it.
@@ -152,7 +175,8 @@ impl SourceConfig {
     /// A database's URL (postgres and mariadb sources).
     pub fn database_url(&self) -> Option<&str> {
         match self {
-            SourceConfig::Postgres(c) => Some(&c.url),
+            SourceConfig::Postgres(c) if c.mode.is_dump() => Some(&c.url),
+            SourceConfig::Postgres(_) => None,
             SourceConfig::Mariadb(c) => Some(&c.url),
             SourceConfig::Files(_) | SourceConfig::Command(_) | SourceConfig::Sftp(_) => None,
         }
@@ -181,6 +205,12 @@ mod tests {
             SourceConfig::Postgres(PostgresSource {
                 url: "postgres://u@h/db".into(),
                 pg_dump: Some("/usr/lib/postgresql/15/bin/pg_dump".into()),
+                mode: PostgresMode::Dump,
+            }),
+            SourceConfig::Postgres(PostgresSource {
+                url: "postgres://u@h/postgres".into(),
+                pg_dump: None,
+                mode: PostgresMode::Physical,
             }),
             SourceConfig::Mariadb(MariadbSource {
                 url: "mariadb://u@h/db".into(),

@@ -39,6 +39,22 @@ async fn apply_bus(config: &Config) -> Result<()> {
     }
 }
 
+/// The `[repository]` lines for the Garage bucket, its secret written
+/// into `dir` (mode 0600).
+pub(crate) fn s3_repository(garage: &Garage, dir: &Path) -> Result<String> {
+    let secret = dir.join("s3-secret");
+    std::fs::write(&secret, &garage.secret_access_key)?;
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(format!(
+        "url = \"s3://{bucket}/repo\"\n[repository.s3]\nendpoint = \"{endpoint}\"\nregion = \"{region}\"\naccess-key-id = \"{key}\"\nsecret-access-key-file = \"{secret}\"\nmax-attempts = 3\nmultipart-threshold = 6291456\npart-size = 5242880",
+        bucket = Garage::BUCKET,
+        endpoint = garage.endpoint(),
+        region = Garage::REGION,
+        key = garage.access_key_id,
+        secret = secret.display(),
+    ))
+}
+
 impl Env {
     /// Servers and a config with a filesystem repository.
     pub(crate) async fn new() -> Result<Env> {
@@ -79,18 +95,7 @@ impl Env {
         let garage = if s3 { Some(Garage::start()?) } else { None };
         let repository = match &garage {
             None => format!("path = \"{}/repository\"", dir.path().display()),
-            Some(garage) => {
-                let secret = dir.path().join("s3-secret");
-                std::fs::write(&secret, &garage.secret_access_key)?;
-                format!(
-                    "url = \"s3://{bucket}/repo\"\n[repository.s3]\nendpoint = \"{endpoint}\"\nregion = \"{region}\"\naccess-key-id = \"{key}\"\nsecret-access-key-file = \"{secret}\"\nmax-attempts = 3\nmultipart-threshold = 6291456\npart-size = 5242880",
-                    bucket = Garage::BUCKET,
-                    endpoint = garage.endpoint(),
-                    region = Garage::REGION,
-                    key = garage.access_key_id,
-                    secret = secret.display(),
-                )
-            }
+            Some(garage) => s3_repository(garage, dir.path())?,
         };
         let kek_file = dir.path().join("kek.txt");
         std::fs::write(&kek_file, vaultline_format::keys::Kek::generate().1)?;

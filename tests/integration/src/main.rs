@@ -21,6 +21,8 @@ mod operate;
 mod ops;
 mod outages;
 mod pipeline;
+mod pitr;
+mod pitr_faults;
 mod privileges;
 mod processes;
 mod rebuild;

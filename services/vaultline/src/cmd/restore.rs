@@ -2,6 +2,7 @@
 //! or a command, with the key from the catalog (unwrapped with the KEK) or
 //! from an identity file, and with or without a catalog at all.
 
+mod pitr;
 mod target;
 
 use crate::access::KeyFlags;
@@ -18,7 +19,7 @@ use target::Target;
 /// Flags of `restore`.
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot id.
+    /// Snapshot id (with --pitr, --lsn or --xid: the source, `tenant/source`).
     snapshot: String,
     /// Target directory (created if missing), or `-` for stdout.
     #[arg(long)]
@@ -41,9 +42,41 @@ pub struct RestoreArgs {
     /// the ids this host has for the recorded names.
     #[arg(long)]
     numeric_owner: bool,
+    /// Point-in-time recovery of a physical postgres source: an RFC 3339
+    /// time (2026-11-29T10:15:00Z) or `latest`. Writes the data directory
+    /// of the latest base backup before it into --to, set to replay the
+    /// archived WAL up to it.
+    #[arg(long)]
+    pitr: Option<String>,
+    /// Point-in-time recovery up to this LSN (like 0/3000060).
+    #[arg(long)]
+    lsn: Option<String>,
+    /// Point-in-time recovery up to the commit of this transaction id.
+    #[arg(long)]
+    xid: Option<u64>,
 }
 
-pub(crate) async fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
+pub(crate) async fn run(
+    config: &Config,
+    config_file: Option<&std::path::Path>,
+    args: RestoreArgs,
+) -> Result<ExitCode> {
+    if let Some(target) =
+        pitr::RecoveryTarget::from_flags(args.pitr.as_deref(), args.lsn.as_deref(), args.xid)?
+    {
+        if args.path.is_some() || args.into.is_some() || args.into_command.is_some() {
+            anyhow::bail!("a point-in-time restore writes a data directory: give --to DIR alone");
+        }
+        return pitr::run(
+            config,
+            config_file,
+            &args.snapshot,
+            target,
+            args.to,
+            &args.keys,
+        )
+        .await;
+    }
     let snapshot = SnapshotId::parse(&args.snapshot)?;
     let target = Target::from_flags(args.to, args.into, args.into_command)?;
     let repository = args.keys.repository(config).await?;

@@ -5,7 +5,8 @@ use crate::context::read_secret;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use vaultline_types::{
-    CommandSource, FilesSource, MariadbSource, PostgresSource, SftpSource, SourceConfig,
+    CommandSource, FilesSource, MariadbSource, PostgresMode, PostgresSource, SftpSource,
+    SourceConfig,
 };
 
 /// `--type` of `source add`.
@@ -30,6 +31,13 @@ impl std::fmt::Display for SourceKind {
     }
 }
 
+/// `--mode` of a postgres source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PgMode {
+    Dump,
+    Physical,
+}
+
 /// The flags of `source add` that say what the source is, as typed.
 #[derive(clap::Args, Debug)]
 pub struct SourceSpec {
@@ -42,6 +50,11 @@ pub struct SourceSpec {
     /// Database URL without a password (postgres://…, mariadb://…).
     #[arg(long)]
     pub url: Option<String>,
+    /// postgres: `dump` (pg_dump of one database, the default) or
+    /// `physical` (pg_basebackup of the cluster, for point-in-time
+    /// recovery with `vaultline wal-push`; the URL's user needs REPLICATION).
+    #[arg(long, value_enum)]
+    pub mode: Option<PgMode>,
     /// File holding the database or SSH password; stored sealed with the
     /// credentials key.
     #[arg(long)]
@@ -125,6 +138,7 @@ impl SourceSpec {
             kind,
             path,
             url,
+            mode,
             password_file,
             command,
             restore_command,
@@ -138,6 +152,9 @@ impl SourceSpec {
             }
             Ok(())
         };
+        if kind != SourceKind::Postgres && mode.is_some() {
+            refuse("mode", true)?;
+        }
         if kind != SourceKind::Sftp
             && let Some(flag) = sftp.given()
         {
@@ -189,6 +206,10 @@ impl SourceSpec {
                     SourceConfig::Postgres(PostgresSource {
                         url: url.clone(),
                         pg_dump: None,
+                        mode: match mode {
+                            Some(PgMode::Physical) => PostgresMode::Physical,
+                            Some(PgMode::Dump) | None => PostgresMode::Dump,
+                        },
                     })
                 } else {
                     SourceConfig::Mariadb(MariadbSource {
@@ -280,6 +301,7 @@ mod tests {
             kind,
             path: None,
             url: None,
+            mode: None,
             password_file: None,
             command: None,
             restore_command: None,
@@ -312,6 +334,21 @@ mod tests {
         let no_db = refused(url(SourceKind::Mariadb, "mariadb://u@h/"));
         assert!(no_db.contains("name the database"), "{no_db}");
         assert!(refused(spec(SourceKind::Postgres)).contains("--url"));
+    }
+
+    #[test]
+    fn only_postgres_takes_a_mode() {
+        let physical = |kind| SourceSpec {
+            url: Some("postgres://u@h/postgres".into()),
+            mode: Some(PgMode::Physical),
+            ..spec(kind)
+        };
+        let (config, _, _) = physical(SourceKind::Postgres).resolve().unwrap();
+        let SourceConfig::Postgres(postgres) = config else {
+            panic!("a postgres source");
+        };
+        assert_eq!(postgres.mode, PostgresMode::Physical);
+        assert!(refused(physical(SourceKind::Mariadb)).contains("--mode does not apply"));
     }
 
     #[test]
