@@ -113,6 +113,9 @@ pub enum Command {
     /// into a scratch database, compare every table's row count with the
     /// counts taken at dump time, drop the scratch database, and publish the
     /// result. Exit code 1 when a count differs or the restore fails.
+    /// A physical postgres source is drilled here instead: a point-in-time
+    /// recovery to a random point of its window, started with PostgreSQL
+    /// (as the user that runs it, never root) until it promotes.
     Drill(drill::DrillArgs),
     /// Run stages: all of them, or those named with --stage.
     Serve(serve::ServeArgs),
@@ -162,7 +165,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pitr(command) => pitr::run(&config, command).await,
         Command::Verify(args) => verify::run(&config, args).await,
         Command::Check(args) => check::run(&config, args).await,
-        Command::Drill(args) => drill::run(&config, args).await,
+        Command::Drill(args) => drill::run(&config, cli.config.as_deref(), args).await,
         Command::Serve(args) => serve::run(config, args).await,
     }
 }

@@ -300,6 +300,35 @@ async fn a_base_and_its_archived_wal_recover_to_a_time_and_to_the_latest() -> Re
     assert_eq!(batches(&latest)?, vec![(1, 20_000), (2, 20_000)]);
     drop(latest);
 
+    // The PITR drill: a random point of the window, recovered by a real
+    // PostgreSQL run as the postgres user (root is refused in words).
+    let (ok, said) = cluster.vaultline(&cluster.recovery_config, &["drill", "acme/shop"])?;
+    assert!(!ok && said.contains("refuses to run as root"), "{said}");
+    if vaultline_testkit::as_root() {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(&cluster.bin)
+            .arg("--config")
+            .arg(&cluster.recovery_config)
+            .args(["drill", "acme/shop"])
+            .current_dir(cluster.shared.path())
+            .output()?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        eprintln!("{said}");
+        assert!(out.status.success() && said.contains("PASSED"), "{said}");
+        let outcome: String = env
+            .sql()
+            .await?
+            .query_one(
+                "SELECT outcome FROM drills WHERE tenant = 'acme' AND source = 'shop' ORDER BY started_at DESC LIMIT 1",
+                &[],
+            )
+            .await?
+            .get(0);
+        assert_eq!(outcome, "passed");
+    }
+
     // A target past the archive is refused before anything is written.
     let future = "2999-01-01T00:00:00Z";
     let (ok, said) = cluster.vaultline(

@@ -29,7 +29,11 @@ pub struct DrillArgs {
 
 /// Requests a drill from the verifier and waits for its result, or sets the
 /// source's drill cadence.
-pub(crate) async fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
+pub(crate) async fn run(
+    config: &Config,
+    config_file: Option<&std::path::Path>,
+    args: DrillArgs,
+) -> Result<ExitCode> {
     let DrillArgs {
         source,
         every,
@@ -62,6 +66,10 @@ pub(crate) async fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let spec = row.config()?;
+    if matches!(&spec, vaultline_types::SourceConfig::Postgres(p) if p.mode == vaultline_types::PostgresMode::Physical)
+    {
+        return crate::cmd::pitr_drill::run(config, config_file, &tenant, &source, json).await;
+    }
     if spec.database_url().is_none() {
         bail!(
             "drills restore database sources; {tenant}/{source} is a {} source (try vaultline verify --full)",

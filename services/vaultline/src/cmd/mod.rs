@@ -13,6 +13,7 @@ pub mod history;
 pub mod keys;
 pub mod ls;
 pub mod pitr;
+pub(crate) mod pitr_drill;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

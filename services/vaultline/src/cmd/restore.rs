@@ -2,7 +2,7 @@
 //! or a command, with the key from the catalog (unwrapped with the KEK) or
 //! from an identity file, and with or without a catalog at all.
 
-mod pitr;
+pub(crate) mod pitr;
 mod target;
 
 use crate::access::KeyFlags;

@@ -14,12 +14,12 @@ use std::time::Instant;
 use time::OffsetDateTime;
 use vaultline_catalog::BaseBackupRow;
 use vaultline_runtime::Config;
-use vaultline_types::SnapshotId;
+use vaultline_types::{Name, SnapshotId};
 use vaultline_wal::{Lsn, WalFile};
 
 /// What to recover to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum RecoveryTarget {
+pub(crate) enum RecoveryTarget {
     Latest,
     Time(OffsetDateTime),
     Lsn(Lsn),
@@ -206,32 +206,34 @@ async fn unpack_base(
     Ok(restored)
 }
 
-/// `restore T/S --pitr …`
-pub(super) async fn run(
+/// A data directory written and set to recover.
+pub(crate) struct Prepared {
+    pub(crate) base: BaseBackupRow,
+    pub(crate) restored: vaultline_restore::Restored,
+}
+
+/// Writes the base before `target` into `dir` and sets it to recover to
+/// `target` through wal-fetch (run by this binary with `config_file`).
+pub(crate) async fn prepare(
     config: &Config,
     config_file: Option<&Path>,
-    pair: &str,
-    target: RecoveryTarget,
-    to: Option<PathBuf>,
+    tenant: &Name,
+    source: &Name,
+    target: &RecoveryTarget,
+    dir: &Path,
     keys: &crate::access::KeyFlags,
-) -> Result<std::process::ExitCode> {
-    let (tenant, source) = parse_pair(pair)?;
-    let dir = to.context("a point-in-time restore writes a data directory: give --to DIR")?;
-    if dir.as_os_str() == "-" {
-        bail!("a point-in-time restore writes a data directory, not a stream: give --to DIR");
-    }
+) -> Result<Prepared> {
     if keys.repo.is_some() {
         bail!("a point-in-time restore reads the WAL through the catalog; --repo is not supported");
     }
     let catalog = catalog(config).await?;
-    let archive = Archive::load(&catalog, &tenant, &source).await?;
-    let base = choose(&archive, &target)?;
+    let archive = Archive::load(&catalog, tenant, source).await?;
+    let base = choose(&archive, target)?.clone();
     let snapshot = SnapshotId::parse(&base.snapshot)?;
     let command = restore_command(config_file, &format!("{tenant}/{source}"))?;
     let repository = keys.repository(config).await?;
     let access = keys.for_snapshot(config, &repository, &snapshot).await?;
-    let started = Instant::now();
-    let restored = unpack_base(&repository, &access, &snapshot, &dir).await?;
+    let restored = unpack_base(&repository, &access, &snapshot, dir).await?;
     let mut settings = vec![
         format!(
             "# Added by vaultline restore {tenant}/{source}: recover from base {snapshot} to {target}."
@@ -250,8 +252,29 @@ pub(super) async fn run(
         .open(dir.join("postgresql.auto.conf"))?;
     writeln!(auto, "\n{}", settings.join("\n"))?;
     std::fs::write(dir.join("recovery.signal"), b"")?;
+    Ok(Prepared { base, restored })
+}
+
+/// `restore T/S --pitr …`
+pub(super) async fn run(
+    config: &Config,
+    config_file: Option<&Path>,
+    pair: &str,
+    target: RecoveryTarget,
+    to: Option<PathBuf>,
+    keys: &crate::access::KeyFlags,
+) -> Result<std::process::ExitCode> {
+    let (tenant, source) = parse_pair(pair)?;
+    let dir = to.context("a point-in-time restore writes a data directory: give --to DIR")?;
+    if dir.as_os_str() == "-" {
+        bail!("a point-in-time restore writes a data directory, not a stream: give --to DIR");
+    }
+    let started = Instant::now();
+    let Prepared { base, restored } =
+        prepare(config, config_file, &tenant, &source, &target, &dir, keys).await?;
     eprintln!(
-        "restored base backup {snapshot} ({}, finished {} UTC, WAL {} to {} on timeline {}) to {} in {:.1}s",
+        "restored base backup {} ({}, finished {} UTC, WAL {} to {} on timeline {}) to {} in {:.1}s",
+        base.snapshot,
         crate::output::human_bytes(restored.bytes as i64),
         crate::output::short_time(base.finished_at),
         Lsn(base.start_lsn as u64),
