@@ -43,6 +43,12 @@ pub(crate) async fn run(
     let catalog = &catalog(config).await?;
     let (tenant, source) = parse_pair(&source)?;
     let row = catalog.source(&tenant, &source).await?;
+    let physical = matches!(row.config()?, vaultline_types::SourceConfig::Postgres(p) if p.mode == vaultline_types::PostgresMode::Physical);
+    if physical && every.is_some() {
+        bail!(
+            "{tenant}/{source} is a physical postgres source: its PITR drill runs from `vaultline drill` on a host with PostgreSQL, not on the verifier's schedule (yet)"
+        );
+    }
     if let Some(every) = every {
         let seconds = match every.as_str() {
             "off" | "never" => None,
@@ -65,11 +71,10 @@ pub(crate) async fn run(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let spec = row.config()?;
-    if matches!(&spec, vaultline_types::SourceConfig::Postgres(p) if p.mode == vaultline_types::PostgresMode::Physical)
-    {
+    if physical {
         return crate::cmd::pitr_drill::run(config, config_file, &tenant, &source, json).await;
     }
+    let spec = row.config()?;
     if spec.database_url().is_none() {
         bail!(
             "drills restore database sources; {tenant}/{source} is a {} source (try vaultline verify --full)",
