@@ -9,6 +9,7 @@
 //! it is done. The extractor records them beside the snapshot.
 
 use crate::draft::source_err;
+use crate::postgres::pg_err;
 use crate::stream::Program;
 use vaultline_runtime::{ErrorType, StageError};
 use vaultline_types::PostgresSource;
@@ -28,16 +29,6 @@ pub(crate) struct BaseBackup {
 /// The connection that asks the server about the base once pg_basebackup is done.
 pub(crate) struct Probe {
     client: tokio_postgres::Client,
-}
-
-fn pg_err(what: &str, e: &tokio_postgres::Error) -> StageError {
-    StageError::transient(
-        ErrorType::Source,
-        format!(
-            "postgres source (physical), {what}: {}",
-            vaultline_databases::pg_message(e)
-        ),
-    )
 }
 
 impl Probe {

@@ -27,7 +27,7 @@ impl ExportedSnapshot {
     }
 }
 
-fn pg_err(what: &str, e: &tokio_postgres::Error) -> StageError {
+pub(crate) fn pg_err(what: &str, e: &tokio_postgres::Error) -> StageError {
     // tokio-postgres errors carry the server's message, never the password.
     StageError::transient(
         ErrorType::Source,

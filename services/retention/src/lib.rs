@@ -10,7 +10,7 @@ pub mod wal;
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use vaultline_catalog::{Catalog, SnapshotStatus};
+use vaultline_catalog::{Catalog, SnapshotStatus, SourceRow};
 pub use vaultline_policy::{Candidate, Decision, Policy, Verdict, evaluate};
 use vaultline_runtime::runner::{publish, traceparent_for};
 use vaultline_runtime::{Cx, Deps, ErrorType, Node, Outcome, Outgoing, Stage, StageError};
@@ -28,11 +28,14 @@ pub async fn policy_of(
     tenant: &Name,
     source: &Name,
 ) -> Result<Policy, StageError> {
-    let row = catalog.source(tenant, source).await?;
-    serde_json::from_value(row.retention).map_err(|e| {
+    policy_in(&catalog.source(tenant, source).await?)
+}
+
+fn policy_in(row: &SourceRow) -> Result<Policy, StageError> {
+    serde_json::from_value(row.retention.clone()).map_err(|e| {
         StageError::permanent(
             ErrorType::Policy,
-            format!("retention policy of {tenant}/{source}: {e}"),
+            format!("retention policy of {}/{}: {e}", row.tenant, row.name),
         )
     })
 }
@@ -51,6 +54,17 @@ pub async fn preview(
     // Under an object lock a snapshot is kept at least as long as its objects
     // are locked, whatever the policy was set to before the lock.
     let policy = policy_of(catalog, tenant, source).await?.under_lock(lock);
+    decide(catalog, tenant, source, &policy, now).await
+}
+
+/// What `policy` decides for every verified snapshot of a source.
+async fn decide(
+    catalog: &Catalog,
+    tenant: &Name,
+    source: &Name,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<Vec<Decision>, StageError> {
     let candidates: Vec<Candidate> = catalog
         .snapshots(Some(tenant), Some(source))
         .await?
@@ -61,7 +75,7 @@ pub async fn preview(
             time: s.started_at,
         })
         .collect();
-    Ok(evaluate(&policy, &candidates, now))
+    Ok(evaluate(policy, &candidates, now))
 }
 
 /// Forgets what the policy no longer keeps; returns the events to publish.
@@ -75,8 +89,9 @@ pub async fn apply(
     now: OffsetDateTime,
 ) -> Result<Vec<SnapshotExpired>, StageError> {
     let mut expired = Vec::new();
-    let lock = deps.config.repository.longest_lock();
-    for decision in preview(&deps.catalog, tenant, source, now, lock).await? {
+    let row = deps.catalog.source(tenant, source).await?;
+    let policy = policy_in(&row)?.under_lock(deps.config.repository.longest_lock());
+    for decision in decide(&deps.catalog, tenant, source, &policy, now).await? {
         if decision.verdict == Verdict::Keep {
             continue;
         }
@@ -99,10 +114,7 @@ pub async fn apply(
             rule: decision.rule,
         });
     }
-    if deps
-        .catalog
-        .source(tenant, source)
-        .await?
+    if row
         .config()
         .is_ok_and(|c| matches!(c, SourceConfig::Postgres(p) if p.mode == PostgresMode::Physical))
     {

@@ -265,6 +265,14 @@ impl Postgres {
         self._dir.as_ref().map(tempfile::TempDir::path)
     }
 
+    /// What a private cluster's server wrote to its log so far (empty on
+    /// the shared server).
+    pub fn log(&self) -> String {
+        self.dir()
+            .and_then(|d| std::fs::read_to_string(d.join("server.log")).ok())
+            .unwrap_or_default()
+    }
+
     /// `postgres://postgres@127.0.0.1:<port>/<database>` (no password in it).
     pub fn url_for(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
@@ -309,13 +317,17 @@ impl Drop for Postgres {
     }
 }
 
-/// Whether the tests run as root (then PostgreSQL runs as `postgres`).
+/// Whether the tests run as root (then PostgreSQL runs as `postgres`);
+/// asked of `id` once per process.
 pub fn as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false)
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false)
+    })
 }
 
 fn run_as_postgres(program: &Path) -> Command {

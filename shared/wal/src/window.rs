@@ -33,6 +33,9 @@ pub struct Reach {
     pub snapshot: String,
     /// The last segment of the unbroken run from the base's first one.
     pub last_segment: Option<WalFile>,
+    /// Where that run ends: the first position of the first segment not
+    /// archived after it (none without a run).
+    pub segments_end: Option<Lsn>,
     /// The latest time it recovers to: that segment's, or the base's end.
     pub until: OffsetDateTime,
 }
@@ -97,6 +100,10 @@ pub fn window(bases: &[Base], segments: &[Segment], segment_size: u64) -> Window
             }
             Reach {
                 snapshot: base.snapshot.clone(),
+                segments_end: last_segment
+                    .as_ref()
+                    .and_then(|s| s.number(segment_size))
+                    .map(|n| Lsn((n + 1) * segment_size)),
                 last_segment,
                 until,
             }
@@ -152,6 +159,7 @@ mod tests {
             w.reach[0].last_segment.as_ref().map(ToString::to_string),
             Some("000000010000000000000004".into())
         );
+        assert_eq!(w.reach[0].segments_end, Some(Lsn(5 * MB16)));
         assert_eq!(w.reach[1].until, at(6));
     }
 
@@ -159,7 +167,7 @@ mod tests {
     fn a_base_without_archived_wal_recovers_to_its_own_end() {
         let w = window(&[base("b1", 9, 4)], &[seg(2, 1)], MB16);
         assert_eq!(w.latest, Some(at(4)));
-        assert!(w.reach[0].last_segment.is_none());
+        assert!(w.reach[0].last_segment.is_none() && w.reach[0].segments_end.is_none());
         assert!(w.gaps.is_empty());
         assert!(window(&[], &[], MB16).earliest.is_none());
     }

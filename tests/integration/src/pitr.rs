@@ -134,18 +134,23 @@ impl Archiving {
             async move { archived.len() >= 24 && archived[..24] >= *segment }
         })
         .await
-        .with_context(|| format!("server log: {}", self.server_log()))?;
+        .with_context(|| format!("server log: {}", self.log_tail()))?;
         Ok(segment)
     }
 
-    pub(crate) fn server_log(&self) -> String {
-        let log = self.pg.dir().map(|d| d.join("server.log"));
-        log.and_then(|l| std::fs::read_to_string(l).ok())
-            .map(|text| {
-                let start = text.len().saturating_sub(3000);
-                text[start..].to_owned()
-            })
-            .unwrap_or_default()
+    /// The end of the source cluster's log, for a failure's message.
+    pub(crate) fn log_tail(&self) -> String {
+        let log = self.pg.log();
+        log[log.floor_char_boundary(log.len().saturating_sub(3000))..].to_owned()
+    }
+
+    /// `pitr timeline acme/shop --json`.
+    pub(crate) async fn timeline(&self) -> Result<serde_json::Value> {
+        let json = self
+            .env
+            .cli_output(&["pitr", "timeline", "acme/shop", "--json"])
+            .await?;
+        Ok(serde_json::from_str(&json)?)
     }
 
     /// Runs the postgres-readable vaultline with `config`.
@@ -218,13 +223,7 @@ impl Archiving {
                 .is_ok_and(|r| r.trim() == "f")
         })
         .await
-        .with_context(|| {
-            let log = pg.dir().map(|d| d.join("server.log")).unwrap_or_default();
-            format!(
-                "restored server log: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        })?;
+        .with_context(|| format!("restored server log: {}", pg.log()))?;
         Ok((pg, started.elapsed()))
     }
 }
@@ -272,10 +271,7 @@ async fn a_base_and_its_archived_wal_recover_to_a_time_and_to_the_latest() -> Re
         pushed.elapsed()
     );
 
-    let timeline: serde_json::Value = serde_json::from_str(
-        &env.cli_output(&["pitr", "timeline", "acme/shop", "--json"])
-            .await?,
-    )?;
+    let timeline = cluster.timeline().await?;
     assert_eq!(timeline["gaps"], serde_json::json!([]), "{timeline:#}");
     assert_eq!(timeline["bases"].as_array().map(Vec::len), Some(1));
     assert_eq!(timeline["bases"][0]["snapshot"], base.id.as_str());

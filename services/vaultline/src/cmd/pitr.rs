@@ -74,7 +74,7 @@ impl Archive {
     }
 }
 
-pub(crate) fn base(row: &BaseBackupRow) -> Base {
+fn base(row: &BaseBackupRow) -> Base {
     Base {
         snapshot: row.snapshot.clone(),
         timeline: u32::try_from(row.timeline).unwrap_or_default(),

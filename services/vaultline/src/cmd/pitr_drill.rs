@@ -33,11 +33,10 @@ fn random_target(archive: &Archive) -> Result<RecoveryTarget> {
         bail!("no stored base backup: take one (vaultline backup) before drilling");
     };
     let low = first.end_lsn as u64;
+    // The start of the last archived segment: records always follow it.
     let high = reach
-        .last_segment
-        .as_ref()
-        .and_then(|s| s.number(archive.segment_size))
-        .map_or(0, |n| n * archive.segment_size);
+        .segments_end
+        .map_or(0, |end| end.0 - archive.segment_size);
     if high <= low {
         return Ok(RecoveryTarget::Latest);
     }

@@ -14,9 +14,7 @@
 
 use crate::context::{catalog, parse_pair};
 use anyhow::{Context, Result, bail};
-use sha2::Digest;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use time::OffsetDateTime;
 use vaultline_catalog::{Catalog, WalPush};
@@ -65,22 +63,6 @@ async fn physical_source(catalog: &Catalog, tenant: &Name, source: &Name) -> Res
             "{tenant}/{source} is a {} source; WAL is archived for physical postgres sources only (source add --type postgres --mode physical)",
             other.kind()
         ),
-    }
-}
-
-fn sha256_of(path: &Path) -> Result<[u8; 32]> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hash = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            return Ok(hash.finalize().into());
-        }
-        hash.update(&buf[..n]);
     }
 }
 
@@ -140,7 +122,9 @@ pub(crate) async fn push(config: &Config, args: WalPushArgs) -> Result<ExitCode>
     physical_source(&catalog, &tenant, &source).await?;
     if let Some(stored) = catalog.wal_file(&tenant, &source, &name).await? {
         let path = args.path.clone();
-        let ours = tokio::task::spawn_blocking(move || sha256_of(&path)).await??;
+        let (ours, _) = tokio::task::spawn_blocking(move || vaultline_storage::sha256_file(&path))
+            .await?
+            .with_context(|| format!("cannot read {}", args.path.display()))?;
         return same_or_refuse(&name, &pair, &stored, &ours);
     }
     let (key_id, recipient) = catalog.active_recipient(&tenant).await?;
@@ -178,8 +162,8 @@ pub(crate) async fn push(config: &Config, args: WalPushArgs) -> Result<ExitCode>
             },
         )
         .await?;
-    // Another push of this name may have recorded first (then our object
-    // is an unreferenced one, which the WAL sweep removes).
+    // Another push of this name may have recorded first: then our object
+    // is one nothing records (and nothing reads).
     same_or_refuse(&name, &pair, &recorded, &sealed.plain_sha256)
 }
 

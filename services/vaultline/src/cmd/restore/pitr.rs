@@ -101,25 +101,15 @@ fn choose<'a>(archive: &'a Archive, target: &RecoveryTarget) -> Result<&'a BaseB
     let reached = match target {
         RecoveryTarget::Time(t) => reach.until >= *t,
         RecoveryTarget::Lsn(lsn) => {
-            reach.last_segment.as_ref().is_some_and(|s| {
-                s.number(archive.segment_size)
-                    .is_some_and(|n| (n + 1) * archive.segment_size > lsn.0)
-            }) || base.end_lsn as u64 >= lsn.0
+            reach.segments_end.is_some_and(|end| end > *lsn) || base.end_lsn as u64 >= lsn.0
         }
         RecoveryTarget::Latest | RecoveryTarget::Xid(_) => true,
     };
     if !reached {
         let next = reach
-            .last_segment
-            .as_ref()
-            .and_then(|s| s.number(archive.segment_size))
-            .map(|n| {
-                WalFile::segment_of(
-                    base.timeline as u32,
-                    Lsn((n + 1) * archive.segment_size),
-                    archive.segment_size,
-                )
-                .to_string()
+            .segments_end
+            .map(|end| {
+                WalFile::segment_of(base.timeline as u32, end, archive.segment_size).to_string()
             })
             .unwrap_or_else(|| "the one after the base".into());
         bail!(
