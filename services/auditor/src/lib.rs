@@ -11,8 +11,8 @@ use vaultline_catalog::{AuditEvent, FinishedRun, SnapshotStatus};
 use vaultline_runtime::metrics::{MetricName, count, observe};
 use vaultline_runtime::{Cx, Deps, HeaderMap, Inbound, Node, Outcome, Stage, StageError};
 use vaultline_types::{
-    DecodeError, Message, Name, SnapshotCorrupt, SnapshotFailed, SnapshotId, SnapshotStarted,
-    SnapshotVerified, StageName, headers,
+    DecodeError, Message, Name, RestoreCompleted, SnapshotCorrupt, SnapshotFailed, SnapshotId,
+    SnapshotStarted, SnapshotVerified, StageName, headers,
 };
 
 /// Any vaultline message, as the auditor sees it.
@@ -246,6 +246,16 @@ impl Stage for Auditor {
                     finished(tenant, run, "failed");
                 }
             }
+            RestoreCompleted::KIND => {
+                // Recorded only when it parses whole and names the subject's tenant;
+                // anything else is in the trail above as it came.
+                match serde_json::from_value::<RestoreCompleted>(event.payload.clone()) {
+                    Ok(done) if &done.tenant == tenant => catalog.record_restore(&done).await?,
+                    Ok(_) | Err(_) => {
+                        tracing::warn!(%tenant, "A restore.completed event that does not parse was only put in the trail.");
+                    }
+                }
+            }
             _ => {}
         }
         self.queue_webhooks(&event, tenant, snapshot).await?;
@@ -293,12 +303,24 @@ impl Auditor {
                     .as_ref()
                     .map(|f| format!("{} failed: {}", f.stage, f.error)),
             ),
+            RestoreCompleted::KIND => {
+                let outcome = event.payload.get("outcome").and_then(|o| o.as_str());
+                (
+                    outcome.unwrap_or("unknown"),
+                    outcome == Some("succeeded"),
+                    event
+                        .payload
+                        .get("error")
+                        .and_then(|e| e.as_str())
+                        .map(str::to_owned),
+                )
+            }
             _ => return Ok(()),
         };
         let Some(msg_id) = &event.msg_id else {
             return Ok(());
         };
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "id": msg_id,
             "event": event.kind,
             "status": status,
@@ -310,6 +332,10 @@ impl Auditor {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
         });
+        if event.kind == RestoreCompleted::KIND {
+            // Steps, table counts and smoke status, as the restore reported them.
+            body["results"] = event.payload.clone();
+        }
         let queued = self
             .deps
             .catalog

@@ -38,7 +38,12 @@ pub fn backoff(base: Duration, failed: u32) -> Duration {
     (base * factor).min(Duration::from_secs(3600))
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// The HTTP client vaultline calls out with: no redirects (a redirect could
+/// carry a token elsewhere), rustls with ring, `timeout` per request.
+///
+/// # Errors
+/// When TLS cannot be set up.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     // async-nats brings rustls with ring; make it the process's provider so
     // reqwest's rustls finds one (a no-op when it is already installed).
     if rustls::crypto::CryptoProvider::get_default().is_none() {

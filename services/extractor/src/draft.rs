@@ -33,6 +33,8 @@ pub(crate) struct Job {
     pub(crate) created: i64,
     /// Recorded in the manifest's header.
     pub(crate) source_config: vaultline_types::SourceConfig,
+    /// Bytes of the source covered so far, published as progress.
+    pub(crate) read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub(crate) struct Summary {
@@ -287,6 +289,7 @@ impl<'a> Batches<'a> {
     /// the catalog finds it stored. Only such chunks are copied, to wait
     /// for their lookup.
     pub(crate) fn add(&self, id: ChunkId, data: &[u8]) -> Result<(), StageError> {
+        self.covered(data.len() as u64);
         let lookup = {
             let mut state = self.state();
             // A chunk repeated within the snapshot is staged once.
@@ -305,6 +308,13 @@ impl<'a> Batches<'a> {
     }
 
     /// The runtime the walk blocks on for catalog queries.
+    /// Counts source bytes as done (read, or unchanged in the files cache).
+    pub(crate) fn covered(&self, bytes: u64) {
+        self.job
+            .read
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
         self.runtime
     }

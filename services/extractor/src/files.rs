@@ -281,6 +281,7 @@ impl<T: Tree> Walker<'_, '_, T> {
                     })
                     .collect();
                 self.cached_chunks += entry.chunks.len();
+                self.batches.covered(stat.size);
                 let content = cached.content;
                 self.wait(Slot::Cached {
                     entry,

@@ -9,6 +9,7 @@ mod files;
 mod files_cache;
 mod metadata;
 mod postgres;
+pub mod progress;
 mod rows;
 mod stream;
 
@@ -53,6 +54,12 @@ impl Stage for Extractor {
         let catalog = &self.deps.catalog;
         let (tenant, source) = (request.tenant_name().clone(), request.source_name().clone());
         self.check_reserved(&request).await?;
+        request.check_labels().map_err(|why| {
+            StageError::rejected(
+                ErrorType::Decode,
+                format!("a trigger for {tenant}/{source} with unusable labels: {why}"),
+            )
+        })?;
         let source_row = catalog.source(&tenant, &source).await?;
         let key = catalog.active_chunk_key(&tenant).await?;
         // The snapshot id follows from the trigger, so a redelivered trigger
@@ -64,14 +71,7 @@ impl Stage for Extractor {
         let snapshot = SnapshotId::derive(cx.published, &trigger_key);
         cx.set_snapshot(tenant.clone(), Some(source.clone()), snapshot.clone());
         let row = catalog
-            .begin_snapshot(
-                &tenant,
-                &source,
-                &snapshot,
-                request.trigger,
-                request.request_id.as_deref(),
-                &key.key_id,
-            )
+            .begin_snapshot(&snapshot, &request, &key.key_id)
             .await?;
         match row.status {
             SnapshotStatus::Extracting => {}
@@ -116,7 +116,14 @@ impl Stage for Extractor {
             batch_bytes: self.batch_bytes,
             created: cx.published.unix_timestamp(),
             source_config: config.clone(),
+            read: Default::default(),
         };
+        let _progress = progress::Publisher::start(
+            self.deps.bus.client.clone(),
+            tenant.clone(),
+            snapshot.clone(),
+            job.read.clone(),
+        );
         let summary = match config {
             SourceConfig::Files(config) => files::extract(job, config, cx).await?,
             SourceConfig::Postgres(config) if config.mode == PostgresMode::Physical => {

@@ -65,17 +65,34 @@ async fn decide(
     policy: &Policy,
     now: OffsetDateTime,
 ) -> Result<Vec<Decision>, StageError> {
-    let candidates: Vec<Candidate> = catalog
+    let (protected, candidates): (Vec<_>, Vec<_>) = catalog
         .snapshots(Some(tenant), Some(source))
         .await?
         .into_iter()
         .filter(|s| s.status == SnapshotStatus::Verified)
+        .partition(|s| s.protected);
+    let candidates: Vec<Candidate> = candidates
+        .into_iter()
         .map(|s| Candidate {
             id: s.id,
             time: s.started_at,
         })
         .collect();
-    Ok(evaluate(policy, &candidates, now))
+    // The policy decides among the others as if the protected ones were not
+    // there: protecting a snapshot never costs one the policy would keep.
+    let mut decisions = evaluate(policy, &candidates, now);
+    decisions.extend(protected.into_iter().map(|s| Decision {
+        snapshot: s.id,
+        time: s.started_at,
+        verdict: Verdict::Keep,
+        rule: "protected".into(),
+    }));
+    decisions.sort_by(|a, b| {
+        b.time
+            .cmp(&a.time)
+            .then_with(|| b.snapshot.cmp(&a.snapshot))
+    });
+    Ok(decisions)
 }
 
 /// Forgets what the policy no longer keeps; returns the events to publish.

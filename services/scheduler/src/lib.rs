@@ -104,6 +104,7 @@ pub async fn tick(deps: &Deps, now: i64) -> Result<u32, StageError> {
                 source: Some(schedule.source.clone()),
                 request_id: Some(key.clone()),
                 trigger: TriggerKind::Scheduled,
+                ..Default::default()
             };
             (key, Outgoing::event(&request), "done")
         };

@@ -38,6 +38,8 @@ pub(crate) struct Access {
     /// after a rotation still references packs sealed to older keys.
     pub(crate) keyring: Keyring,
     pub(crate) restore_command: Option<String>,
+    /// Bytes the snapshot read at backup, when the catalog says (a restore's total).
+    pub(crate) size: Option<u64>,
 }
 
 impl KeyFlags {
@@ -101,15 +103,18 @@ impl KeyFlags {
                 tenant,
                 keyring,
                 restore_command: None,
+                size: None,
             });
         }
         let catalog = catalog(config).await?;
         let row = catalog.find_snapshot(snapshot).await?;
+        let size = u64::try_from(row.bytes_read).ok();
         if let Some(keyring) = self.identity_file()? {
             return Ok(Access {
                 tenant: row.tenant,
                 keyring,
                 restore_command: None,
+                size,
             });
         }
         let keys = catalog.tenant_keys(&row.tenant).await?;
@@ -125,6 +130,7 @@ impl KeyFlags {
             keyring: load_kek(config)?
                 .unwrap_keyring(keys.iter().map(|k| k.wrapped_identity.as_slice()))?,
             restore_command,
+            size,
         })
     }
 

@@ -4,7 +4,7 @@
 
 use crate::cmd::{
     audit, backup, catalog, check, copy, drill, gc, history, keys, ls, pitr, restore, retention,
-    schedule, serve, setup, snapshots, source, stats, tenant, verify, wal, webhook,
+    schedule, serve, setup, snapshot, snapshots, source, stats, tenant, verify, wal, webhook,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -92,6 +92,10 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// List snapshots, newest first (with --repo, from the repository alone).
     Snapshots(snapshots::SnapshotsArgs),
+    /// Protect a snapshot from retention, lift that, or forget one by hand
+    /// (`snapshot protect|unprotect|forget ID`).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Copy stored snapshots into another repository (`--to-repo URL` or a
     /// configured copy's name), moving only the objects it lacks; with
     /// --to-kek the key records are wrapped to the target's own KEK.
@@ -157,6 +161,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Webhook(command) => webhook::run(&config, command).await,
         Command::Backup(args) => backup::run(&config, args).await,
         Command::Snapshots(args) => snapshots::run(&config, args).await,
+        Command::Snapshot(command) => snapshot::run(&config, command).await,
         Command::Copy(args) => copy::run(&config, args).await,
         Command::Ls(args) => ls::run(&config, args).await,
         Command::Restore(args) => restore::run(&config, cli.config.as_deref(), args).await,

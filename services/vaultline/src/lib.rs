@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cmd;
 mod context;
 mod output;
+mod progress;
 mod request;
 
 use vaultline_runtime::{Config, Node, StageError};

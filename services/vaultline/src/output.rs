@@ -50,6 +50,31 @@ pub(crate) fn write_secret_file(path: &std::path::Path, text: &str) -> Result<()
     Ok(())
 }
 
+/// Asks before something that cannot be undone. `--yes` answers for the
+/// operator; without it, stdin must be a terminal, so a script never
+/// destroys anything by piping the wrong thing in.
+///
+/// # Errors
+/// No terminal and no `--yes`, or any answer but yes.
+pub(crate) fn confirm(question: &str, yes: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        anyhow::bail!("{question}\nstdin is not a terminal: add --yes to confirm");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => anyhow::bail!("not confirmed: nothing was changed"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::human_bytes;

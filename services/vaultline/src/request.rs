@@ -2,6 +2,7 @@
 //! the NATS CLI would.
 
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
 use vaultline_runtime::Config;
 use vaultline_types::{BackupRequested, KeyRotated, Message, Name, TriggerKind, headers};
 
@@ -19,12 +20,16 @@ pub(crate) async fn publish_trigger(
     tenant: &Name,
     source: &Name,
     request_id: &str,
+    trigger: TriggerKind,
+    labels: BTreeMap<String, String>,
 ) -> Result<()> {
     let body = BackupRequested {
         request_id: Some(request_id.to_owned()),
-        trigger: TriggerKind::Manual,
+        trigger,
+        labels,
         ..Default::default()
     };
+    body.check_labels().map_err(anyhow::Error::msg)?;
     let ids = [
         (headers::TENANT, tenant.as_str()),
         (headers::SOURCE, source.as_str()),
@@ -77,18 +82,33 @@ pub(crate) async fn publish_request(
 
 /// Publishes a key rotation for the audit trail, once the rotation is done.
 pub(crate) async fn publish_rotation(config: &Config, event: &KeyRotated) -> Result<()> {
-    publish_request(
-        config,
-        event.subject(),
-        serde_json::to_vec(event)?,
-        &new_request_id(),
-        &[(headers::TENANT, event.tenant.as_str())],
-    )
-    .await
-    .with_context(|| {
+    publish_record(config, event).await.with_context(|| {
         format!(
             "the {} rotation of tenant {} is done, but its audit event was not published",
             event.key, event.tenant
         )
     })
+}
+
+/// Publishes what an operator did (a rotation, a snapshot protected or
+/// forgotten) as JSON, for the audit trail, with its ids as headers.
+pub(crate) async fn publish_record<M: Message + serde::Serialize>(
+    config: &Config,
+    event: &M,
+) -> Result<()> {
+    let mut ids = vec![(headers::TENANT, event.tenant().as_str())];
+    if let Some(source) = event.source() {
+        ids.push((headers::SOURCE, source.as_str()));
+    }
+    if let Some(snapshot) = event.snapshot() {
+        ids.push((headers::SNAPSHOT, snapshot.as_str()));
+    }
+    publish_request(
+        config,
+        event.subject(),
+        serde_json::to_vec(event)?,
+        &new_request_id(),
+        &ids,
+    )
+    .await
 }

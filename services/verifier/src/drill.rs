@@ -178,9 +178,23 @@ async fn drill(
         )
         .await
     }?;
+    let checks = compare_counts(&footer.tables, restored);
+    if checks.is_empty() {
+        return Err(Failure::Refused(
+            "the snapshot records no tables to compare".into(),
+        ));
+    }
+    Ok(checks)
+}
+
+/// Every table's rows at dump time beside its rows after a restore. A table
+/// the dump did not count is as wrong as a missing one (expected 0).
+pub fn compare_counts(
+    dumped: &[vaultline_format::manifest::TableRows],
+    restored: Vec<TableCount>,
+) -> Vec<TableCheck> {
     let restored: BTreeMap<String, u64> = restored.into_iter().map(|t| (t.name, t.rows)).collect();
-    let mut checks: Vec<TableCheck> = footer
-        .tables
+    let mut checks: Vec<TableCheck> = dumped
         .iter()
         .map(|t| TableCheck {
             table: t.name.clone(),
@@ -188,9 +202,8 @@ async fn drill(
             restored: restored.get(&t.name).copied(),
         })
         .collect();
-    // A table the dump did not count is as wrong as a missing one.
     for (name, rows) in &restored {
-        if !footer.tables.iter().any(|t| &t.name == name) {
+        if !dumped.iter().any(|t| &t.name == name) {
             checks.push(TableCheck {
                 table: name.clone(),
                 expected: 0,
@@ -198,12 +211,7 @@ async fn drill(
             });
         }
     }
-    if checks.is_empty() {
-        return Err(Failure::Refused(
-            "the snapshot records no tables to compare".into(),
-        ));
-    }
-    Ok(checks)
+    checks
 }
 
 /// Where the drill restores: the verifier's own scratch server for the

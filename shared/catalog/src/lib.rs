@@ -13,6 +13,7 @@ mod in_flight;
 mod integrity;
 mod locks;
 mod recovered;
+mod restores;
 mod rotation;
 mod schedules;
 mod snapshot_packs;
@@ -31,6 +32,7 @@ pub use in_flight::{InFlight, StuckSnapshot};
 pub use integrity::{DuePack, IntegrityState};
 pub use locks::SnapshotLock;
 pub use recovered::{RecoveredKey, RecoveredSnapshot};
+pub use restores::RestoreRow;
 pub use rotation::{NewKey, Sealed};
 pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow};
 pub use snapshot_packs::SnapshotPack;
@@ -126,6 +128,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (11, include_str!("../migrations/0011_copies.sql")),
     (12, include_str!("../migrations/0012_object_lock.sql")),
     (13, include_str!("../migrations/0013_pitr.sql")),
+    (14, include_str!("../migrations/0014_restore_workflows.sql")),
 ];
 
 /// A pool of catalog connections.

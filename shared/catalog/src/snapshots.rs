@@ -2,8 +2,9 @@
 //! failed), and expired once retention forgets it.
 
 use crate::{Catalog, Error, Result};
+use std::collections::BTreeMap;
 use time::OffsetDateTime;
-use vaultline_types::{Name, PackId, SnapshotId, SnapshotStatus, TriggerKind};
+use vaultline_types::{BackupRequested, Name, PackId, SnapshotId, SnapshotStatus};
 
 /// A snapshot as stored.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -27,10 +28,15 @@ pub struct SnapshotRow {
     pub source_digest: Option<String>,
     pub manifest_digest: Option<String>,
     pub error: Option<String>,
+    /// Retention never forgets it, and nothing expires it, until unprotected.
+    pub protected: bool,
+    /// What its trigger labelled it with (e.g. `app_version`).
+    pub labels: BTreeMap<String, String>,
 }
 
 const COLUMNS: &str = "tenant, id, source, status, trigger, key_id, started_at, finished_at, batches_total, \
-                       files, bytes_read, bytes_new, bytes_stored, source_digest, manifest_digest, error, attempt";
+                       files, bytes_read, bytes_new, bytes_stored, source_digest, manifest_digest, error, attempt, \
+                       protected, labels";
 
 fn row(r: &tokio_postgres::Row) -> Result<SnapshotRow> {
     let bad =
@@ -56,36 +62,42 @@ fn row(r: &tokio_postgres::Row) -> Result<SnapshotRow> {
         manifest_digest: r.get(14),
         error: r.get(15),
         attempt: r.get(16),
+        protected: r.get(17),
+        labels: serde_json::from_value(r.get(18)).map_err(|e| {
+            Error::Conflict(format!("catalog holds labels that are not strings: {e}"))
+        })?,
     })
 }
 
 impl Catalog {
-    /// Records that a snapshot began. Idempotent: a redelivered trigger gets
+    /// Records that the snapshot `request` asked for began, with its
+    /// trigger, request id and labels. Idempotent: a redelivered trigger gets
     /// the row that exists.
     ///
     /// # Errors
     /// When the query fails.
     pub async fn begin_snapshot(
         &self,
-        tenant: &Name,
-        source: &Name,
         id: &SnapshotId,
-        trigger: TriggerKind,
-        request_id: Option<&str>,
+        request: &BackupRequested,
         key_id: &str,
     ) -> Result<SnapshotRow> {
+        let (tenant, source) = (request.tenant_name(), request.source_name());
         let client = self.client().await?;
+        let labels = serde_json::to_value(&request.labels)
+            .map_err(|e| Error::Conflict(format!("labels: {e}")))?;
         client
             .execute(
-                "INSERT INTO snapshots (tenant, id, source, status, trigger, request_id, key_id)
-                 VALUES ($1, $2, $3, 'extracting', $4, $5, $6) ON CONFLICT DO NOTHING",
+                "INSERT INTO snapshots (tenant, id, source, status, trigger, request_id, key_id, labels)
+                 VALUES ($1, $2, $3, 'extracting', $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                 &[
                     &tenant.as_str(),
                     &id.as_str(),
                     &source.as_str(),
-                    &trigger.as_str(),
-                    &request_id,
+                    &request.trigger.as_str(),
+                    &request.request_id,
                     &key_id,
+                    &labels,
                 ],
             )
             .await?;
@@ -314,6 +326,37 @@ impl Catalog {
                     &error,
                     &from,
                 ],
+            )
+            .await?;
+        Ok(updated == 1)
+    }
+
+    /// Protects a snapshot from being forgotten, or lifts that. Returns
+    /// whether the row changed (false: it already was so).
+    ///
+    /// # Errors
+    /// An unknown snapshot, one that is expired or failed (nothing left to
+    /// keep), or a failing query.
+    pub async fn set_protected(
+        &self,
+        tenant: &Name,
+        id: &SnapshotId,
+        protected: bool,
+    ) -> Result<bool> {
+        let row = self.snapshot(tenant, id).await?;
+        if protected && matches!(row.status, SnapshotStatus::Expired | SnapshotStatus::Failed) {
+            return Err(Error::Conflict(format!(
+                "snapshot {tenant}/{id} is {}: there is nothing to protect",
+                row.status
+            )));
+        }
+        let updated = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE snapshots SET protected = $3
+                 WHERE tenant = $1 AND id = $2 AND protected <> $3",
+                &[&tenant.as_str(), &id.as_str(), &protected],
             )
             .await?;
         Ok(updated == 1)

@@ -4,7 +4,8 @@
 //! One reader ([`fetch`]) walks the manifest as a stream, checks every entry
 //! ([`checks`]) and fetches and decrypts chunks ahead; one writer takes them
 //! in manifest order and hands them to a [`Sink`]: a directory ([`tree`]), a
-//! byte stream (stdout, pg_restore, mariadb, a command), or nothing at all
+//! byte stream (stdout, pg_restore, mariadb, a command), a tar stream
+//! ([`tar_out`], the download of a file tree), or nothing at all
 //! (level-2 verification, which recomputes digests and makes the same
 //! checks a restore makes).
 //!
@@ -20,6 +21,7 @@ mod meta;
 mod pack_index;
 mod partial;
 pub mod programs;
+mod tar_out;
 mod tree;
 
 pub use error::{Error, Result};
@@ -44,16 +46,20 @@ pub enum Sink<'a> {
     Dir(&'a Path),
     /// The content of the one selected file, e.g. stdout or a program's stdin.
     Stream(&'a mut (dyn Write + Send)),
+    /// Every selected entry as a POSIX (pax) tar stream.
+    Tar(&'a mut (dyn Write + Send)),
     /// Nowhere: every chunk is fetched, decrypted and hashed (level 2).
     Discard,
 }
 
-/// How a directory restore treats owners.
-#[derive(Debug, Clone, Copy, Default)]
+/// How a restore runs.
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// As root, give entries their recorded user and group ids even where
     /// this host knows the recorded names under other ids (`--numeric-owner`).
     pub numeric_owner: bool,
+    /// Bytes of file content written so far, for a progress display.
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// What a restore did.
@@ -153,9 +159,15 @@ pub async fn restore_with(
     snapshot: &SnapshotId,
     keyring: &Keyring,
     select: Option<&str>,
-    mut sink: Sink<'_>,
+    sink: Sink<'_>,
     options: Options,
 ) -> Result<Restored> {
+    let (target, mut stream, mut tar) = match sink {
+        Sink::Dir(target) => (Some(target), None, None),
+        Sink::Stream(out) => (None, Some(out), None),
+        Sink::Tar(out) => (None, None, Some(tar_out::TarOut::new(out))),
+        Sink::Discard => (None, None, None),
+    };
     let select: Option<Vec<u8>> = select
         .map(|path| path.trim_matches('/'))
         .filter(|path| !path.is_empty())
@@ -200,16 +212,13 @@ pub async fn restore_with(
                         header.snapshot
                     );
                 }
-                if matches!(sink, Sink::Stream(_))
-                    && header.source_kind == "files"
-                    && select.is_none()
-                {
+                if stream.is_some() && header.source_kind == "files" && select.is_none() {
                     fail!(
                         Request,
                         "snapshot {snapshot} is a file tree: restore it to a directory, or stream one file with --path"
                     );
                 }
-                if let Sink::Dir(target) = &sink {
+                if let Some(target) = target {
                     tree = Some(tree::TreeWriter::open(target, options.numeric_owner)?);
                 }
                 header_seen = true;
@@ -243,12 +252,16 @@ pub async fn restore_with(
                     );
                 }
                 file.hasher.update(&plain);
-                let written = match (&mut file.out, &mut sink) {
-                    (Some(out), _) => out.write(&plain),
-                    (None, Sink::Stream(out)) => out.write_all(&plain),
-                    (None, _) => Ok(()),
+                let written = match (&mut file.out, &mut stream, &mut tar) {
+                    (Some(out), _, _) => out.write(&plain),
+                    (None, Some(out), _) => out.write_all(&plain),
+                    (None, None, Some(tar)) => tar.content(&plain),
+                    (None, None, None) => Ok(()),
                 };
                 written.map_err(|e| Error::write(format!("cannot write {}", file.shown), e))?;
+                if let Some(progress) = &options.progress {
+                    progress.fetch_add(plain.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 // Written: its share of the read-ahead budget goes back.
                 drop(budget);
             }
@@ -263,6 +276,10 @@ pub async fn restore_with(
                     // Complete and correct: only now does it get its name.
                     tree.finish_file(out, &entry)?;
                 }
+                if let Some(tar) = tar.as_mut() {
+                    tar.end_file()
+                        .map_err(|e| Error::write("cannot write the tar stream", e))?;
+                }
                 digest.entry(&entry, hasher.finish());
                 done.files += 1;
                 done.bytes += entry.size;
@@ -273,7 +290,7 @@ pub async fn restore_with(
                     fail!(Damaged, "manifest of snapshot {snapshot} has no header");
                 }
                 if entry.kind == EntryKind::File {
-                    if matches!(sink, Sink::Stream(_)) && done.files > 0 {
+                    if stream.is_some() && done.files > 0 {
                         fail!(
                             Request,
                             "more than one file matches in snapshot {snapshot}: pick one with --path"
@@ -283,6 +300,10 @@ pub async fn restore_with(
                         Some(tree) => Some(tree.file(&entry)?),
                         None => None,
                     };
+                    if let Some(tar) = tar.as_mut() {
+                        tar.entry(&entry)
+                            .map_err(|e| Error::write("cannot write the tar stream", e))?;
+                    }
                     open = Some(OpenFile {
                         shown: String::from_utf8_lossy(&entry.path).into_owned(),
                         entry,
@@ -293,6 +314,10 @@ pub async fn restore_with(
                 }
                 digest.entry(&entry, [0u8; 32]);
                 done.entries += 1;
+                if let Some(tar) = tar.as_mut() {
+                    tar.entry(&entry)
+                        .map_err(|e| Error::write("cannot write the tar stream", e))?;
+                }
                 let Some(tree) = tree.as_mut() else { continue };
                 match entry.kind {
                     EntryKind::Dir => tree.dir(entry)?,
@@ -306,7 +331,7 @@ pub async fn restore_with(
     reader
         .await
         .map_err(|e| Error::task("the manifest reader died", e))?;
-    if let Sink::Stream(out) = &mut sink {
+    if let Some(out) = &mut stream {
         out.flush()
             .map_err(|e| Error::write("cannot write the restored stream", e))?;
     }
@@ -330,15 +355,21 @@ pub async fn restore_with(
                 String::from_utf8_lossy(select)
             );
         }
-        return Ok(done);
-    }
-    if footer.source_digest != digest.finish() {
+    } else if footer.source_digest != digest.finish() {
         fail!(
             Damaged,
             "restored data does not match the digest recorded at backup time (snapshot {snapshot})"
         );
+    } else {
+        done.digest_checked = true;
     }
-    done.digest_checked = true;
+    if let Some(tar) = tar {
+        // Only a checked stream ends like a whole archive; a failure above
+        // drops it unfinished, and tar readers report it truncated.
+        done.sockets_skipped = tar.sockets_skipped;
+        tar.finish()
+            .map_err(|e| Error::write("cannot write the tar stream", e))?;
+    }
     Ok(done)
 }
 

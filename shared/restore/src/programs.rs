@@ -4,7 +4,7 @@
 //! (PGPASSWORD, MYSQL_PWD), never in arguments.
 
 use crate::error::{Error, Result, fail};
-use crate::{Restored, Sink, restore};
+use crate::{Options, Restored, Sink, restore_with};
 use std::process::{Command, Stdio};
 use vaultline_format::keys::Keyring;
 use vaultline_storage::Repository;
@@ -79,8 +79,33 @@ pub async fn restore_into(
     tenant: &Name,
     snapshot: &SnapshotId,
     keyring: &Keyring,
+    command: Command,
+    what: &str,
+) -> Result<Restored> {
+    restore_into_with(
+        repo,
+        tenant,
+        snapshot,
+        keyring,
+        command,
+        what,
+        Options::default(),
+    )
+    .await
+}
+
+/// [`restore_into`] with [`Options`] (a progress counter).
+///
+/// # Errors
+/// See [`restore_into`].
+pub async fn restore_into_with(
+    repo: &Repository,
+    tenant: &Name,
+    snapshot: &SnapshotId,
+    keyring: &Keyring,
     mut command: Command,
     what: &str,
+    options: Options,
 ) -> Result<Restored> {
     let mut child = command
         .stdin(Stdio::piped())
@@ -94,13 +119,14 @@ pub async fn restore_into(
     let stderr = child.stderr.take().expect("piped");
     let stderr_tail = std::thread::spawn(move || vaultline_databases::stderr_tail(stderr));
     let mut stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped"));
-    let restored = restore(
+    let restored = restore_with(
         repo,
         tenant,
         snapshot,
         keyring,
         None,
         Sink::Stream(&mut stdin),
+        options,
     )
     .await;
     // Closing stdin is the end of input; then the program's verdict.

@@ -5,6 +5,7 @@ use crate::ids::{Name, PackId, SnapshotId};
 use crate::staging_key::StagedBatch;
 use crate::{DecodeError, StageName};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::BTreeMap;
 
 /// Every subject vaultline uses starts with this.
 pub const SUBJECT_PREFIX: &str = "vaultline";
@@ -69,6 +70,11 @@ pub enum TriggerKind {
     Scheduled,
     /// By `vaultline backup`.
     Manual,
+    /// By the HTTP API.
+    Api,
+    /// The safety snapshot `vaultline restore --app` takes of a live
+    /// application's database before it overwrites it.
+    Safety,
     /// By anyone else publishing the trigger (e.g. `nats pub`).
     #[default]
     External,
@@ -80,6 +86,8 @@ impl TriggerKind {
         match self {
             TriggerKind::Scheduled => "scheduled",
             TriggerKind::Manual => "manual",
+            TriggerKind::Api => "api",
+            TriggerKind::Safety => "safety",
             TriggerKind::External => "external",
         }
     }
@@ -116,9 +124,47 @@ pub struct BackupRequested {
     pub request_id: Option<String>,
     /// Who triggered it; `external` when absent.
     pub trigger: TriggerKind,
+    /// Recorded with the snapshot, e.g. `app_version` (a restore into the
+    /// live application compares it with the version running). See
+    /// [`BackupRequested::check_labels`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
+/// Labels a snapshot may carry: this many, keys of `[a-z0-9_.-]` up to 63
+/// bytes, values up to 256 bytes without control characters.
+pub const MAX_LABELS: usize = 16;
+
 impl BackupRequested {
+    /// Refuses labels outside [`MAX_LABELS`]'s rules, in words.
+    ///
+    /// # Errors
+    /// The first label that breaks a rule.
+    pub fn check_labels(&self) -> Result<(), String> {
+        if self.labels.len() > MAX_LABELS {
+            return Err(format!(
+                "{} labels; at most {MAX_LABELS}",
+                self.labels.len()
+            ));
+        }
+        for (key, value) in &self.labels {
+            let key_ok = !key.is_empty()
+                && key.len() <= 63
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+            if !key_ok {
+                return Err(format!("label key {key:?}: use 1-63 of a-z, 0-9, _ . -"));
+            }
+            if value.len() > 256 || value.chars().any(char::is_control) {
+                return Err(format!(
+                    "label {key}: a value of at most 256 bytes without control characters"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Tenant, present once the subject was bound.
     pub fn tenant_name(&self) -> &Name {
         self.tenant.as_ref().expect("bind_subject sets the tenant")
@@ -490,5 +536,24 @@ impl Message for KeyRotated {
     }
 }
 
+/// `vaultline.snapshot.changed.<tenant>`: an operator protected,
+/// unprotected or forgot a snapshot by hand (`vaultline snapshot …`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotChanged {
+    pub tenant: Name,
+    pub source: Name,
+    pub snapshot: SnapshotId,
+    /// `protected`, `unprotected` or `forgotten`.
+    pub change: String,
+    /// Why it was allowed, e.g. `--force: the source's last verified snapshot`.
+    pub detail: String,
+}
+impl Message for SnapshotChanged {
+    const KIND: &'static str = "snapshot.changed";
+    ids!(SnapshotChanged);
+}
+
 mod drills;
 pub use drills::*;
+mod restores;
+pub use restores::*;

@@ -13,7 +13,7 @@ const DAEMON: u32 = 1;
 const BIN: u32 = 2;
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
@@ -61,7 +61,7 @@ fn file_capability() -> Vec<u8> {
 }
 
 /// The fidelity tree. Returns the path of its 3,000-byte file.
-fn build_fidelity_tree(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_fidelity_tree(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(root)?;
     // The longest name there is, and a path longer than most tools expect.
     std::fs::write(
@@ -184,17 +184,17 @@ fn build_fidelity_tree(root: &Path) -> Result<PathBuf> {
 
 /// What a restore must reproduce of one entry.
 #[derive(Debug, Clone, PartialEq)]
-struct Node {
-    kind: &'static str,
-    mode: u32,
-    mtime: (i64, i64),
-    uid: u32,
-    gid: u32,
-    nlink: u64,
-    rdev: u64,
-    content: Option<String>,
-    link: Option<PathBuf>,
-    xattrs: Vec<(String, Vec<u8>)>,
+pub(crate) struct Node {
+    pub(crate) kind: &'static str,
+    pub(crate) mode: u32,
+    pub(crate) mtime: (i64, i64),
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) nlink: u64,
+    pub(crate) rdev: u64,
+    pub(crate) content: Option<String>,
+    pub(crate) link: Option<PathBuf>,
+    pub(crate) xattrs: Vec<(String, Vec<u8>)>,
 }
 
 fn xattrs_of(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
@@ -216,7 +216,7 @@ fn xattrs_of(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 }
 
 /// Every entry under `root` (not `root` itself), by relative path.
-fn describe(root: &Path) -> Result<BTreeMap<String, Node>> {
+pub(crate) fn describe(root: &Path) -> Result<BTreeMap<String, Node>> {
     let mut out = BTreeMap::new();
     for item in walkdir::WalkDir::new(root).min_depth(1) {
         let item = item?;
@@ -284,7 +284,7 @@ fn describe(root: &Path) -> Result<BTreeMap<String, Node>> {
 
 /// Asserts `got` matches `want` entry by entry, after `adjust` says what a
 /// restore is expected to change.
-fn assert_restored(
+pub(crate) fn assert_restored(
     want: &BTreeMap<String, Node>,
     got: &BTreeMap<String, Node>,
     what: &str,

@@ -264,6 +264,7 @@ async fn a_stolen_request_id_suppresses_nothing() -> Result<()> {
         source: Some(Name::new("docs")?),
         request_id: Some(stolen.clone()),
         trigger: TriggerKind::Scheduled,
+        ..Default::default()
     };
     publish_forged(&client, &squat, &[(headers::MSG_ID, stolen.as_str())]).await?;
     let (error_type, reason) = next_dead_letter(&mut dead, StageName::Extractor).await?;
@@ -317,6 +318,7 @@ async fn a_stolen_request_id_suppresses_nothing() -> Result<()> {
             source: Some(docs.clone()),
             request_id: Some("nightly-42".into()),
             trigger: TriggerKind::External,
+            ..Default::default()
         };
         publish_forged(&client, &request, &[]).await?;
     }

@@ -160,6 +160,11 @@ async fn catalog_attempts(env: &Env, stage: StageName) -> Result<Vec<String>> {
         ("alter a table", "ALTER TABLE snapshots ADD COLUMN evil int"),
         ("drop a table", "DROP TABLE audit_events"),
         ("truncate the trail", "TRUNCATE audit_events"),
+        // Protection is the operator's (migration 0014).
+        (
+            "unprotect a snapshot",
+            "UPDATE snapshots SET protected = false",
+        ),
     ];
     // Only the extractor and the verifier open source credentials.
     if !matches!(stage, StageName::Extractor | StageName::Verifier) {

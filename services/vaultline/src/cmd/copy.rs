@@ -6,10 +6,13 @@
 
 use crate::context::catalog;
 use crate::output::{human_bytes, print_json};
+use crate::progress::{Output, Progress, Unit};
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use vaultline_catalog::{Catalog, SnapshotRow, SnapshotStatus};
 use vaultline_format::key_record::KeyRecord;
 use vaultline_format::keys::Kek;
@@ -80,6 +83,11 @@ pub(crate) async fn run(config: &Config, args: CopyArgs) -> Result<ExitCode> {
     for row in chosen {
         by_tenant.entry(row.tenant.clone()).or_default().push(row);
     }
+    let (moved, to_move) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // With --json the summary is stdout's: progress goes to stderr.
+    let following = Progress::start("copy", Unit::Bytes, None, args.json, Output::StderrOnly)
+        .follow_growing(moved.clone(), Some(to_move.clone()));
+    let mut copied = Ok(());
     for (tenant, rows) in by_tenant {
         let copy = TenantCopy {
             catalog: &catalog,
@@ -88,14 +96,22 @@ pub(crate) async fn run(config: &Config, args: CopyArgs) -> Result<ExitCode> {
             to_name: &args.to_repo,
             tenant: &tenant,
             scratch: &scratch,
+            moved: &moved,
+            to_move: &to_move,
         };
-        copy.run(
-            &rows,
-            keks.as_ref().map(|(ours, theirs)| (ours, theirs)),
-            &mut summary,
-        )
-        .await?;
+        copied = copy
+            .run(
+                &rows,
+                keks.as_ref().map(|(ours, theirs)| (ours, theirs)),
+                &mut summary,
+            )
+            .await;
+        if copied.is_err() {
+            break;
+        }
     }
+    following.finish(copied.is_ok()).await;
+    copied?;
     if args.json {
         print_json(&summary)?;
     } else {
@@ -190,6 +206,9 @@ struct TenantCopy<'a> {
     to_name: &'a str,
     tenant: &'a Name,
     scratch: &'a std::path::Path,
+    /// Bytes moved, and bytes known to need moving, for the progress display.
+    moved: &'a AtomicU64,
+    to_move: &'a AtomicU64,
 }
 
 impl TenantCopy<'_> {
@@ -229,6 +248,12 @@ impl TenantCopy<'_> {
             packs.extend(self.catalog.packs_of(tenant, &row.id).await?);
         }
         summary.pack_bytes += packs.values().sum::<u64>();
+        let missing: u64 = packs
+            .iter()
+            .filter(|(pack, size)| there.get(&ObjectKey::pack(tenant, pack)) != Some(size))
+            .map(|(_, size)| size)
+            .sum();
+        self.to_move.fetch_add(missing, Ordering::Relaxed);
         for (pack, size) in &packs {
             self.one(
                 &ObjectKey::pack(tenant, pack),
@@ -278,9 +303,14 @@ impl TenantCopy<'_> {
             summary.present += 1;
             return Ok(());
         }
+        if !key.starts_with(&ObjectKey::packs(self.tenant)) {
+            // Packs were counted ahead, all at once; the rest as they come.
+            self.to_move.fetch_add(size, Ordering::Relaxed);
+        }
         let (digest, moved) =
             vaultline_copier::transfer(self.from, self.to, self.to_name, key, want, self.scratch)
                 .await?;
+        self.moved.fetch_add(moved, Ordering::Relaxed);
         let read_back = self.to.digest(key).await?;
         if read_back != (digest, moved) {
             bail!("{key} reads back from the target with other bytes than were copied");

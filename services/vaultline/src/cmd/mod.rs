@@ -19,6 +19,7 @@ pub mod retention;
 pub mod schedule;
 pub mod serve;
 pub mod setup;
+pub mod snapshot;
 pub mod snapshots;
 pub mod source;
 pub mod stats;

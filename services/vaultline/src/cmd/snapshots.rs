@@ -104,8 +104,8 @@ fn print_table(rows: &[WithCopies], copies_configured: bool) {
         String::new()
     };
     println!(
-        "{:<26} {:<24} {:<10} {:<20} {:>7} {:>10} {:>10} {:>10}{copies_header}  ERROR",
-        "SNAPSHOT", "SOURCE", "STATUS", "STARTED", "FILES", "READ", "NEW", "STORED"
+        "{:<26} {:<24} {:<10} {:<9} {:<20} {:>7} {:>10} {:>10} {:>10}{copies_header}  ERROR",
+        "SNAPSHOT", "SOURCE", "STATUS", "PROTECTED", "STARTED", "FILES", "READ", "NEW", "STORED"
     );
     for WithCopies { row: r, copies } in rows {
         let copies = if show_copies {
@@ -118,10 +118,11 @@ fn print_table(rows: &[WithCopies], copies_configured: bool) {
             String::new()
         };
         println!(
-            "{:<26} {:<24} {:<10} {:<20} {:>7} {:>10} {:>10} {:>10}{copies}  {}",
+            "{:<26} {:<24} {:<10} {:<9} {:<20} {:>7} {:>10} {:>10} {:>10}{copies}  {}",
             r.id.as_str(),
             format!("{}/{}", r.tenant, r.source),
             r.status.as_str(),
+            if r.protected { "yes" } else { "" },
             short_time(r.started_at),
             r.files,
             human_bytes(r.bytes_read),

@@ -6,10 +6,12 @@
 //! hex digits) and one manifest's pack ids at a time, whatever the size of
 //! the repository.
 
+use crate::progress::{Output, Progress, Unit};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use std::collections::BTreeSet;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use vaultline_catalog::{Catalog, RecoveredKey, RecoveredSnapshot, StoredChunk};
@@ -95,19 +97,19 @@ pub(crate) async fn run(config: &Config, args: RebuildArgs) -> Result<ExitCode> 
     let kek = load_kek(config)
         .context("catalog rebuild needs the KEK (keys.kek-file): it opens the key records")?;
     let mut report = Report::default();
-    for tenant in repo.list_dirs(ObjectKey::TENANTS).await? {
-        let Ok(tenant) = Name::new(tenant) else {
-            continue;
-        };
-        let Some(keys) = recover_keys(&catalog, &repo, &tenant, &kek, &mut report).await? else {
-            report.tenants_skipped.push(tenant);
-            continue;
-        };
-        recover_packs(&catalog, &repo, &keys, args.rehash, &mut report).await?;
-        recover_snapshots(&catalog, &repo, &keys, &mut report).await?;
-        report.tenants.push(tenant);
-    }
-    catalog.credit_recovered_packs().await?;
+    let read = Arc::new(AtomicU64::new(0));
+    // With --json the report is stdout's: progress goes to stderr.
+    let following = Progress::start(
+        "catalog rebuild",
+        Unit::Items("objects"),
+        None,
+        args.json,
+        Output::StderrOnly,
+    )
+    .follow(read.clone());
+    let rebuilt = rebuild(&catalog, &repo, &kek, args.rehash, &read, &mut report).await;
+    following.finish(rebuilt.is_ok()).await;
+    rebuilt?;
     report.seconds = started.elapsed().as_secs_f64();
     print(&report, &repo, args.json)?;
     Ok(if report.clean() {
@@ -115,6 +117,32 @@ pub(crate) async fn run(config: &Config, args: RebuildArgs) -> Result<ExitCode> 
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Every tenant the KEK opens: keys, packs, snapshots; `read` counts the
+/// packs and manifests read.
+async fn rebuild(
+    catalog: &Catalog,
+    repo: &Repository,
+    kek: &Kek,
+    rehash: bool,
+    read: &AtomicU64,
+    report: &mut Report,
+) -> Result<()> {
+    for tenant in repo.list_dirs(ObjectKey::TENANTS).await? {
+        let Ok(tenant) = Name::new(tenant) else {
+            continue;
+        };
+        let Some(keys) = recover_keys(catalog, repo, &tenant, kek, report).await? else {
+            report.tenants_skipped.push(tenant);
+            continue;
+        };
+        recover_packs(catalog, repo, &keys, rehash, read, report).await?;
+        recover_snapshots(catalog, repo, &keys, read, report).await?;
+        report.tenants.push(tenant);
+    }
+    catalog.credit_recovered_packs().await?;
+    Ok(())
 }
 
 /// Records every key of `tenant` whose record opens with `kek`; the newest
@@ -163,6 +191,7 @@ async fn recover_packs(
     repo: &Repository,
     keys: &TenantKeys,
     rehash: bool,
+    read: &AtomicU64,
     report: &mut Report,
 ) -> Result<()> {
     let ranges = RangeReader::new(repo.clone());
@@ -188,6 +217,7 @@ async fn recover_packs(
             .buffer_unordered(PARALLEL)
     );
     while let Some(outcome) = outcomes.next().await {
+        read.fetch_add(1, Ordering::Relaxed);
         match outcome? {
             Outcome::Recorded { chunks } => {
                 report.packs += 1;
@@ -259,6 +289,7 @@ async fn recover_snapshots(
     catalog: &Catalog,
     repo: &Repository,
     keys: &TenantKeys,
+    read: &AtomicU64,
     report: &mut Report,
 ) -> Result<()> {
     let tenant = &keys.tenant;
@@ -268,6 +299,7 @@ async fn recover_snapshots(
         let Ok(snapshot) = SnapshotId::parse(&key[prefix.len()..]) else {
             continue;
         };
+        read.fetch_add(1, Ordering::Relaxed);
         let (digest, manifest_size) = repo.digest(&key).await?;
         let read = match read_manifest(repo, keys, &snapshot).await? {
             Ok(read) => read,

@@ -5,17 +5,29 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use vaultline_format::keys::Keyring;
 use vaultline_restore::programs::{
-    mariadb_command, pg_restore_command, restore_into, shell_command,
+    mariadb_command, pg_restore_command, restore_into_with, shell_command,
 };
 use vaultline_restore::{Restored, Sink};
 use vaultline_storage::Repository;
 use vaultline_types::{Name, SnapshotId};
+
+/// How `--to` writes a snapshot: as files, or as one tar stream.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Files in a directory (or, with `--to -`, the one selected file).
+    #[default]
+    Dir,
+    /// A POSIX (pax) tar stream of the entries, to stdout or a new file.
+    Tar,
+}
 
 /// The destination chosen with --to, --into or --into-command.
 #[derive(Debug, Clone)]
 pub(super) enum Target {
     Dir(PathBuf),
     Stdout,
+    /// A tar stream to stdout (`None`) or to a new file.
+    Tar(Option<PathBuf>),
     Postgres(String),
     Mariadb(String),
     /// A shell command; `None` means the source's own restore command.
@@ -27,6 +39,8 @@ impl std::fmt::Display for Target {
         match self {
             Target::Dir(dir) => write!(f, "{}", dir.display()),
             Target::Stdout => f.write_str("stdout"),
+            Target::Tar(None) => f.write_str("stdout as tar"),
+            Target::Tar(Some(file)) => write!(f, "{} as tar", file.display()),
             Target::Postgres(url) | Target::Mariadb(url) => {
                 f.write_str(&vaultline_bus::redact_url(url))
             }
@@ -44,7 +58,15 @@ impl Target {
         to: Option<PathBuf>,
         into: Option<String>,
         into_command: Option<String>,
+        format: Format,
     ) -> Result<Target> {
+        if format == Format::Tar {
+            return match (to, into, into_command) {
+                (Some(to), None, None) if to.as_os_str() == "-" => Ok(Target::Tar(None)),
+                (Some(to), None, None) => Ok(Target::Tar(Some(to))),
+                _ => bail!("--format tar writes to --to - (stdout) or --to FILE.tar, nothing else"),
+            };
+        }
         match (to, into, into_command) {
             (Some(to), None, None) if to.as_os_str() == "-" => Ok(Target::Stdout),
             (Some(to), None, None) => Ok(Target::Dir(to)),
@@ -101,15 +123,40 @@ pub(super) async fn run(
         }
         Target::Stdout => {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-            vaultline_restore::restore(
-                repo,
-                tenant,
-                snapshot,
-                keyring,
-                select,
-                Sink::Stream(&mut out),
+            let sink = Sink::Stream(&mut out);
+            vaultline_restore::restore_with(repo, tenant, snapshot, keyring, select, sink, options)
+                .await
+        }
+        Target::Tar(None) => {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            let sink = Sink::Tar(&mut out);
+            vaultline_restore::restore_with(repo, tenant, snapshot, keyring, select, sink, options)
+                .await
+        }
+        Target::Tar(Some(path)) => {
+            // A new file only: an existing one may be someone's data.
+            let file = std::fs::File::create_new(&path)
+                .with_context(|| format!("cannot create {} (it must not exist)", path.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let sink = Sink::Tar(&mut out);
+            let written = vaultline_restore::restore_with(
+                repo, tenant, snapshot, keyring, select, sink, options,
             )
-            .await
+            .await;
+            let written = match written {
+                Ok(done) => out
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|file| file.sync_all())
+                    .map(|()| done)
+                    .with_context(|| format!("cannot write {}", path.display())),
+                Err(e) => Err(e.into()),
+            };
+            if written.is_err() {
+                // Half an archive is worse than none: it would look like a download.
+                let _ = std::fs::remove_file(&path);
+            }
+            return written;
         }
         Target::Postgres(url) | Target::Mariadb(url) => {
             let kind = if url.starts_with("postgres") {
@@ -126,25 +173,30 @@ pub(super) async fn run(
                 );
             }
             let command = if kind == "postgres" {
-                pg_restore_command(&url, true)
+                let mut command = pg_restore_command(&url, true);
+                // The database must end up holding the snapshot: what the
+                // dump holds is dropped first where it exists.
+                command.args(["--clean", "--if-exists"]);
+                command
             } else {
                 mariadb_command(&url, None)?
             };
             let what = format!("restoring into {}", vaultline_bus::redact_url(&url));
-            restore_into(repo, tenant, snapshot, keyring, command, &what).await
+            restore_into_with(repo, tenant, snapshot, keyring, command, &what, options).await
         }
         Target::Command(command) => {
             let command = command
                 .or(source_restore_command)
                 .context("the source has no restore command: give one with --into-command 'CMD'")?;
             let shell = shell_command(&command);
-            restore_into(
+            restore_into_with(
                 repo,
                 tenant,
                 snapshot,
                 keyring,
                 shell,
                 "the restore command",
+                options,
             )
             .await
         }
