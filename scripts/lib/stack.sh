@@ -66,7 +66,7 @@ secret-access-key-file = \"$WORK/s3-secret\""
   # cluster trusts loopback, so the roles need no password); the CLI is the
   # operator, `vaultline migrate` the admin.
   local logins="" role
-  for role in scheduler extractor packager uploader verifier copier retention auditor; do
+  for role in scheduler extractor packager uploader verifier copier retention auditor api; do
     logins+="[nats.stages.$role]
 user = \"vaultline-$role\"
 password-file = \"$WORK/nats/$role.password\"
@@ -108,7 +108,7 @@ jetstream { store_dir: "$WORK/nats/store" }
 include auth.conf
 CONF
   local role vars=()
-  for role in scheduler extractor packager uploader verifier copier retention auditor operator admin; do
+  for role in scheduler extractor packager uploader verifier copier retention auditor api operator admin; do
     (umask 077; python3 -c 'import secrets; print(secrets.token_hex(18))' >"$WORK/nats/$role.password")
     vars+=("VAULTLINE_NATS_${role^^}_PASSWORD=$(cat "$WORK/nats/$role.password")")
   done

@@ -4,7 +4,8 @@
 
 use crate::cmd::{
     audit, backup, catalog, check, copy, drill, gc, history, keys, ls, pitr, restore, retention,
-    schedule, serve, setup, snapshot, snapshots, source, stats, tenant, verify, wal, webhook,
+    schedule, serve, setup, snapshot, snapshots, source, stats, tenant, token, verify, wal,
+    webhook,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -88,6 +89,9 @@ pub enum Command {
     /// Signed webhooks per tenant.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// Bearer tokens of the HTTP API (`token create --tenant T --scope read|trigger|admin`).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Trigger a backup of TENANT/SOURCE now.
     Backup(backup::BackupArgs),
     /// List snapshots, newest first (with --repo, from the repository alone).
@@ -159,6 +163,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::History(args) => history::run(&config, args).await,
         Command::Stats(args) => stats::run(&config, args).await,
         Command::Webhook(command) => webhook::run(&config, command).await,
+        Command::Token(command) => token::run(&config, command).await,
         Command::Backup(args) => backup::run(&config, args).await,
         Command::Snapshots(args) => snapshots::run(&config, args).await,
         Command::Snapshot(command) => snapshot::run(&config, command).await,

@@ -19,6 +19,7 @@ mod schedules;
 mod snapshot_packs;
 mod snapshots;
 mod tenants;
+mod tokens;
 mod wal;
 mod webhooks;
 
@@ -38,6 +39,7 @@ pub use schedules::{PENDING_TRIGGER_SECONDS, ScheduleRow};
 pub use snapshot_packs::SnapshotPack;
 pub use snapshots::SnapshotRow;
 pub use tenants::{ChunkKeyRow, NewSource, SourceRow, TenantKeyRow};
+pub use tokens::{Caller, Refusal, Scope, TokenRow};
 pub use vaultline_policy::ScheduleSpec;
 pub use vaultline_types::SnapshotStatus;
 pub use wal::{BaseBackupRow, WalFileRow, WalPush, WalStats};
@@ -129,6 +131,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (12, include_str!("../migrations/0012_object_lock.sql")),
     (13, include_str!("../migrations/0013_pitr.sql")),
     (14, include_str!("../migrations/0014_restore_workflows.sql")),
+    (15, include_str!("../migrations/0015_api.sql")),
 ];
 
 /// A pool of catalog connections.

@@ -26,6 +26,7 @@ pub struct Config {
     pub observer: ObserverConfig,
     pub copier: CopierConfig,
     pub telemetry: TelemetryConfig,
+    pub api: ApiConfig,
     /// Per-stage knobs, keyed by stage name.
     pub stages: BTreeMap<String, StageSettings>,
 }

@@ -129,6 +129,18 @@ pub fn open_catalog(config: &crate::config::CatalogConfig) -> Result<Catalog, St
     open_catalog_as(config, None)
 }
 
+/// The catalog as `[catalog.stages.<name>]`'s role when configured (a
+/// stage, or `api`), else as the configured user.
+///
+/// # Errors
+/// An unreadable password file, or a URL that does not parse.
+pub fn open_catalog_named(
+    config: &crate::config::CatalogConfig,
+    name: &str,
+) -> Result<Catalog, StartError> {
+    open_catalog_as(config, config.stages.get(name))
+}
+
 /// The catalog as the configured user, or as `role`; passwords from files.
 fn open_catalog_as(
     config: &crate::config::CatalogConfig,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// Every user of `deploy/nats/auth.conf`, by role (`vaultline-<role>`).
-pub const NATS_ROLES: [&str; 10] = [
+pub const NATS_ROLES: [&str; 11] = [
     "scheduler",
     "extractor",
     "packager",
@@ -18,6 +18,7 @@ pub const NATS_ROLES: [&str; 10] = [
     "copier",
     "retention",
     "auditor",
+    "api",
     "operator",
     "admin",
 ];

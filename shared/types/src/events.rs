@@ -553,6 +553,31 @@ impl Message for SnapshotChanged {
     ids!(SnapshotChanged);
 }
 
+/// `vaultline.api.called.<tenant>`: one use of an API token, for the audit
+/// trail: which token, what it asked and what it got. Never the token's secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiCalled {
+    pub tenant: Name,
+    /// The token's id (the part before its secret).
+    pub token: String,
+    pub scope: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+impl Message for ApiCalled {
+    const KIND: &'static str = "api.called";
+    fn tenant(&self) -> &Name {
+        &self.tenant
+    }
+    fn source(&self) -> Option<&Name> {
+        None
+    }
+    fn snapshot(&self) -> Option<&SnapshotId> {
+        None
+    }
+}
+
 mod drills;
 pub use drills::*;
 mod restores;

@@ -116,9 +116,11 @@ impl Env {
         };
         let mut logins = format!("[nats.admin]\n{}", nats_login("admin")?);
         // … and its own catalog role (migration 0008; the test server trusts loopback).
-        for stage in StageName::ALL {
-            logins += &format!("[nats.stages.{stage}]\n{}", nats_login(stage.as_str())?);
-            logins += &format!("[catalog.stages.{stage}]\nuser = \"vaultline_{stage}\"\n");
+        // The HTTP API too, when a test starts it.
+        let roles = StageName::ALL.iter().map(|s| s.as_str()).chain(["api"]);
+        for role in roles {
+            logins += &format!("[nats.stages.{role}]\n{}", nats_login(role)?);
+            logins += &format!("[catalog.stages.{role}]\nuser = \"vaultline_{role}\"\n");
         }
         let config_file = dir.path().join("vaultline.toml");
         // Short retry delays keep failure tests fast; everything else is the shipped default.

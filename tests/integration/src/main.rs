@@ -1,6 +1,7 @@
 //! One integration test binary against real servers started by the harness:
 //! nats-server with JetStream and PostgreSQL, each test with its own.
 
+mod api;
 mod audit;
 mod cluster;
 mod copies;

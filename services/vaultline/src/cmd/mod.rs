@@ -24,6 +24,7 @@ pub mod snapshots;
 pub mod source;
 pub mod stats;
 pub mod tenant;
+pub mod token;
 pub mod verify;
 pub mod wal;
 pub mod webhook;

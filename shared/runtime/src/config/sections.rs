@@ -74,7 +74,12 @@ impl NatsConfig {
 
     /// `stage`'s own login when configured under `[nats.stages.<stage>]`.
     pub fn stage_login(&self, stage: vaultline_types::StageName) -> Option<vaultline_bus::Login> {
-        self.stages.get(stage.as_str()).map(|l| self.with_tls(l))
+        self.named_login(stage.as_str())
+    }
+
+    /// The login under `[nats.stages.<name>]` (a stage, or `api`).
+    pub fn named_login(&self, name: &str) -> Option<vaultline_bus::Login> {
+        self.stages.get(name).map(|l| self.with_tls(l))
     }
 
     /// The admin login (`[nats.admin]`), else the process's own.
@@ -282,6 +287,16 @@ pub struct TelemetryConfig {
     /// OTLP/gRPC endpoint spans are exported to, e.g.
     /// `http://otel-collector:4317`; unset (the default), none are.
     pub otlp_endpoint: Option<String>,
+}
+
+/// The HTTP API `vaultline serve` offers (off unless `listen` is set). It
+/// logs in as `[nats.stages.api]` and `[catalog.stages.api]` when those are
+/// configured (the shipped `vaultline-api` user and `vaultline_api` role).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `127.0.0.1:8088`; port 0 picks a free one (logged).
+    pub listen: Option<String>,
 }
 
 /// The auditor's watch over the pipeline: how often it exports backlog and
