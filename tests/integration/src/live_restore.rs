@@ -390,3 +390,60 @@ async fn a_restore_into_a_live_application_keeps_it_in_maintenance_and_checks_it
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement: a 1 GiB database restored into a live application, step by step"]
+async fn a_one_gib_live_restore_step_by_step() -> Result<()> {
+    let env = Env::new().await?;
+    let pg = Postgres::start_with_password(PG_PASSWORD)?;
+    pg.psql("postgres", "CREATE DATABASE shop")?;
+    // About 1 GiB of table: a million rows of 1 KiB that do not compress away.
+    pg.psql(
+        "shop",
+        "CREATE TABLE items (id int PRIMARY KEY, body text);
+         INSERT INTO items SELECT g, string_agg(md5(g::text || i::text), '')
+           FROM generate_series(1, 1000000) g, generate_series(1, 32) i GROUP BY g;",
+    )?;
+    let size = pg.psql("shop", "SELECT pg_size_pretty(pg_database_size('shop'))")?;
+    env.cli(&["tenant", "create", "acme"]).await?;
+    add_postgres_source(&env, &pg, "shop", &[]).await?;
+    let node = env.node().await?;
+    let started = std::time::Instant::now();
+    env.cli(&["backup", "acme/shop", "--wait", "--timeout", "1800"])
+        .await?;
+    let backup = started.elapsed();
+    let snapshot = env.wait_final_of("shop", 1).await?;
+    let seen = Arc::new(Seen::default());
+    seen.smoke_status.store(200, Ordering::SeqCst);
+    let app = start_app(seen).await?;
+    let token = env.path("app-token");
+    std::fs::write(&token, TOKEN)?;
+    let (ok, stderr) = live_restore(&env, &pg, snapshot.id.as_str(), &app, &token, &[]).await?;
+    ensure!(ok, "{stderr}");
+    let restores = recorded(&env, 1).await?;
+    let results: serde_json::Value = env
+        .sql()
+        .await?
+        .query_one("SELECT results FROM restores", &[])
+        .await?
+        .get(0);
+    eprintln!(
+        "database {}, backup {:.1}s, snapshot {} read",
+        size.trim(),
+        backup.as_secs_f64(),
+        snapshot.bytes_read
+    );
+    for step in results["steps"].as_array().context("steps")? {
+        eprintln!(
+            "  {:<16} {:>8} ms",
+            step["step"].as_str().unwrap_or("?"),
+            step["duration_ms"]
+        );
+    }
+    eprintln!(
+        "  total {} ms, outcome {}",
+        results["duration_ms"], restores[0].0
+    );
+    node.shutdown().await;
+    Ok(())
+}
