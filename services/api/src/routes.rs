@@ -95,15 +95,28 @@ async fn stats_of(api: &Api, caller: &Caller, source: &str) -> Result<SourceStat
         .ok_or_else(|| ApiError::not_found(format!("no source {source}")))
 }
 
-/// A source's figures with its schedule and the copies of its newest
-/// stored snapshot.
-async fn described(api: &Api, caller: &Caller, stats: SourceStats) -> Answer {
-    let source = name(&stats.source, "source")?;
-    let schedule = api
+/// The state of each copy of one snapshot.
+async fn copies_of(api: &Api, caller: &Caller, id: &SnapshotId) -> Result<Value, ApiError> {
+    let copies = api
         .catalog
-        .schedules()
+        .copy_states(&caller.tenant, std::slice::from_ref(id))
         .await?
-        .into_iter()
+        .remove(id)
+        .unwrap_or_default();
+    Ok(serde_json::to_value(copies).unwrap_or(Value::Null))
+}
+
+/// A source's figures with its schedule (from `schedules`, read once per
+/// request) and the copies of its newest stored snapshot.
+async fn described(
+    api: &Api,
+    caller: &Caller,
+    stats: SourceStats,
+    schedules: &[vaultline_catalog::ScheduleRow],
+) -> Answer {
+    let source = name(&stats.source, "source")?;
+    let schedule = schedules
+        .iter()
         .find(|s| s.tenant == caller.tenant && s.source == source);
     let newest = api
         .catalog
@@ -112,28 +125,24 @@ async fn described(api: &Api, caller: &Caller, stats: SourceStats) -> Answer {
         .into_iter()
         .find(|s| matches!(s.status, SnapshotStatus::Stored | SnapshotStatus::Verified));
     let copies = match &newest {
-        Some(row) => api
-            .catalog
-            .copy_states(&caller.tenant, std::slice::from_ref(&row.id))
-            .await?
-            .remove(&row.id)
-            .unwrap_or_default(),
-        None => Vec::new(),
+        Some(row) => copies_of(api, caller, &row.id).await?,
+        None => Value::Array(Vec::new()),
     };
     let mut value = serde_json::to_value(&stats)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     value["schedule"] = serde_json::to_value(schedule).unwrap_or(Value::Null);
     value["newest_snapshot"] = json!(newest.map(|s| s.id));
-    value["copies"] = serde_json::to_value(copies).unwrap_or(Value::Null);
+    value["copies"] = copies;
     Ok(Json(value))
 }
 
 async fn sources(State(api): State<Arc<Api>>, Extension(caller): Extension<Caller>) -> Answer {
     need(&caller, Scope::Read)?;
+    let schedules = api.catalog.schedules().await?;
     let mut all = Vec::new();
     for stats in api.catalog.source_stats().await? {
         if stats.tenant == caller.tenant.as_str() {
-            all.push(described(&api, &caller, stats).await?.0);
+            all.push(described(&api, &caller, stats, &schedules).await?.0);
         }
     }
     Ok(Json(Value::Array(all)))
@@ -146,7 +155,7 @@ async fn source(
 ) -> Answer {
     need(&caller, Scope::Read)?;
     let stats = stats_of(&api, &caller, &source).await?;
-    described(&api, &caller, stats).await
+    described(&api, &caller, stats, &api.catalog.schedules().await?).await
 }
 
 /// `api-<Idempotency-Key>`, or a fresh `api-<random>` without one.
@@ -199,8 +208,13 @@ async fn backup(
         &[(headers::SOURCE, source.as_str())],
     )
     .await?;
+    Ok(requested(&request_id, &href))
+}
+
+/// 202: the request is on the bus; `href` will say how it went.
+fn requested(request_id: &str, href: &str) -> (StatusCode, Json<Value>) {
     let body = json!({"request_id": request_id, "status": "requested", "href": href});
-    Ok((StatusCode::ACCEPTED, Json(body)))
+    (StatusCode::ACCEPTED, Json(body))
 }
 
 async fn backup_status(
@@ -242,8 +256,7 @@ async fn drill(
     )
     .await?;
     let href = format!("/v1/sources/{source}/drills/{request_id}");
-    let body = json!({"request_id": request_id, "status": "requested", "href": href});
-    Ok((StatusCode::ACCEPTED, Json(body)))
+    Ok(requested(&request_id, &href))
 }
 
 async fn drill_result(
@@ -294,15 +307,9 @@ async fn snapshot(
     need(&caller, Scope::Read)?;
     let id = snapshot_id(&id)?;
     let row = api.catalog.snapshot(&caller.tenant, &id).await?;
-    let copies = api
-        .catalog
-        .copy_states(&caller.tenant, std::slice::from_ref(&id))
-        .await?
-        .remove(&id)
-        .unwrap_or_default();
     let mut value = serde_json::to_value(row)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    value["copies"] = serde_json::to_value(copies).unwrap_or(Value::Null);
+    value["copies"] = copies_of(&api, &caller, &id).await?;
     Ok(Json(value))
 }
 
