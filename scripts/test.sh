@@ -13,6 +13,7 @@ ensure_moto
 ensure_prometheus
 ensure_sshd
 ensure_k8s_tools
+ensure_disk_space
 echo "==> nats-server: $VAULTLINE_NATS_SERVER ($("$VAULTLINE_NATS_SERVER" --version))"
 # Lints first: clippy.toml keeps the metrics macros inside vaultline-metrics.
 echo "==> cargo clippy (warnings are errors)"

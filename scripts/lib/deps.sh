@@ -112,3 +112,28 @@ ensure_garage() {
 
 # Build output survives between runs on the same machine; a fresh machine builds cold.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/vaultline/target}"
+
+# The build and the suite need room where the build output lives: the debug
+# build of the workspace and its tests is about TARGET_GIB, the suite's temp
+# files a few GiB more. A machine that builds often fills up with stale
+# output, so when less than NEED_GIB is free, the incremental caches go
+# first and then the whole build directory (a cold build follows); a run
+# that then still lacks room says so before it starts.
+NEED_GIB=30
+ensure_disk_space() {
+  local dir="$CARGO_TARGET_DIR" need=$((NEED_GIB * 1024 * 1024))
+  mkdir -p "$dir"
+  free_kib() { df -Pk "$dir" | awk 'NR == 2 { print $4 }'; }
+  if [ "$(free_kib)" -lt "$need" ]; then
+    echo "==> less than $NEED_GIB GiB free under $dir: removing incremental build caches"
+    rm -rf "$dir"/*/incremental
+  fi
+  if [ "$(free_kib)" -lt "$need" ]; then
+    echo "==> still less than $NEED_GIB GiB free: removing the build output in $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+  fi
+  if [ "$(free_kib)" -lt "$need" ]; then
+    echo "warning: only $(( $(free_kib) / 1024 / 1024 )) GiB free under $dir; the build may run out of space" >&2
+  fi
+}
