@@ -107,7 +107,10 @@ pub(crate) async fn publish<M: Message + serde::Serialize>(
     publish_with_id(api, event, &id, extra).await
 }
 
-/// [`publish`] under a chosen message id (a trigger's request id).
+/// [`publish`] under a message id made of the subject and `id` (a
+/// trigger's request id): a retry within the stream's window is dropped
+/// as a repeat, while the same Idempotency-Key from another tenant, or for
+/// another kind of request, is not mistaken for it.
 pub(crate) async fn publish_with_id<M: Message + serde::Serialize>(
     api: &Api,
     event: &M,
@@ -118,7 +121,10 @@ pub(crate) async fn publish_with_id<M: Message + serde::Serialize>(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut map = async_nats::HeaderMap::new();
     map.insert(headers::CONTENT_TYPE, vaultline_types::CONTENT_TYPE_JSON);
-    map.insert(headers::MSG_ID, id);
+    map.insert(
+        headers::MSG_ID,
+        format!("{}:{id}", event.subject()).as_str(),
+    );
     map.insert(headers::TENANT, event.tenant().as_str());
     for (name, value) in extra {
         map.insert(*name, *value);

@@ -7,6 +7,7 @@
 
 mod auth;
 mod routes;
+mod verify;
 
 use axum::Router;
 use axum::http::StatusCode;

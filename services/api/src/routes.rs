@@ -2,7 +2,7 @@
 //! is confined to the token's tenant: another tenant's snapshot is a 404.
 
 use crate::auth::{publish, publish_with_id};
-use crate::{Api, ApiError, need};
+use crate::{Api, ApiError, need, verify};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -28,6 +28,17 @@ pub const ROUTES: &[(&str, &str, Scope)] = &[
     ("GET", "/v1/snapshots/{snapshot}", Scope::Read),
     ("POST", "/v1/snapshots/{snapshot}/protect", Scope::Admin),
     ("POST", "/v1/snapshots/{snapshot}/unprotect", Scope::Admin),
+    (
+        "POST",
+        "/v1/snapshots/{snapshot}/verifications",
+        Scope::Trigger,
+    ),
+    ("GET", "/v1/snapshots/{snapshot}/verifications", Scope::Read),
+    (
+        "GET",
+        "/v1/snapshots/{snapshot}/verifications/{request}",
+        Scope::Read,
+    ),
     ("GET", "/v1/restores", Scope::Read),
     ("GET", "/v1/restores/{restore}", Scope::Read),
     ("GET", "/v1/history", Scope::Read),
@@ -46,14 +57,22 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
         .route("/v1/snapshots/{snapshot}", get(snapshot))
         .route("/v1/snapshots/{snapshot}/protect", post(protect))
         .route("/v1/snapshots/{snapshot}/unprotect", post(unprotect))
+        .route(
+            "/v1/snapshots/{snapshot}/verifications",
+            post(verify::request).get(verify::list),
+        )
+        .route(
+            "/v1/snapshots/{snapshot}/verifications/{request}",
+            get(verify::result),
+        )
         .route("/v1/restores", get(restores))
         .route("/v1/restores/{restore}", get(restore))
         .route("/v1/history", get(history))
         .route("/v1/stats", get(stats))
 }
 
-type Answer = Result<Json<Value>, ApiError>;
-type Accepted = Result<(StatusCode, Json<Value>), ApiError>;
+pub(crate) type Answer = Result<Json<Value>, ApiError>;
+pub(crate) type Accepted = Result<(StatusCode, Json<Value>), ApiError>;
 
 /// A fresh id nobody can guess ahead.
 pub(crate) fn random_id() -> String {
@@ -62,7 +81,7 @@ pub(crate) fn random_id() -> String {
     hex::encode(nonce)
 }
 
-fn to_json(value: impl serde::Serialize) -> Answer {
+pub(crate) fn to_json(value: impl serde::Serialize) -> Answer {
     serde_json::to_value(value)
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
@@ -73,13 +92,13 @@ fn name(text: &str, what: &str) -> Result<Name, ApiError> {
 }
 
 #[derive(serde::Deserialize)]
-struct Listing {
+pub(crate) struct Listing {
     source: Option<String>,
     limit: Option<i64>,
 }
 
 impl Listing {
-    fn limit(&self) -> i64 {
+    pub(crate) fn limit(&self) -> i64 {
         self.limit.unwrap_or(100).clamp(1, 1000)
     }
 }
@@ -159,7 +178,7 @@ async fn source(
 }
 
 /// `api-<Idempotency-Key>`, or a fresh `api-<random>` without one.
-fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(key) = headers.get("Idempotency-Key") else {
         return Ok(format!("api-{}", random_id()));
     };
@@ -212,7 +231,7 @@ async fn backup(
 }
 
 /// 202: the request is on the bus; `href` will say how it went.
-fn requested(request_id: &str, href: &str) -> (StatusCode, Json<Value>) {
+pub(crate) fn requested(request_id: &str, href: &str) -> (StatusCode, Json<Value>) {
     let body = json!({"request_id": request_id, "status": "requested", "href": href});
     (StatusCode::ACCEPTED, Json(body))
 }
@@ -295,7 +314,7 @@ async fn snapshots(
     to_json(rows)
 }
 
-fn snapshot_id(text: &str) -> Result<SnapshotId, ApiError> {
+pub(crate) fn snapshot_id(text: &str) -> Result<SnapshotId, ApiError> {
     SnapshotId::parse(text).map_err(|e| ApiError::bad_request(format!("snapshot: {e}")))
 }
 

@@ -6,10 +6,11 @@
 //! sources that ask for it (`source add --verify full`): the snapshot is
 //! decrypted, decompressed and reassembled, and its source digest compared;
 //! emits *snapshot verified* or *snapshot corrupt*. Also runs restore drills
-//! (`drill`).
+//! (`drill`) and verifications asked for by name (`requested`).
 
 pub mod drill;
 mod integrity;
+mod requested;
 mod sampling;
 
 use futures::StreamExt;
@@ -20,7 +21,7 @@ use vaultline_runtime::{Cx, Deps, ErrorType, Inbound, Node, Outcome, Outgoing, S
 use vaultline_storage::ObjectKey;
 use vaultline_types::{
     DecodeError, DrillRequested, Message, Name, PackId, PackStored, SnapshotCorrupt, SnapshotId,
-    SnapshotStored, SnapshotVerified, StageName,
+    SnapshotStored, SnapshotVerified, StageName, VerifyRequested,
 };
 
 /// The verifier's inputs, told apart by subject.
@@ -30,6 +31,8 @@ pub enum VerifierInput {
     Pack(PackStored),
     Stored(SnapshotStored),
     Drill(DrillRequested),
+    /// One snapshot checked again now, by request (the HTTP API).
+    Verify(VerifyRequested),
 }
 
 impl Inbound for VerifierInput {
@@ -39,7 +42,9 @@ impl Inbound for VerifierInput {
         payload: &[u8],
     ) -> Result<Self, DecodeError> {
         let prefix = |kind: &str| format!("{}.{kind}.", vaultline_types::SUBJECT_PREFIX);
-        if subject.starts_with(&prefix(DrillRequested::KIND)) {
+        if subject.starts_with(&prefix(VerifyRequested::KIND)) {
+            VerifyRequested::decode(subject, headers, payload).map(VerifierInput::Verify)
+        } else if subject.starts_with(&prefix(DrillRequested::KIND)) {
             DrillRequested::decode(subject, headers, payload).map(VerifierInput::Drill)
         } else if subject.starts_with(&prefix(PackStored::KIND)) {
             PackStored::decode(subject, headers, payload).map(VerifierInput::Pack)
@@ -52,6 +57,7 @@ impl Inbound for VerifierInput {
             VerifierInput::Pack(p) => p.ids(),
             VerifierInput::Stored(s) => s.ids(),
             VerifierInput::Drill(d) => d.ids(),
+            VerifierInput::Verify(v) => v.ids(),
         }
     }
 }
@@ -245,6 +251,9 @@ impl Stage for Verifier {
                 self.check_reserved(&request).await?;
                 let result = drill::run(&self.deps, self.kek.as_ref(), &request).await?;
                 Ok(vec![Outgoing::event(&result)])
+            }
+            VerifierInput::Verify(request) => {
+                requested::run(&self.deps, self.kek.as_ref(), request).await
             }
         }
     }

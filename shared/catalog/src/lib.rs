@@ -20,6 +20,7 @@ mod snapshot_packs;
 mod snapshots;
 mod tenants;
 mod tokens;
+mod verifications;
 mod wal;
 mod webhooks;
 
@@ -132,6 +133,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (13, include_str!("../migrations/0013_pitr.sql")),
     (14, include_str!("../migrations/0014_restore_workflows.sql")),
     (15, include_str!("../migrations/0015_api.sql")),
+    (16, include_str!("../migrations/0016_verifications.sql")),
 ];
 
 /// A pool of catalog connections.

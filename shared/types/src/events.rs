@@ -582,3 +582,5 @@ mod drills;
 pub use drills::*;
 mod restores;
 pub use restores::*;
+mod verifications;
+pub use verifications::*;

@@ -22,6 +22,17 @@ impl Client {
         token: Option<&str>,
         key: Option<&str>,
     ) -> Result<(StatusCode, Value)> {
+        self.send(method, path, token, key, None).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
@@ -29,6 +40,11 @@ impl Client {
         }
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
         }
         let response = request.send().await?;
         let status = response.status();
@@ -38,6 +54,36 @@ impl Client {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         ))
     }
+}
+
+/// GETs `href` until it answers 200 (a result recorded), for up to a minute.
+async fn until_found(client: &Client, href: &str, token: &str) -> Result<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = client.call("GET", href, Some(token), None).await?;
+        if status == StatusCode::OK {
+            return Ok(body);
+        }
+        ensure!(
+            status == StatusCode::NOT_FOUND && std::time::Instant::now() < deadline,
+            "{href}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn start_api(env: &Env) -> Result<(vaultline_api::Served, Client)> {
+    let api = vaultline_api::start(&env.config(), "127.0.0.1:0").await?;
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let client = Client {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        base: format!("http://{}", api.addr),
+    };
+    Ok((api, client))
 }
 
 async fn token(env: &Env, tenant: &str, scope: &str) -> Result<String> {
@@ -68,16 +114,7 @@ async fn tokens_see_their_tenant_trigger_by_scope_and_every_use_is_audited() -> 
     let bravo = env.catalog.snapshots(None, None).await?.remove(0);
     assert_eq!(bravo.tenant.as_str(), "bravo");
 
-    let api = vaultline_api::start(&env.config(), "127.0.0.1:0").await?;
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    let client = Client {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?,
-        base: format!("http://{}", api.addr),
-    };
+    let (api, client) = start_api(&env).await?;
     let (read, trigger, admin) = (
         token(&env, "acme", "read").await?,
         token(&env, "acme", "trigger").await?,
@@ -263,6 +300,118 @@ async fn tokens_see_their_tenant_trigger_by_scope_and_every_use_is_audited() -> 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     api.task.abort();
+    node.shutdown().await;
+    Ok(())
+}
+
+/// A verification asked for through the API: level 2 of a sound snapshot
+/// passes with what it reassembled; after a pack is damaged, level 1 finds
+/// it, names it, and the snapshot is marked corrupt. A read token cannot ask,
+/// a bad level is refused in words, and the same Idempotency-Key again answers
+/// with the first result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requested_verification_reports_what_it_found_and_marks_damage() -> Result<()> {
+    let (env, _tree) = Env::with_small_source().await?;
+    let node = env.node().await?;
+    env.cli(&["backup", "acme/docs", "--wait"]).await?;
+    let snapshot = env.wait_final(1).await?;
+    let (_api, client) = start_api(&env).await?;
+    let (read, trigger) = (
+        token(&env, "acme", "read").await?,
+        token(&env, "acme", "trigger").await?,
+    );
+    let path = format!("/v1/snapshots/{}/verifications", snapshot.id);
+    let level = |n: u64| Some(serde_json::json!({ "level": n }));
+
+    let (status, _) = client
+        .send("POST", &path, Some(&read), None, level(2))
+        .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = client
+        .send("POST", &path, Some(&trigger), None, level(3))
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    ensure!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("level 3 is not 1 or 2"),
+        "{body}"
+    );
+    let unknown = "/v1/snapshots/20200101T000000Z-00000000/verifications";
+    let (status, _) = client.call("POST", unknown, Some(&trigger), None).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = client
+        .send("POST", &path, Some(&trigger), Some("check-1"), level(2))
+        .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let href = body["href"].as_str().context("href")?.to_owned();
+    let sound = until_found(&client, &href, &read).await?;
+    assert_eq!(
+        (&sound["outcome"], &sound["level"], &sound["request_id"]),
+        (
+            &Value::from("passed"),
+            &Value::from(2),
+            &Value::from("api-check-1")
+        ),
+        "{sound}"
+    );
+    ensure!(sound["objects"].as_u64() >= Some(2), "{sound}");
+    assert_eq!(
+        sound["files"].as_u64(),
+        Some(snapshot.files as u64),
+        "{sound}"
+    );
+    let (status, again) = client
+        .send("POST", &path, Some(&trigger), Some("check-1"), level(2))
+        .await?;
+    assert_eq!((status, &again), (StatusCode::OK, &sound));
+
+    // A byte flipped in one of its packs: level 1 reads every pack back.
+    let tenant = vaultline_types::Name::new("acme")?;
+    let pack = env
+        .catalog
+        .packs_to_verify(&tenant, &snapshot.id, Duration::ZERO)
+        .await?
+        .remove(0);
+    let file = env
+        .path("repository")
+        .join(vaultline_storage::ObjectKey::pack(&tenant, &pack.id));
+    let mut bytes = std::fs::read(&file)?;
+    bytes[(pack.size / 2) as usize] ^= 0x01;
+    std::fs::write(&file, &bytes)?;
+    let (status, body) = client.call("POST", &path, Some(&trigger), None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let damaged = until_found(&client, body["href"].as_str().context("href")?, &read).await?;
+    assert_eq!(damaged["outcome"], "failed", "{damaged}");
+    assert_eq!(damaged["level"], 1, "{damaged}");
+    let wanted = format!("pack {} does not match its recorded digest", pack.id);
+    ensure!(
+        damaged["problems"] == serde_json::json!([wanted]),
+        "{damaged}"
+    );
+    let row = env.catalog.find_snapshot(&snapshot.id).await?;
+    assert_eq!(
+        row.status,
+        vaultline_types::SnapshotStatus::Corrupt,
+        "{row:?}"
+    );
+    ensure!(row.error.unwrap_or_default().contains(&wanted));
+
+    let (status, list) = client.call("GET", &path, Some(&read), None).await?;
+    assert_eq!(status, StatusCode::OK);
+    let outcomes: Vec<&Value> = list
+        .as_array()
+        .context("a list")?
+        .iter()
+        .map(|v| &v["outcome"])
+        .collect();
+    assert_eq!(
+        outcomes,
+        [&Value::from("failed"), &Value::from("passed")],
+        "{list}"
+    );
     node.shutdown().await;
     Ok(())
 }

@@ -16,7 +16,7 @@ use vaultline_types::{
 
 /// Publishes `event` on its own subject as a stage would, with `extra`
 /// headers on top (a forger's).
-async fn publish_forged<M: Message>(
+pub(crate) async fn publish_forged<M: Message>(
     client: &async_nats::Client,
     event: &M,
     extra: &[(&'static str, &str)],
@@ -34,7 +34,7 @@ async fn publish_forged<M: Message>(
 }
 
 /// The next dead letter of `stage`: its error type and reason.
-async fn next_dead_letter(
+pub(crate) async fn next_dead_letter(
     dead: &mut async_nats::Subscriber,
     stage: StageName,
 ) -> Result<(String, String)> {

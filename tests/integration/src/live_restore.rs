@@ -15,18 +15,29 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use vaultline_testkit::Postgres;
 
-const TOKEN: &str = "internal-token-7f3a";
+/// Every step of a live restore that went well, in order.
+pub(crate) const ALL_STEPS: [&str; 7] = [
+    "info",
+    "maintenance-on",
+    "safety-snapshot",
+    "restore",
+    "counts",
+    "smoke",
+    "maintenance-off",
+];
+
+pub(crate) const TOKEN: &str = "internal-token-7f3a";
 
 /// What the application saw: each call, when, and whether maintenance was on.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     calls: Mutex<Vec<(String, OffsetDateTime, bool)>>,
-    maintenance: AtomicBool,
-    smoke_status: AtomicU16,
+    pub(crate) maintenance: AtomicBool,
+    pub(crate) smoke_status: AtomicU16,
 }
 
 impl Seen {
-    fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.calls
             .lock()
             .unwrap()
@@ -42,7 +53,7 @@ impl Seen {
             .find(|c| c.0 == name)
             .map(|c| (c.1, c.2))
     }
-    fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.calls.lock().unwrap().clear();
     }
 }
@@ -70,7 +81,7 @@ fn handle(seen: &Seen, headers: &HeaderMap, name: &str) -> Result<(), StatusCode
 }
 
 /// Serves the application on a free loopback port; returns its internal API root.
-async fn start_app(seen: Arc<Seen>) -> Result<String> {
+pub(crate) async fn start_app(seen: Arc<Seen>) -> Result<String> {
     let app = axum::Router::new()
         .route(
             "/api/internal/system/info",
@@ -155,7 +166,10 @@ async fn live_restore(
 }
 
 /// The restores the auditor recorded: (outcome, step names, smoke status).
-async fn recorded(env: &Env, count: usize) -> Result<Vec<(String, Vec<String>, Option<i64>)>> {
+pub(crate) async fn recorded(
+    env: &Env,
+    count: usize,
+) -> Result<Vec<(String, Vec<String>, Option<i64>)>> {
     let sql = env.sql().await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -273,18 +287,7 @@ async fn a_restore_into_a_live_application_keeps_it_in_maintenance_and_checks_it
     ensure!(tables.to_string().contains("6000"), "{tables}");
     let restores = recorded(&env, 1).await?;
     assert_eq!(restores[0].0, "succeeded");
-    assert_eq!(
-        restores[0].1,
-        [
-            "info",
-            "maintenance-on",
-            "safety-snapshot",
-            "restore",
-            "counts",
-            "smoke",
-            "maintenance-off"
-        ]
-    );
+    assert_eq!(restores[0].1, ALL_STEPS);
     assert_eq!(restores[0].2, Some(200));
     let history: i64 = env
         .sql()

@@ -5,6 +5,7 @@
 mod app;
 mod live;
 pub(crate) mod pitr;
+mod safety;
 mod target;
 
 use crate::access::KeyFlags;

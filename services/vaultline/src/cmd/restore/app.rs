@@ -5,6 +5,7 @@
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::time::Duration;
+use vaultline_catalog::SnapshotRow;
 use zeroize::Zeroizing;
 
 /// Each call gives up after this long: a hung application must not hold a
@@ -143,6 +144,27 @@ pub(super) fn compatible(recorded: &str, running: &str) -> bool {
         (Some((a, _)), Some((b, _))) => a == b,
         _ => recorded.trim() == running.trim(),
     }
+}
+
+/// A snapshot labelled with the application version it was taken of may go
+/// only into an application of a compatible version.
+pub(super) fn check_version(row: &SnapshotRow, info: &AppInfo) -> Result<()> {
+    let Some(recorded) = row.labels.get("app_version") else {
+        return Ok(());
+    };
+    let Some(running) = &info.version else {
+        bail!(
+            "snapshot {} was taken of application version {recorded}, and the application's info does not say its version",
+            row.id
+        );
+    };
+    if !compatible(recorded, running) {
+        bail!(
+            "snapshot {} was taken of application version {recorded}; the application runs {running}, whose data may differ: refused (nothing was changed)",
+            row.id
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
