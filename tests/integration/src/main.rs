@@ -17,7 +17,7 @@ mod hostile_verify;
 mod integrity;
 mod kubernetes;
 mod live_restore;
-mod live_restore_mariadb;
+mod live_restore_targets;
 mod nats_tls;
 mod object_lock;
 mod observe;

@@ -1,6 +1,7 @@
-//! The live-application restore into MariaDB: the same steps in the same
-//! order, the row counts checked against the dump's, and a failed smoke
-//! check rolled back to the safety snapshot.
+//! The live-application restore into MariaDB and into a command source's
+//! restore command: the same steps in the same order (row counts checked
+//! against the dump's where there are tables), and a failed smoke check
+//! rolled back to the safety snapshot.
 
 use crate::harness::{Env, assert_verified};
 use crate::live_restore::{ALL_STEPS, Seen, TOKEN, recorded, start_app};
@@ -13,27 +14,19 @@ fn items(db: &MariaDb) -> Result<u64> {
     Ok(db.sql("SELECT count(*) FROM shop.items")?.trim().parse()?)
 }
 
-/// `restore SNAPSHOT --into TARGET --app … --yes [extra]` with the binary.
+/// `restore SNAPSHOT TARGET… --app … --yes [extra]` with the binary.
 async fn live_restore(
     env: &Env,
     snapshot: &str,
-    target: &str,
+    target: &[&str],
     app: &str,
     token: &std::path::Path,
     extra: &[&str],
 ) -> Result<(bool, String)> {
     let token = token.to_str().expect("utf-8 path");
-    let mut args = vec![
-        "restore",
-        snapshot,
-        "--into",
-        target,
-        "--app",
-        app,
-        "--app-token-file",
-        token,
-        "--yes",
-    ];
+    let mut args = vec!["restore", snapshot];
+    args.extend_from_slice(target);
+    args.extend_from_slice(&["--app", app, "--app-token-file", token, "--yes"]);
     args.extend_from_slice(extra);
     let (ok, _, stderr) = env.run_cli(&args, &[]).await?;
     Ok((ok, stderr))
@@ -78,6 +71,7 @@ async fn a_mariadb_restore_into_a_live_application_checks_counts_and_rolls_back(
     std::fs::write(&token, TOKEN)?;
     // The application's own login: the same database as the source's.
     let target = format!("mariadb://root@127.0.0.1:{}/shop", db.port);
+    let target = ["--into", target.as_str()];
     let restore = |extra: &'static [&'static str]| {
         live_restore(&env, snapshot.id.as_str(), &target, &app, &token, extra)
     };
@@ -112,6 +106,82 @@ async fn a_mariadb_restore_into_a_live_application_checks_counts_and_rolls_back(
     assert!(!seen.maintenance.load(Ordering::SeqCst));
     let restores = recorded(&env, 2).await?;
     assert_eq!(restores[1].0, "rolled-back");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_restore_into_a_live_application_rolls_back_its_state() -> Result<()> {
+    let env = Env::new().await?;
+    let state = env.path("state.bin");
+    std::fs::write(&state, crate::harness::mixed_bytes(2 << 20, 1))?;
+    env.cli(&["tenant", "create", "acme"]).await?;
+    env.cli(&[
+        "source",
+        "add",
+        "acme/state",
+        "--type",
+        "command",
+        "--command",
+        &format!("cat {}", state.display()),
+        "--restore-command",
+        &format!("cat > {}", state.display()),
+    ])
+    .await?;
+    let node = env.node().await?;
+    env.cli(&["backup", "acme/state", "--wait", "--timeout", "120"])
+        .await?;
+    let snapshot = env.wait_final_of("state", 1).await?;
+    assert_verified(&snapshot);
+
+    let seen = Arc::new(Seen::default());
+    seen.smoke_status.store(200, Ordering::SeqCst);
+    let app = start_app(seen.clone()).await?;
+    let token = env.path("app-token");
+    std::fs::write(&token, TOKEN)?;
+    let restore = |extra: &'static [&'static str]| {
+        live_restore(
+            &env,
+            snapshot.id.as_str(),
+            &["--into-command"],
+            &app,
+            &token,
+            extra,
+        )
+    };
+
+    // The restore command gets the snapshot back; no tables, so no counts step.
+    let original = std::fs::read(&state)?;
+    std::fs::write(&state, crate::harness::mixed_bytes(1 << 20, 2))?;
+    let (ok, stderr) = restore(&[]).await?;
+    ensure!(ok, "the live restore failed: {stderr}");
+    ensure!(
+        std::fs::read(&state)? == original,
+        "the state was not restored"
+    );
+    let safety = env.wait_final_of("state", 2).await?;
+    assert_verified(&safety);
+    assert_eq!(safety.trigger, "safety");
+    let steps: Vec<&str> = ALL_STEPS.into_iter().filter(|s| *s != "counts").collect();
+    assert_eq!(recorded(&env, 1).await?[0].1, steps);
+
+    // A failed smoke check with --rollback-on-failure: the state from
+    // before the restore is back.
+    seen.clear();
+    seen.smoke_status.store(503, Ordering::SeqCst);
+    let before = crate::harness::mixed_bytes(1 << 20, 3);
+    std::fs::write(&state, &before)?;
+    let (ok, stderr) = restore(&["--rollback-on-failure"]).await?;
+    ensure!(!ok && stderr.contains("rolled back"), "{stderr}");
+    ensure!(
+        std::fs::read(&state)? == before,
+        "the rollback did not put the state back"
+    );
+    assert_eq!(
+        seen.names().last().map(String::as_str),
+        Some("maintenance-off")
+    );
+    assert_eq!(recorded(&env, 2).await?[1].0, "rolled-back");
     node.shutdown().await;
     Ok(())
 }
