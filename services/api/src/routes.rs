@@ -107,10 +107,9 @@ impl Listing {
 async fn stats_of(api: &Api, caller: &Caller, source: &str) -> Result<SourceStats, ApiError> {
     let source = name(source, "source")?;
     api.catalog
-        .source_stats()
+        .source_stats_of(Some(&caller.tenant), Some(&source))
         .await?
-        .into_iter()
-        .find(|s| s.tenant == caller.tenant.as_str() && s.source == source.as_str())
+        .pop()
         .ok_or_else(|| ApiError::not_found(format!("no source {source}")))
 }
 
@@ -159,10 +158,12 @@ async fn sources(State(api): State<Arc<Api>>, Extension(caller): Extension<Calle
     need(&caller, Scope::Read)?;
     let schedules = api.catalog.schedules().await?;
     let mut all = Vec::new();
-    for stats in api.catalog.source_stats().await? {
-        if stats.tenant == caller.tenant.as_str() {
-            all.push(described(&api, &caller, stats, &schedules).await?.0);
-        }
+    for stats in api
+        .catalog
+        .source_stats_of(Some(&caller.tenant), None)
+        .await?
+    {
+        all.push(described(&api, &caller, stats, &schedules).await?.0);
     }
     Ok(Json(Value::Array(all)))
 }
@@ -418,13 +419,10 @@ async fn history(
 async fn stats(State(api): State<Arc<Api>>, Extension(caller): Extension<Caller>) -> Answer {
     need(&caller, Scope::Read)?;
     let tenant = caller.tenant.as_str();
-    let sources: Vec<SourceStats> = api
+    let sources = api
         .catalog
-        .source_stats()
-        .await?
-        .into_iter()
-        .filter(|s| s.tenant == tenant)
-        .collect();
+        .source_stats_of(Some(&caller.tenant), None)
+        .await?;
     let repository = api
         .catalog
         .repository_stats()

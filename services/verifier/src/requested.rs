@@ -67,10 +67,11 @@ pub(crate) async fn run(deps: &Deps, kek: Option<&Kek>, request: VerifyRequested
             ..Found::default()
         },
     };
-    let outcome = match (&found.error, found.problems.is_empty()) {
-        (Some(_), _) => "error",
-        (None, true) => "passed",
-        (None, false) => "failed",
+    // Damage found is damage, even when level 2 could not follow.
+    let outcome = match (found.problems.is_empty(), &found.error) {
+        (false, _) => "failed",
+        (true, Some(_)) => "error",
+        (true, None) => "passed",
     };
     let done = VerificationCompleted {
         tenant: request.tenant.clone(),
@@ -101,15 +102,15 @@ pub(crate) async fn run(deps: &Deps, kek: Option<&Kek>, request: VerifyRequested
         };
         mark_corrupt(deps, event, &format!("request-{}", done.request_id)).await?;
     }
-    match &done.error {
-        None if done.problems.is_empty() => {
+    match outcome {
+        "passed" => {
             tracing::info!(snapshot = %done.snapshot, level = done.level, objects = done.objects, "Requested verification passed.");
         }
-        None => {
+        "failed" => {
             tracing::error!(snapshot = %done.snapshot, problems = ?done.problems, "Requested verification found damage.");
         }
-        Some(error) => {
-            tracing::warn!(snapshot = %done.snapshot, %error, "Requested verification could not run.");
+        _ => {
+            tracing::warn!(snapshot = %done.snapshot, error = ?done.error, "Requested verification could not run.");
         }
     }
     catalog.record_verification(&done).await?;

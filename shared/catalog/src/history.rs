@@ -2,6 +2,7 @@
 
 use crate::{Catalog, Result};
 use time::OffsetDateTime;
+use vaultline_types::Name;
 
 /// One backup run as the auditor recorded it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -112,6 +113,19 @@ impl Catalog {
     /// # Errors
     /// When the query fails.
     pub async fn source_stats(&self) -> Result<Vec<SourceStats>> {
+        self.source_stats_of(None, None).await
+    }
+
+    /// Figures of one tenant's sources, or of one of them: only those
+    /// computed (the HTTP API asks per call).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn source_stats_of(
+        &self,
+        tenant: Option<&Name>,
+        source: Option<&Name>,
+    ) -> Result<Vec<SourceStats>> {
         let rows = self
             .client()
             .await?
@@ -135,8 +149,9 @@ impl Catalog {
                      ORDER BY e.finished_at DESC LIMIT 1) won ON true
                  LEFT JOIN LATERAL (SELECT started_at, outcome, duration_ms FROM drills d
                      WHERE d.tenant = so.tenant AND d.source = so.name ORDER BY started_at DESC LIMIT 1) d ON true
+                 WHERE ($1::text IS NULL OR so.tenant = $1) AND ($2::text IS NULL OR so.name = $2)
                  ORDER BY so.tenant, so.name",
-                &[],
+                &[&tenant.map(Name::as_str), &source.map(Name::as_str)],
             )
             .await?;
         Ok(rows
