@@ -91,20 +91,20 @@ async fn record(
         path: path.to_owned(),
         status,
     };
-    if let Err(error) = publish(api, &event, &[]).await {
+    if let Err(error) = publish(api, &event).await {
         // The call is answered already; the gap must be seen.
         tracing::error!(%tenant, token, error = %error.message, "API: a call could not be put in the audit trail.");
     }
 }
 
-/// Publishes `event` as JSON with a fresh message id and its ids as headers.
+/// Publishes `event` as JSON with a fresh message id and its tenant and
+/// source as headers.
 pub(crate) async fn publish<M: Message + serde::Serialize>(
     api: &Api,
     event: &M,
-    extra: &[(&'static str, &str)],
 ) -> Result<(), ApiError> {
     let id = crate::routes::random_id();
-    publish_with_id(api, event, &id, extra).await
+    publish_with_id(api, event, &id).await
 }
 
 /// [`publish`] under a message id made of the subject and `id` (a
@@ -115,7 +115,6 @@ pub(crate) async fn publish_with_id<M: Message + serde::Serialize>(
     api: &Api,
     event: &M,
     id: &str,
-    extra: &[(&'static str, &str)],
 ) -> Result<(), ApiError> {
     let body = serde_json::to_vec(event)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -126,8 +125,8 @@ pub(crate) async fn publish_with_id<M: Message + serde::Serialize>(
         format!("{}:{id}", event.subject()).as_str(),
     );
     map.insert(headers::TENANT, event.tenant().as_str());
-    for (name, value) in extra {
-        map.insert(*name, *value);
+    if let Some(source) = event.source() {
+        map.insert(headers::SOURCE, source.as_str());
     }
     api.bus
         .publish(event.subject(), map, body.into())

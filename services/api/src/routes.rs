@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use vaultline_catalog::{Caller, Scope, SourceStats};
 use vaultline_types::{
-    BackupRequested, DrillRequested, Name, SnapshotChanged, SnapshotId, SnapshotStatus,
-    TriggerKind, headers,
+    BackupRequested, DrillRequested, Name, SnapshotChanged, SnapshotId, SnapshotStatus, TriggerKind,
 };
 
 /// Method, path and the scope each route needs: the table
@@ -221,13 +220,7 @@ async fn backup(
         trigger: TriggerKind::Api,
         ..Default::default()
     };
-    publish_with_id(
-        &api,
-        &request,
-        &request_id,
-        &[(headers::SOURCE, source.as_str())],
-    )
-    .await?;
+    publish_with_id(&api, &request, &request_id).await?;
     Ok(requested(&request_id, &href))
 }
 
@@ -268,13 +261,7 @@ async fn drill(
         source: source.clone(),
         request_id: Some(request_id.clone()),
     };
-    publish_with_id(
-        &api,
-        &request,
-        &request_id,
-        &[(headers::SOURCE, source.as_str())],
-    )
-    .await?;
+    publish_with_id(&api, &request, &request_id).await?;
     let href = format!("/v1/sources/{source}/drills/{request_id}");
     Ok(requested(&request_id, &href))
 }
@@ -354,7 +341,7 @@ async fn set_protected(api: &Api, caller: &Caller, id: &str, protected: bool) ->
             change: change.into(),
             detail: format!("by API token {}", caller.token),
         };
-        publish(api, &event, &[]).await?;
+        publish(api, &event).await?;
     }
     Ok(Json(
         json!({"snapshot": id, "protected": protected, "changed": changed}),

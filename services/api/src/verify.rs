@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use std::sync::Arc;
 use vaultline_catalog::{Caller, Scope, SnapshotStatus};
-use vaultline_types::{VerifyRequested, headers};
+use vaultline_types::VerifyRequested;
 
 /// The body of a request, all optional: `{"level": 1}` (every object read
 /// back) or `{"level": 2}` (decrypted and reassembled as well).
@@ -76,13 +76,7 @@ pub(crate) async fn request(
         request_id: request_id.clone(),
     };
     request.check().map_err(ApiError::bad_request)?;
-    publish_with_id(
-        &api,
-        &request,
-        &request_id,
-        &[(headers::SOURCE, row.source.as_str())],
-    )
-    .await?;
+    publish_with_id(&api, &request, &request_id).await?;
     Ok(requested(&request_id, &href))
 }
 

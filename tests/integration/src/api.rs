@@ -299,6 +299,26 @@ async fn tokens_see_their_tenant_trigger_by_scope_and_every_use_is_audited() -> 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The protection is in the trail as the API published it (with its
+    // source header, which the auditor holds to the payload).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let changed: Vec<String> = sql
+            .query(
+                "SELECT payload::jsonb->>'change' FROM audit_events
+                  WHERE tenant = 'acme' AND kind = 'snapshot.changed' AND snapshot = $1",
+                &[&id],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !changed.is_empty() || std::time::Instant::now() > deadline {
+            assert_eq!(changed, ["protected"]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     api.task.abort();
     node.shutdown().await;
     Ok(())
